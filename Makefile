@@ -1,0 +1,68 @@
+# movielens-tfx: `make run` trains and pushes a model, `make test` runs the tests.
+# Both create the Python 3.10 environment in .venv/ first if it is missing or out of date.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+# A MovieLens "latest"-format folder; empty: ml-latest-small, fetched into data/ if needed.
+DATA_DIR ?=
+# More flags for the local runner, e.g. RUN_ARGS="--split random --no-cache".
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+
+# The first Python 3.10 found: PYTHON=..., python3.10 on PATH, or a pyenv-installed 3.10.
+PYTHON ?= $(shell for p in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10.*/bin/python3.10 $$HOME/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null); do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help venv data run test test-all lint lock clean
+
+help:
+	@echo "make run    create .venv if needed, get the data, run the pipeline (DATA_DIR=..., RUN_ARGS=...)"
+	@echo "make test   create .venv if needed, lint, run the tests (PYTEST_ARGS=...)"
+	@echo "make data   only fetch ml-latest-small into data/"
+	@echo "make lock   re-resolve requirements.in into the pinned requirements.txt"
+	@echo "make clean  remove pipeline outputs (tfx_output/, serving_model/)"
+
+venv: $(STAMP)
+
+# uv resolves and installs the TFX stack in seconds where pip's resolver takes many minutes.
+$(STAMP): requirements.txt pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "error: Python 3.10 not found (TFX 1.16 supports 3.9-3.10). Install it, e.g." \
+		     "'pyenv install 3.10' or 'uv python install 3.10', or pass PYTHON=/path/to/python3.10." >&2; \
+		exit 1; fi
+	@echo "Creating $(VENV) with $(PYTHON)"
+	@[ -x $(PY) ] || "$(PYTHON)" -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --python $(PY) --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m pipeline.data $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+
+run: $(STAMP)
+	$(PY) -m pipeline.local_runner $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(RUN_ARGS)
+
+test: $(STAMP) lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything, the slow marker included.
+test-all: $(STAMP) lint
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_36 \
+		requirements.in -o requirements.txt
+
+clean:
+	rm -rf tfx_output serving_model

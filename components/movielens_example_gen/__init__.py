@@ -1,0 +1,1 @@
+"""A TFX ExampleGen for MovieLens "latest"-format folders (ratings.csv + movies.csv)."""

@@ -1,0 +1,248 @@
+"""Beam executor of the MovieLens ExampleGen: read, join, split by time or at random, report.
+
+Extends TFX's `BaseExampleGenExecutor`, which writes the splits as gzipped TFRecords and records
+them on the Examples artifact; this class supplies the records and the MovieLens-specific split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from array import array
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+from tfx.components.example_gen import base_example_gen_executor, utils
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
+
+from components.movielens_example_gen import parsing
+from components.movielens_example_gen.config import SplitConfig
+
+_LOG = logging.getLogger(__name__)
+REJECTED_FILE = "rejected_rows.txt"
+SUMMARY_FILE = "split_summary.json"
+_MAX_LOGGED_REJECTS = 20
+_TRAIN, _EVAL, _REJECTED = 0, 1, 2
+
+
+class _TimestampQuantile(beam.CombineFn):
+    """Exact quantile of int64 timestamps (8 bytes per rating: ~260 MB for ml-32m)."""
+
+    def __init__(self, q: float):
+        self._q = q
+
+    def create_accumulator(self) -> array:
+        return array("q")
+
+    def add_input(self, acc: array, ts: int) -> array:
+        acc.append(ts)
+        return acc
+
+    def merge_accumulators(self, accs) -> array:
+        merged = array("q")
+        for acc in accs:
+            merged.extend(acc)
+        return merged
+
+    def extract_output(self, acc: array) -> float | None:
+        if not acc:
+            return None
+        return float(np.quantile(np.frombuffer(acc, dtype=np.int64), self._q))
+
+
+def random_bucket(rating: parsing.Rating, seed: int) -> float:
+    """A stable uniform number in [0, 1) for a rating: same seed, same split, on any runner."""
+    key = f"{seed}:{rating.user_id}:{rating.movie_id}:{rating.timestamp}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2.0**64
+
+
+class _ParseRatings(beam.DoFn):
+    """ratings.csv line -> Rating, or a rejected-row message on the REJECTED output.
+
+    Each worker reads movies.csv itself in setup(), rather than receiving the movies pickled
+    with the DoFn: it is small, and a pickled dict is re-sent for every bundle.
+    """
+
+    REJECTED = "rejected"
+
+    def __init__(self, ratings_path: str, movies_path: str):
+        self._ratings_path = ratings_path
+        self._movies_path = movies_path
+
+    def setup(self):
+        self._movie_ids = set(parsing.read_movies_file(self._movies_path)[0])
+        self._logged = 0
+
+    def process(self, line: str):
+        if not line.strip():
+            return
+        try:
+            rating = parsing.parse_rating(line, self._ratings_path)
+            if rating.movie_id not in self._movie_ids:
+                raise parsing.BadRowError(
+                    f"{self._ratings_path} row {line.rstrip()!r}: movieId {rating.movie_id} is "
+                    f"not in {parsing.MOVIES_FILE}")
+        except parsing.BadRowError as e:
+            beam.metrics.Metrics.counter("movielens", "rejected_rows").inc()
+            if self._logged < _MAX_LOGGED_REJECTS:
+                self._logged += 1
+                _LOG.warning("Skipping bad row: %s", e)
+            yield beam.pvalue.TaggedOutput(self.REJECTED, str(e))
+            return
+        # A plain tuple: Beam encodes it much faster than a dataclass between stages.
+        yield (rating.user_id, rating.movie_id, rating.rating, rating.timestamp)
+
+
+class _JoinToExample(beam.DoFn):
+    """(user_id, movie_id, rating, timestamp) -> serialized tf.Example joined with its movie."""
+
+    def __init__(self, movies_path: str):
+        self._movies_path = movies_path
+
+    def setup(self):
+        movies = parsing.read_movies_file(self._movies_path)[0]
+        self._movie_bytes = {movie_id: parsing.movie_example(movie).SerializeToString()
+                             for movie_id, movie in movies.items()}
+
+    def process(self, row: tuple):
+        rating = parsing.Rating(*row)
+        yield parsing.serialize_joined(rating, self._movie_bytes[rating.movie_id])
+
+
+class Executor(base_example_gen_executor.BaseExampleGenExecutor):
+    """Reads `<input_base>/ratings.csv` and `movies.csv`; writes `train` and `eval` splits.
+
+    Execution parameters: those of FileBasedExampleGen plus the fields of `SplitConfig`.
+    Besides the splits, the Examples artifact folder gets `rejected_rows.txt` (every skipped row and
+    why) and `split_summary.json` (counts and the time cutoff).
+    """
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        # Never called: GenerateExamplesByBeam is overridden because the split needs the whole
+        # dataset (the time cutoff is a quantile over all ratings).
+        raise NotImplementedError
+
+    def GenerateExamplesByBeam(
+        self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
+    ) -> dict[str, beam.PCollection]:
+        split_names = _split_names(exec_properties)
+        if len(split_names) != 2:
+            raise ValueError(
+                f"MovieLensExampleGen writes two splits (train, eval), got {split_names}")
+        config = SplitConfig.from_exec_properties(exec_properties)
+        input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        ratings_path = os.path.join(input_base, parsing.RATINGS_FILE)
+        movies_path = os.path.join(input_base, parsing.MOVIES_FILE)
+        for path in (ratings_path, movies_path):
+            if not tf.io.gfile.exists(path):
+                raise FileNotFoundError(
+                    f"{path} not found: the ExampleGen expects a MovieLens 'latest'-format folder "
+                    f"with {parsing.RATINGS_FILE} and {parsing.MOVIES_FILE}"
+                )
+        with tf.io.gfile.GFile(ratings_path, "rb") as f:
+            parsing.check_header(f.readline().decode("utf-8-sig").strip().split(","),
+                                 parsing.RATINGS_HEADER, ratings_path)
+        movies, movie_rejects = parsing.read_movies_file(movies_path)
+        _LOG.info("Read %d movies from %s (%d rows rejected)", len(movies), movies_path,
+                  len(movie_rejects))
+        for message in movie_rejects[:_MAX_LOGGED_REJECTS]:
+            _LOG.warning("Skipping bad row: %s", message)
+        n_movies = len(movies)
+        del movies  # workers read their own copy (see _ParseRatings)
+
+        parsed = (
+            pipeline
+            | "ReadRatings" >> beam.io.ReadFromText(ratings_path, skip_header_lines=1)
+            | "Parse" >> beam.ParDo(_ParseRatings(ratings_path, movies_path)).with_outputs(
+                _ParseRatings.REJECTED, main="ratings")
+        )
+        ratings = parsed.ratings
+        if config.method == "time":
+            cutoff = (
+                ratings
+                | "Timestamps" >> beam.Map(lambda row: row[3])
+                | "Cutoff" >> beam.CombineGlobally(_TimestampQuantile(1.0 - config.eval_fraction))
+            )
+            # Everything strictly before the cutoff trains; the rest (the newest) evaluates.
+            splits = ratings | "SplitByTime" >> beam.Partition(
+                lambda row, n, c: _TRAIN if row[3] < c else _EVAL,
+                2, beam.pvalue.AsSingleton(cutoff))
+        else:
+            cutoff = pipeline | "NoCutoff" >> beam.Create([None])
+            seed, fraction = config.seed, config.eval_fraction
+            splits = ratings | "SplitRandom" >> beam.Partition(
+                lambda row, n: _EVAL if random_bucket(parsing.Rating(*row), seed) < fraction
+                else _TRAIN, 2)
+
+        rejected = (
+            (parsed[_ParseRatings.REJECTED],
+             pipeline | "MovieRejects" >> beam.Create(movie_rejects))
+            | "AllRejects" >> beam.Flatten()
+        )
+        output_dir = exec_properties["_examples_uri"]
+        _ = rejected | "WriteRejects" >> beam.io.WriteToText(
+            os.path.join(output_dir, REJECTED_FILE), shard_name_template="")
+        counts = [
+            pcoll | f"Count{name}" >> beam.combiners.Count.Globally()
+            for name, pcoll in (("Train", splits[_TRAIN]), ("Eval", splits[_EVAL]),
+                                ("Rejected", rejected))
+        ]
+        summary_base = {"method": config.method, "eval_fraction": config.eval_fraction,
+                        "seed": config.seed, "movies": n_movies}
+        _ = (
+            pipeline
+            | "Summary" >> beam.Create([None])
+            | "FillSummary" >> beam.Map(
+                lambda _, train, eval_, rej, cut: json.dumps({
+                    **summary_base, "cutoff_timestamp": cut,
+                    "examples": {split_names[0]: train, split_names[1]: eval_},
+                    "rejected_rows": rej}),
+                *(beam.pvalue.AsSingleton(c) for c in counts), beam.pvalue.AsSingleton(cutoff))
+            | "WriteSummary" >> beam.io.WriteToText(
+                os.path.join(output_dir, SUMMARY_FILE), shard_name_template="")
+        )
+        return {
+            split_names[0]: splits[_TRAIN] | "ToExampleTrain" >> beam.ParDo(
+                _JoinToExample(movies_path)),
+            split_names[1]: splits[_EVAL] | "ToExampleEval" >> beam.ParDo(
+                _JoinToExample(movies_path)),
+        }
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY])
+        exec_properties = dict(exec_properties, _examples_uri=examples.uri)
+        super().Do(input_dict, output_dict, exec_properties)
+
+        with tf.io.gfile.GFile(os.path.join(examples.uri, SUMMARY_FILE)) as f:
+            summary = json.loads(f.read())
+        config = SplitConfig.from_exec_properties(exec_properties)
+        total = sum(summary["examples"].values())
+        rejected = summary["rejected_rows"]
+        if summary["cutoff_timestamp"] is not None:
+            examples.set_float_custom_property("split_cutoff_timestamp",
+                                               summary["cutoff_timestamp"])
+        _LOG.info("MovieLens examples: %s; %d rows rejected (listed in %s)",
+                  ", ".join(f"{k}={v}" for k, v in summary["examples"].items()), rejected,
+                  os.path.join(examples.uri, REJECTED_FILE))
+        if total == 0 or rejected > config.max_rejected_fraction * (total + rejected):
+            raise ValueError(
+                f"{rejected} of {total + rejected} rows in {exec_properties['input_base']} could "
+                f"not be parsed (limit: {config.max_rejected_fraction:.1%}). The first ones are "
+                f"logged above; all are in {os.path.join(examples.uri, REJECTED_FILE)}.")
+
+
+def _split_names(exec_properties: dict[str, Any]) -> list[str]:
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+                              input_config)
+    output_config = example_gen_pb2.Output()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+                              output_config)
+    return utils.generate_output_split_names(input_config, output_config)

@@ -1,0 +1,1 @@
+"""Feature definitions, preprocessing and TensorFlow Recommenders models."""

@@ -1,0 +1,54 @@
+"""Transform's `preprocessing_fn`: id vocabularies, genre encoding, year and rating scaling.
+
+Analyzers run on the train split only, so ids first seen in eval (or at serving time) fall into the
+OOV bucket, exactly as they will in production. The resulting graph ships inside the exported
+model, so clients send raw MovieLens ids.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features
+
+
+def _dense(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
+    """[batch, 1] dense or sparse (0..1 values per row) -> [batch], `default` where missing."""
+    if isinstance(x, tf.SparseTensor):
+        x = tf.sparse.to_dense(
+            tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default)
+    return tf.reshape(x, [-1])
+
+
+def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Raw features (see models/features.py) -> transformed features.
+
+    Outputs, batch size B:
+      user_id_xf, movie_id_xf: int64 [B], vocabulary index; OOV ids map to vocab_size.
+      genres_xf: int64 SparseTensor [B, None], genre vocabulary indices.
+      year_xf: float32 [B], z-scored release year, 0 (the mean) where unknown.
+      rating_xf: float32 [B], rating scaled to [0, 1] (only when the label is present).
+    """
+    outputs = {}
+    for raw, vocab in ((features.USER_ID, features.USER_VOCAB),
+                       (features.MOVIE_ID, features.MOVIE_VOCAB)):
+        outputs[features.transformed_name(raw)] = tft.compute_and_apply_vocabulary(
+            _dense(inputs[raw], -1), num_oov_buckets=features.NUM_OOV_BUCKETS,
+            vocab_filename=vocab)
+    outputs[features.GENRES_IDX] = tft.compute_and_apply_vocabulary(
+        inputs[features.GENRES], num_oov_buckets=features.NUM_OOV_BUCKETS,
+        vocab_filename=features.GENRE_VOCAB)
+
+    year = inputs[features.YEAR]
+    known = tf.cast(_dense(tf.sparse.map_values(tf.ones_like, year), 0), tf.bool)
+    year = tf.cast(_dense(year, 0), tf.float32)
+    year_mean = tft.mean(tf.boolean_mask(year, known))
+    year_std = tf.sqrt(tft.var(tf.boolean_mask(year, known)))
+    outputs[features.YEAR_XF] = tf.where(
+        known, (year - year_mean) / tf.maximum(year_std, 1e-6), tf.zeros_like(year))
+
+    if features.LABEL_KEY in inputs:
+        outputs[features.LABEL_XF] = features.scale_rating(
+            _dense(inputs[features.LABEL_KEY], features.RATING_MIN))
+    return outputs

@@ -1,0 +1,1 @@
+"""The MovieLens TFX pipeline definition and its runners."""

@@ -1,0 +1,126 @@
+"""MovieLensExampleGen's Beam executor on generated MovieLens folders: join, splits, bad rows."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import message
+from movielens_fixture import write_movielens_fixture
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
+
+from components.movielens_example_gen import executor as executor_lib
+from components.movielens_example_gen.component import MovieLensExampleGen
+from components.movielens_example_gen.config import SplitConfig
+from models import features
+
+
+def run_example_gen(data_dir, out_dir, split=None):
+    """Runs the executor as the orchestrator would; returns {split: [tf.train.Example]}."""
+    component = MovieLensExampleGen(str(data_dir), split=split or SplitConfig())
+    props = {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
+             for k, v in component.exec_properties.items()}
+    examples = standard_artifacts.Examples()
+    examples.uri = str(out_dir)
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--runner=DirectRunner"])
+    executor_lib.Executor(context).Do({}, {"examples": [examples]}, props)
+    splits = {}
+    for name in ("train", "eval"):
+        files = tf.io.gfile.glob(os.path.join(out_dir, f"Split-{name}", "*"))
+        records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+        splits[name] = [tf.train.Example.FromString(r.numpy()) for r in records]
+    return splits, examples
+
+
+def column(examples, key):
+    f = [e.features.feature[key] for e in examples]
+    kind = f[0].WhichOneof("kind")
+    return np.array([getattr(x, kind).value[0] for x in f])
+
+
+def read_ratings(folder):
+    lines = (folder / "ratings.csv").read_text().splitlines()[1:]
+    return [tuple(line.split(",")) for line in lines]
+
+
+def test_time_split_trains_on_the_past_and_evaluates_on_the_newest_fifth(movielens_dir, tmp_path):
+    splits, artifact = run_example_gen(movielens_dir, tmp_path / "out")
+    ratings = read_ratings(movielens_dir)
+    assert len(splits["train"]) + len(splits["eval"]) == len(ratings)
+    train_ts, eval_ts = column(splits["train"], "timestamp"), column(splits["eval"], "timestamp")
+    cutoff = np.quantile(np.array([int(r[3]) for r in ratings]), 0.8)
+    assert train_ts.max() < cutoff <= eval_ts.min()
+    assert len(splits["eval"]) / len(ratings) == pytest.approx(0.2, abs=0.01)
+    assert artifact.get_float_custom_property("split_cutoff_timestamp") == pytest.approx(cutoff)
+    summary = json.loads((tmp_path / "out" / executor_lib.SUMMARY_FILE).read_text())
+    assert summary["examples"] == {"train": len(splits["train"]), "eval": len(splits["eval"])}
+    assert summary["rejected_rows"] == 0
+
+
+def test_examples_carry_the_joined_movie(movielens_dir, tmp_path):
+    splits, _ = run_example_gen(movielens_dir, tmp_path / "out")
+    by_movie = {}
+    for example in splits["train"] + splits["eval"]:
+        f = example.features.feature
+        by_movie[f["movie_id"].int64_list.value[0]] = f
+    amelie = by_movie[3]  # the fixture's first movie: quoted, UTF-8, with a comma
+    assert amelie["title"].bytes_list.value[0].decode() == "Amélie, the Fabulous Destiny (1950)"
+    assert amelie["year"].int64_list.value == [1950]
+    assert by_movie[12]["title"].bytes_list.value == [b"Movie 3"]  # no year in the title
+    assert "year" not in by_movie[12]
+    assert by_movie[15]["genres"].bytes_list.value == [features.NO_GENRES.encode()]
+    assert len(by_movie[9]["genres"].bytes_list.value) == 3  # multi-valued
+
+
+def test_random_split_is_seeded_and_stable(movielens_dir, tmp_path):
+    split = SplitConfig(method="random", eval_fraction=0.1, seed=7)
+    first, _ = run_example_gen(movielens_dir, tmp_path / "a", split)
+    again, _ = run_example_gen(movielens_dir, tmp_path / "b", split)
+    other, _ = run_example_gen(movielens_dir, tmp_path / "c", SplitConfig("random", 0.1, seed=8))
+
+    def keys(examples):
+        return sorted(zip(column(examples, "user_id"), column(examples, "movie_id"), strict=True))
+
+    assert keys(first["eval"]) == keys(again["eval"])
+    assert keys(first["eval"]) != keys(other["eval"])
+    total = len(first["train"]) + len(first["eval"])
+    assert len(first["eval"]) / total == pytest.approx(0.1, abs=0.03)
+
+
+def test_bad_rows_are_skipped_listed_and_good_rows_kept(tmp_path):
+    bad = ["1,3,abc,1200000000", "1,3,4.0", "2,999999,4.0,1200000000"]
+    folder = write_movielens_fixture(tmp_path / "data", extra_rating_rows=bad)
+    splits, _ = run_example_gen(folder, tmp_path / "out",
+                                SplitConfig(max_rejected_fraction=0.01))
+    good = len(read_ratings(folder)) - len(bad)
+    assert len(splits["train"]) + len(splits["eval"]) == good
+    rejected = (tmp_path / "out" / executor_lib.REJECTED_FILE).read_text().splitlines()
+    assert len(rejected) == 3
+    assert any("field 'rating' is not a number: 'abc'" in r for r in rejected)
+    assert any("movieId 999999 is not in movies.csv" in r for r in rejected)
+    assert all("ratings.csv row" in r for r in rejected)
+
+
+def test_too_many_bad_rows_fail_with_a_pointer_to_the_list(tmp_path):
+    folder = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5),
+                                     extra_rating_rows=["x,y,z,w"] * 10)
+    with pytest.raises(ValueError, match=r"10 of \d+ rows .* could not be parsed"):
+        run_example_gen(folder, tmp_path / "out")
+
+
+def test_missing_files_are_named(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "movies.csv").write_text("movieId,title,genres\n")
+    with pytest.raises(FileNotFoundError, match="ratings.csv not found"):
+        run_example_gen(tmp_path / "data", tmp_path / "out")
+
+
+def test_split_config_rejects_nonsense():
+    with pytest.raises(ValueError, match="split method"):
+        SplitConfig(method="by-user")
+    with pytest.raises(ValueError, match="eval_fraction"):
+        SplitConfig(eval_fraction=1.5)

@@ -1,0 +1,105 @@
+"""MovieLens CSV parsing and joining (components/movielens_example_gen/parsing.py)."""
+
+import pytest
+
+from components.movielens_example_gen import parsing
+from models import features
+
+
+@pytest.mark.parametrize("title, year", [
+    ("Toy Story (1995)", 1995),
+    ("Nixon (1995) ", 1995),
+    ("City of Lost Children, The (Cité des enfants perdus, La) (1995)", 1995),
+    ("Babylon 5 (1993–1998)", 1993),
+    ("Babylon 5", None),
+    ("1984 (1984)", 1984),
+    ("Brazil (Director's Cut) (1985)", 1985),
+    ("Movie (20xx)", None),
+])
+def test_parse_year(title, year):
+    assert parsing.parse_year(title) == year
+
+
+def test_split_genres():
+    assert parsing.split_genres("Adventure|Animation|Children") == (
+        "Adventure", "Animation", "Children")
+    assert parsing.split_genres("(no genres listed)") == (features.NO_GENRES,)
+    assert parsing.split_genres("") == (features.NO_GENRES,)
+
+
+@pytest.mark.parametrize("eol", ["\r\n", "\n"])
+def test_read_movies_handles_line_endings_quotes_and_utf8(eol):
+    text = eol.join([
+        "movieId,title,genres",
+        '11,"American President, The (1995)",Comedy|Drama|Romance',
+        '29,"City of Lost Children, The (Cité des enfants perdus, La) (1995)",Adventure|Sci-Fi',
+        "40697,Babylon 5,Sci-Fi",
+        "143410,Hyena Road,(no genres listed)",
+    ]) + eol
+    movies, rejected = parsing.read_movies(parsing.iter_text_lines(text.encode()))
+    assert rejected == []
+    assert movies[11] == parsing.Movie(11, "American President, The (1995)",
+                                       ("Comedy", "Drama", "Romance"), 1995)
+    assert movies[29].title.startswith("City of Lost Children, The (Cité")
+    assert movies[29].genres == ("Adventure", "Sci-Fi")
+    assert movies[40697].year is None
+    assert movies[143410].genres == (features.NO_GENRES,)
+
+
+def test_read_movies_reports_bad_rows_by_line_and_keeps_good_ones():
+    text = "\r\n".join([
+        "movieId,title,genres",
+        "1,Toy Story (1995),Comedy",
+        "x2,Jumanji (1995),Adventure",
+        "3,Grumpier Old Men (1995)",
+        "1,Duplicate (1999),Drama",
+        "4,Waiting to Exhale (1995),Comedy|Drama",
+    ])
+    movies, rejected = parsing.read_movies(parsing.iter_text_lines(text.encode()), "m.csv")
+    assert sorted(movies) == [1, 4]
+    assert rejected == [
+        "m.csv line 3: field 'movieId' is not an integer: 'x2'",
+        "m.csv line 4: expected 3 fields (movieId,title,genres), got 2",
+        "m.csv line 5: duplicate movieId 1",
+    ]
+
+
+def test_read_movies_rejects_a_wrong_header():
+    with pytest.raises(ValueError, match="m.csv: expected a MovieLens header"):
+        parsing.read_movies(iter(["id,name\n", "1,x\n"]), "m.csv")
+
+
+def test_parse_rating_accepts_crlf_and_keeps_out_of_range_values_for_validation():
+    assert parsing.parse_rating("1,31,2.5,1260759144\r\n") == parsing.Rating(1, 31, 2.5, 1260759144)
+    # Valid row, invalid value: ExampleValidator reports it against the schema's domain.
+    assert parsing.parse_rating("1,31,7.0,1260759144").rating == 7.0
+
+
+@pytest.mark.parametrize("line, message", [
+    ("1,31,2.5", "expected 4 fields"),
+    ("1,31,abc,1260759144", "field 'rating' is not a number: 'abc'"),
+    ("1,31,nan,1260759144", "field 'rating' is not finite"),
+    ("u1,31,2.5,1260759144", "field 'userId' is not an integer: 'u1'"),
+    ("1,31,2.5,yesterday", "field 'timestamp' is not an integer"),
+])
+def test_parse_rating_errors_name_file_row_and_field(line, message):
+    with pytest.raises(parsing.BadRowError) as e:
+        parsing.parse_rating(line, "data/ratings.csv")
+    assert str(e.value).startswith(f"data/ratings.csv row {line!r}: ")
+    assert message in str(e.value)
+
+
+def test_to_example_joins_rating_and_movie():
+    movie = parsing.Movie(29, "Cité (1995)", ("Adventure", "Sci-Fi"), 1995)
+    example = parsing.to_example(parsing.Rating(7, 29, 4.5, 1000), movie)
+    f = example.features.feature
+    assert f[features.USER_ID].int64_list.value == [7]
+    assert f[features.MOVIE_ID].int64_list.value == [29]
+    assert f[features.RATING].float_list.value == [4.5]
+    assert f[features.TIMESTAMP].int64_list.value == [1000]
+    assert f[features.GENRES].bytes_list.value == [b"Adventure", b"Sci-Fi"]
+    assert f[features.TITLE].bytes_list.value[0].decode("utf-8") == "Cité (1995)"
+    assert f[features.YEAR].int64_list.value == [1995]
+    no_year = parsing.to_example(parsing.Rating(7, 1, 3.0, 1),
+                                 parsing.Movie(1, "X", ("War",), None))
+    assert features.YEAR not in no_year.features.feature
