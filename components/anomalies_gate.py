@@ -9,8 +9,9 @@ import os
 
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 
 ANOMALIES_FILE = "SchemaDiff.pb"
 
@@ -19,7 +20,7 @@ class DataAnomaliesError(RuntimeError):
     """New data does not match the curated schema."""
 
 
-def describe_anomalies(anomalies: tfx.types.standard_artifacts.ExampleAnomalies) -> list[str]:
+def describe_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> list[str]:
     """One line per anomaly: split, feature, short description and description."""
     problems = []
     for split in artifact_utils.decode_split_names(anomalies.split_names):
@@ -38,9 +39,9 @@ def describe_anomalies(anomalies: tfx.types.standard_artifacts.ExampleAnomalies)
     return problems
 
 
-@tfx.dsl.components.component
+@component
 def AnomaliesGate(  # noqa: N802 - TFX component names are classes
-    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
 ) -> None:
     """Raises DataAnomaliesError listing every anomaly; passes silently on clean data."""
     problems = describe_anomalies(anomalies)

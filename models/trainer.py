@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 
 from models import data, export, features
 from models.hparams import HParams
@@ -54,7 +54,7 @@ def rmse_in_stars(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> floa
     return float(np.sqrt(np.mean(error**2)))
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point (referenced by dotted name from pipeline/pipeline.py)."""
     hp = HParams.from_config((fn_args.custom_config or {}).get(HPARAMS_KEY))
     _LOG.info("Hyper-parameters: %s", hp)

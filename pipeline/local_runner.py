@@ -21,8 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Google client libraries warn about Python 3.10 support on import; nothing to act on here.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
 
+import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
+from tfx.orchestration import metadata  # noqa: E402
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
 from components.movielens_example_gen.config import SPLIT_METHODS, SplitConfig  # noqa: E402
 from pipeline import configs, data, report  # noqa: E402
@@ -32,7 +34,9 @@ from pipeline.pipeline import create_pipeline  # noqa: E402
 _PROGRESS = re.compile(r"Component \S+ is (running|finished)|Running pipeline|Execution \d+ failed")
 # Harmless warnings TFT/TF print for every transform graph load.
 _NOISE = re.compile(r"Tables initialized inside a tf.function|is not available in Keras 3|"
-                    r"No training configuration found|Sharding callback")
+                    r"No training configuration found|Sharding callback|"
+                    r"does not have payload_format custom property|"
+                    r"SavedModel saved prior to TF 2.5 detected")
 
 
 class _ProgressFilter(logging.Filter):
@@ -54,6 +58,11 @@ def configure_logging(verbose: bool) -> None:
     if not verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_ProgressFilter())
+        # TensorFlow's logger also prints through a handler of its own, which the filter above
+        # does not see; route it through the root handlers only.
+        tf_logger = tf.get_logger()
+        tf_logger.handlers.clear()
+        tf_logger.setLevel(logging.WARNING)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,7 +77,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     parser.add_argument("--offline", action="store_true", help="never download data")
     parser.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
+    parser.add_argument("--direct-running-mode", choices=("in_memory", "multi_threading",
+                                                          "multi_processing"),
+                        help="Beam DirectRunner mode (default: configs.BEAM_PIPELINE_ARGS)")
+    parser.add_argument("--direct-num-workers", type=int,
+                        help="Beam DirectRunner workers (default: configs.BEAM_PIPELINE_ARGS)")
     return parser.parse_args(argv)
+
+
+def beam_args(running_mode: str | None, num_workers: int | None) -> list[str]:
+    """configs.BEAM_PIPELINE_ARGS with the DirectRunner's mode and workers overridden if given."""
+    overrides = {"--direct_running_mode": running_mode, "--direct_num_workers": num_workers}
+    args = [a for a in configs.BEAM_PIPELINE_ARGS
+            if overrides.get(a.split("=")[0]) is None]
+    return args + [f"{k}={v}" for k, v in overrides.items() if v is not None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         serving_model_dir=str(args.serving_model_dir.resolve()),
         split=SplitConfig(method=args.split, eval_fraction=configs.SPLIT.eval_fraction,
                           seed=configs.SPLIT.seed),
-        beam_pipeline_args=configs.BEAM_PIPELINE_ARGS,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        beam_pipeline_args=beam_args(args.direct_running_mode, args.direct_num_workers),
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(metadata_path)),
         enable_cache=not args.no_cache,
     )
     logging.info("Running pipeline %s on %s; artifacts in %s", configs.PIPELINE_NAME, data_root,
                  output_dir)
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    LocalDagRunner().run(pipeline)
     summary = report.summarize_latest_run(str(metadata_path))
     print("\n" + "=" * 72)
     print(report.format_summary(summary) if summary else "No run recorded.")

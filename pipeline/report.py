@@ -23,6 +23,8 @@ class RunSummary:
     # slice name ("overall" or a genre) -> metric name -> value
     metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     failures: list[str] = dataclasses.field(default_factory=list)
+    # component id -> (execution state name, wall seconds), in execution order
+    components: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
 
 
 def _latest(store, context_id: int, type_name: str):
@@ -49,16 +51,33 @@ def load_slice_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
     return table
 
 
-def summarize_latest_run(metadata_path: str) -> RunSummary | None:
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    return metadata_store.MetadataStore(config)
+
+
+def component_executions(store, run_context_id: int) -> dict[str, tuple[str, float]]:
+    """{component id: (state, wall seconds)} of one pipeline run, in execution order."""
+    result = {}
+    for execution in sorted(store.get_executions_by_context(run_context_id), key=lambda e: e.id):
+        node = next(c.name.split(".")[-1] for c in store.get_contexts_by_execution(execution.id)
+                    if c.type == "node")
+        seconds = (execution.last_update_time_since_epoch
+                   - execution.create_time_since_epoch) / 1000.0
+        state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
+        result[node] = (state, seconds)
+    return result
+
+
+def summarize_latest_run(metadata_path: str) -> RunSummary | None:
+    store = open_store(metadata_path)
     runs = store.get_contexts_by_type("pipeline_run")
     if not runs:
         return None
     run = max(runs, key=lambda c: c.id)
-    summary = RunSummary(run_id=run.name)
+    summary = RunSummary(run_id=run.name, components=component_executions(store, run.id))
     blessing = _latest(store, run.id, "ModelBlessing")
     if blessing is not None:
         summary.blessed = blessing.custom_properties["blessed"].int_value == 1
@@ -79,7 +98,9 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
 
 
 def format_summary(summary: RunSummary) -> str:
-    lines = [f"Run {summary.run_id}"]
+    lines = [f"Run {summary.run_id}: " + ", ".join(
+        f"{node} {seconds:.0f}s" + (" (cached)" if state == "CACHED" else "")
+        for node, (state, seconds) in summary.components.items())]
     overall = summary.metrics.get("overall")
     if overall:
         lines.append("Eval split, overall: RMSE {:.4f}  MAE {:.4f}  ({:,.0f} ratings)".format(

@@ -1,0 +1,118 @@
+"""Benchmark: wall time of the whole pipeline and of each component, per Beam DirectRunner mode.
+
+    .venv/bin/python bench/pipeline.py [--data-dir DIR] [--modes in_memory multi_processing]
+
+For each mode: a cold run (fresh output folder, every component executes), then a rerun of the
+same folder (every component a cache hit). Each run is a fresh `python -m pipeline.local_runner`
+process, so the times include importing TensorFlow/TFX as a user's `make run` does. Writes
+bench/results/pipeline.json and the "Pipeline" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline import data, report  # noqa: E402
+
+DOC = REPO / "docs" / "benchmarks.md"
+RESULTS = REPO / "bench" / "results" / "pipeline.json"
+
+
+def run_once(data_dir: Path, out: Path, mode: str, workers: int) -> dict:
+    cmd = [sys.executable, "-m", "pipeline.local_runner", "--data-dir", str(data_dir),
+           "--output-dir", str(out / "tfx"), "--serving-model-dir", str(out / "serving"),
+           "--direct-running-mode", mode, "--direct-num-workers", str(workers)]
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    wall = time.time() - start
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
+        raise SystemExit(f"pipeline failed in mode {mode} (exit {proc.returncode})")
+    summary = report.summarize_latest_run(str(out / "tfx" / "metadata.sqlite"))
+    components = {node: round(seconds, 1) for node, (_, seconds) in summary.components.items()}
+    overall = summary.metrics.get("overall", {})
+    return {"wall_s": round(wall, 1), "pipeline_s": round(sum(components.values()), 1),
+            "components_s": components, "rmse": overall.get("root_mean_squared_error"),
+            "mae": overall.get("mean_absolute_error"), "blessed": summary.blessed}
+
+
+def write_doc(results: dict) -> None:
+    modes = results["modes"]
+    nodes = list(next(iter(modes.values()))["cold"]["components_s"])
+    lines = [
+        "## Pipeline",
+        "",
+        f"`{results['command']}` on {results['machine']}, {results['date']}; data: "
+        f"{results['data']}. Wall time of `python -m pipeline.local_runner` (TensorFlow/TFX "
+        "imports included); component times from ML Metadata.",
+        "",
+        "| | " + " | ".join(f"{m} cold" for m in modes) + " | "
+        + " | ".join(f"{m} cached" for m in modes) + " |",
+        "|---|" + "---:|" * (2 * len(modes)),
+        "| **whole run (wall)** | " + " | ".join(f"{r['cold']['wall_s']:.0f} s" for r in
+                                               modes.values()) + " | "
+        + " | ".join(f"{r['cached']['wall_s']:.0f} s" for r in modes.values()) + " |",
+    ]
+    for node in nodes:
+        lines.append(f"| {node} | " + " | ".join(
+            f"{r['cold']['components_s'].get(node, 0):.1f} s" for r in modes.values()) + " | "
+            + " | ".join(f"{r['cached']['components_s'].get(node, 0):.1f} s"
+                         for r in modes.values()) + " |")
+    lines += ["", "Eval-split RMSE of the cold runs: " + ", ".join(
+        f"{m} {r['cold']['rmse']:.4f}" for m, r in modes.items()), ""]
+    section = "\n".join(lines)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    start, end = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
+    block = f"{start}\n{section}\n{end}"
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="MovieLens folder (default: ml-latest-small)")
+    parser.add_argument("--modes", nargs="+", default=["in_memory", "multi_processing"])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="DirectRunner workers for multi_processing/multi_threading")
+    args = parser.parse_args()
+    data_dir = data.ensure_data(args.data_dir)
+    results = {
+        "command": "python bench/pipeline.py " + " ".join(sys.argv[1:]),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
+                   f"{platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"), "data": data_dir.name, "modes": {},
+    }
+    for mode in args.modes:
+        workers = 1 if mode == "in_memory" else args.workers
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+            print(f"{mode}: cold run ...", flush=True)
+            cold = run_once(data_dir, Path(tmp), mode, workers)
+            print(f"{mode}: cached rerun ...", flush=True)
+            cached = run_once(data_dir, Path(tmp), mode, workers)
+        results["modes"][mode] = {"workers": workers, "cold": cold, "cached": cached}
+        print(json.dumps(results["modes"][mode], indent=1), flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    write_doc(results)
+    print(f"Wrote {RESULTS} and {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
