@@ -36,12 +36,15 @@ class ServingModule(tf.Module):
                                  features.RATING_MAX)
         return {PREDICTION_KEY: tf.reshape(stars, [-1])}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    # autograph=False: straight-line code; converting the Keras and TFT layers costs seconds.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+                 autograph=False)
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._predict(tf.io.parse_example(examples, self._parse_spec))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id"),
-                                  tf.TensorSpec([None], tf.int64, name="movie_id")])
+                                  tf.TensorSpec([None], tf.int64, name="movie_id")],
+                 autograph=False)
     def predict_ids(self, user_id: tf.Tensor, movie_id: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._predict({features.USER_ID: user_id[:, None],
                               features.MOVIE_ID: movie_id[:, None]})

@@ -57,6 +57,9 @@ class BiasedMF(tfrs.Model):
             metrics=[StarsRMSE()],
         )
 
+    # No Python control flow depends on tensors here, so AutoGraph has nothing to convert; left
+    # on, it transpiles Keras and TFRS internals too, ~30 s before the first training step.
+    @tf.autograph.experimental.do_not_convert
     def _forward(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns predictions [B] and the per-example L2 penalty of the rows used, [B]."""
         users = inputs[features.USER_IDX]
@@ -72,9 +75,11 @@ class BiasedMF(tfrs.Model):
         penalty = tf.reduce_sum(p * p, -1) + tf.reduce_sum(q * q, -1) + b_u * b_u + b_m * b_m
         return predictions, penalty
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return self._forward(inputs)[0]
 
+    @tf.autograph.experimental.do_not_convert
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         predictions, penalty = self._forward(inputs)
         loss = self.task(labels=inputs[features.LABEL_XF][:, None],
