@@ -20,12 +20,13 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv data run test test-all lint lock clean
+.PHONY: help venv data run test test-all lint lock clean kubeflow
 
 help:
 	@echo "make run    create .venv if needed, get the data, run the pipeline (DATA_DIR=..., RUN_ARGS=...)"
 	@echo "make test   create .venv if needed, lint, run the tests (PYTEST_ARGS=...)"
 	@echo "make data   only fetch ml-latest-small into data/"
+	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (KFP_IMAGE=..., KFP_PIPELINE_ROOT=...)"
 	@echo "make lock   re-resolve requirements.in into the pinned requirements.txt"
 	@echo "make clean  remove pipeline outputs (tfx_output/, serving_model/)"
 
@@ -39,7 +40,8 @@ $(STAMP): requirements.txt pyproject.toml
 		exit 1; fi
 	@echo "Creating $(VENV) with $(PYTHON)"
 	@[ -x $(PY) ] || "$(PYTHON)" -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@[ -x $(VENV)/bin/uv ] || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade; \
+		$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
 	$(VENV)/bin/uv pip install --python $(PY) -r requirements.txt
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
@@ -56,6 +58,12 @@ test: $(STAMP) lint
 # Everything, the slow marker included.
 test-all: $(STAMP) lint
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+# Settings for the Kubeflow compile (see configs.KubeflowSettings); empty ones keep the defaults.
+export KFP_PIPELINE_ROOT KFP_DATA_ROOT KFP_SERVING_MODEL_DIR KFP_IMAGE KFP_TRAINER_GPUS
+
+kubeflow: $(STAMP)
+	$(PY) -m pipeline.kubeflow_runner
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
