@@ -61,3 +61,39 @@ BEAM_PIPELINE_ARGS = [
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeflowSettings:
+    """Where the pipeline runs on Kubeflow Pipelines (`python -m pipeline.kubeflow_runner`).
+
+    Every path must be reachable from the cluster's pods: an object store (gs://; s3:// with
+    tensorflow-io) or a volume mounted at the same path in every pod. Override with environment
+    variables or the runner's flags.
+    """
+
+    pipeline_root: str = (os.environ.get("KFP_PIPELINE_ROOT")
+                          or f"gs://YOUR_BUCKET/tfx_output/{PIPELINE_NAME}")
+    data_root: str = os.environ.get("KFP_DATA_ROOT") or f"gs://YOUR_BUCKET/movielens/{DATASET}"
+    # TF Serving loads from here (serving/ mounts or syncs this path).
+    serving_model_dir: str = (os.environ.get("KFP_SERVING_MODEL_DIR")
+                              or f"gs://YOUR_BUCKET/serving_model/{MODEL_NAME}")
+    # Built from kubeflow/Dockerfile: TFX 1.16 image + this project installed.
+    image: str = os.environ.get("KFP_IMAGE") or "ghcr.io/YOUR_ORG/movielens-tfx:0.1.0"
+    # Where kubeflow/Dockerfile puts the curated schema inside the image.
+    schema_path: str = "/pipeline/schema/schema.pbtxt"
+    # In-pod Beam by default; for data-heavy runs use Dataflow or a portable Flink/Spark runner:
+    #   ("--runner=DataflowRunner", "--project=P", "--region=R", "--temp_location=gs://B/tmp",
+    #    "--sdk_container_image=<the pipeline image>")
+    #   ("--runner=PortableRunner", "--job_endpoint=flink-jobserver:8099",
+    #    "--environment_type=EXTERNAL", "--environment_config=localhost:50000")
+    # GPUs for the Trainer's pod (nvidia.com/gpu); 0 trains on CPU.
+    trainer_gpus: int = int(os.environ.get("KFP_TRAINER_GPUS") or "0")
+    beam_pipeline_args: tuple[str, ...] = (
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=0",  # one worker per core of the pod
+    )
+
+
+KUBEFLOW = KubeflowSettings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tfx.components import FileBasedExampleGen
 from tfx.components.example_gen import driver
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
@@ -24,11 +25,13 @@ class MovieLensExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
     }
 
 
-class MovieLensExampleGen(base_beam_component.BaseBeamComponent):
+class MovieLensExampleGen(FileBasedExampleGen):
     """Emits tf.Examples (user_id, movie_id, rating, timestamp, genres, title, year) in two splits.
 
-    Uses FileBasedExampleGen's driver, which fingerprints the input files: a rerun on unchanged
-    CSVs is a cache hit, a changed file reruns the pipeline from here.
+    A FileBasedExampleGen with its own spec and executor. Being one keeps its driver, which
+    fingerprints the input files (a rerun on unchanged CSVs is a cache hit, a changed file reruns
+    the pipeline from here), also on Kubeflow, where TFX runs that driver only for
+    FileBasedExampleGens.
     """
 
     SPEC_CLASS = MovieLensExampleGenSpec
@@ -57,4 +60,5 @@ class MovieLensExampleGen(base_beam_component.BaseBeamComponent):
             max_rejected_fraction=split.max_rejected_fraction,
             examples=channel.Channel(type=standard_artifacts.Examples),
         )
-        super().__init__(spec=spec)
+        # FileBasedExampleGen.__init__ would build its own spec; ours adds the split parameters.
+        base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

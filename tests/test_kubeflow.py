@@ -1,0 +1,111 @@
+"""The Kubeflow compile: a KFP v2 spec of the same pipeline the local runner runs."""
+
+import dataclasses
+import importlib
+import json
+
+import pytest
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipeline import configs, kubeflow_runner
+from pipeline.pipeline import create_pipeline
+
+SETTINGS = dataclasses.replace(
+    configs.KUBEFLOW,
+    pipeline_root="gs://test-bucket/tfx_output/movielens-tfx",
+    data_root="gs://test-bucket/movielens/ml-latest-small",
+    serving_model_dir="gs://test-bucket/serving_model/movielens",
+    image="registry.example.com/movielens-tfx:test",
+    beam_pipeline_args=("--runner=DataflowRunner", "--project=p", "--region=r",
+                        "--temp_location=gs://test-bucket/tmp"),
+    trainer_gpus=1,
+)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kubeflow")
+    spec_path = kubeflow_runner.compile_pipeline(SETTINGS, out)
+    spec = json_format.ParseDict(json.loads(spec_path.read_text()),
+                                 pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    job = json.loads((out / kubeflow_runner.PIPELINE_JOB_FILE).read_text())
+    return spec, job
+
+
+@pytest.fixture(scope="module")
+def local_pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local")
+    return create_pipeline(data_root=str(root / "data"), pipeline_root=str(root / "pipeline"),
+                           serving_model_dir=str(root / "serving"))
+
+
+def executors(spec):
+    deployment = json_format.MessageToDict(spec.deployment_spec)
+    return deployment["executors"]
+
+
+def test_every_local_component_is_a_task_with_the_same_dependencies(compiled, local_pipeline):
+    spec, _ = compiled
+    tasks = spec.root.dag.tasks
+    assert set(tasks) == {c.id for c in local_pipeline.components}
+    for component in local_pipeline.components:
+        upstream = {node.id for node in component.upstream_nodes}
+        assert set(tasks[component.id].dependent_tasks) == upstream, component.id
+    assert "AnomaliesGate" in tasks["Transform"].dependent_tasks  # nothing trains on bad data
+
+
+def test_every_step_runs_the_pipeline_image_and_its_executor_imports(compiled):
+    spec, _ = compiled
+    for name, executor in executors(spec).items():
+        container = executor["container"]
+        assert container["image"] == SETTINGS.image, name
+        args = container["args"]
+        class_path = args[args.index("--executor_class_path") + 1]
+        module, _, attr = class_path.rpartition(".")
+        assert getattr(importlib.import_module(module), attr), class_path
+
+
+def test_module_functions_and_beam_args_reach_the_components(compiled):
+    spec, _ = compiled
+    params = {name: task.inputs.parameters for name, task in spec.root.dag.tasks.items()}
+
+    def constant(task, key):
+        value = params[task][key].runtime_value
+        return value.constant_value.string_value or value.constant.string_value
+
+    assert constant("Trainer", "run_fn") == configs.RUN_FN
+    assert constant("Transform", "preprocessing_fn") == configs.PREPROCESSING_FN
+    for fn in (configs.RUN_FN, configs.PREPROCESSING_FN):
+        module, _, attr = fn.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), attr))
+    assert constant("ImportSchemaGen", "schema_file") == SETTINGS.schema_path
+    pusher = json.loads(constant("Pusher", "push_destination"))
+    assert pusher["filesystem"]["base_directory"] == SETTINGS.serving_model_dir
+    example_gen = executors(spec)["MovieLensExampleGen_executor"]["container"]
+    assert "--runner=DataflowRunner" in example_gen["args"]
+    # The file-fingerprinting driver runs before KFP's cache check, as it does locally.
+    driver = example_gen["lifecycle"]["preCacheCheck"]
+    assert driver["command"][-1] == "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"
+    assert "--runner=DataflowRunner" in driver["args"]
+
+
+def test_data_root_is_a_runtime_parameter_of_the_example_gen(compiled):
+    spec, job = compiled
+    param = kubeflow_runner.DATA_ROOT_PARAMETER
+    assert spec.root.input_definitions.parameters[param].default_value.string_value == \
+        SETTINGS.data_root
+    input_base = spec.root.dag.tasks["MovieLensExampleGen"].inputs.parameters["input_base"]
+    assert input_base.component_input_parameter == param
+    defaults = job["runtimeConfig"]["parameterValues"]
+    assert defaults[param] == SETTINGS.data_root
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == SETTINGS.pipeline_root
+
+
+def test_the_trainer_asks_for_a_gpu(compiled):
+    spec, _ = compiled
+    resources = executors(spec)["Trainer_executor"]["container"]["resources"]
+    assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "1"}
+    for name, executor in executors(spec).items():
+        if name != "Trainer_executor":
+            assert "accelerator" not in executor["container"].get("resources", {}), name
