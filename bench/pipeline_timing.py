@@ -1,11 +1,12 @@
 """Benchmark: wall time of the whole pipeline and of each component, per Beam DirectRunner mode.
 
-    .venv/bin/python bench/pipeline.py [--data-dir DIR] [--modes in_memory multi_processing]
+    .venv/bin/python bench/pipeline_timing.py [--data-dir DIR] [--modes in_memory multi_processing]
 
 For each mode: a cold run (fresh output folder, every component executes), then a rerun of the
 same folder (every component a cache hit). Each run is a fresh `python -m pipeline.local_runner`
 process, so the times include importing TensorFlow/TFX as a user's `make run` does. Writes
-bench/results/pipeline.json and the "Pipeline" section of docs/benchmarks.md.
+bench/results/pipeline.json and the "Pipeline" section of docs/benchmarks.md; modes not run this
+time keep their earlier results, each with its own date and commit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from pipeline import data, report  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
-RESULTS = REPO / "bench" / "results" / "pipeline.json"
+RESULTS = REPO / "bench" / "results" / "pipeline_timing.json"
 
 
 def run_once(data_dir: Path, out: Path, mode: str, workers: int) -> dict:
@@ -54,9 +55,11 @@ def write_doc(results: dict) -> None:
     lines = [
         "## Pipeline",
         "",
-        f"`{results['command']}` on {results['machine']}, {results['date']}; data: "
-        f"{results['data']}. Wall time of `python -m pipeline.local_runner` (TensorFlow/TFX "
-        "imports included); component times from ML Metadata.",
+        f"`{results['command']}` on {results['machine']}; data: {results['data']}. Wall time "
+        "of `python -m pipeline.local_runner` (TensorFlow/TFX imports included); component "
+        "times from ML Metadata. Measured: " + "; ".join(
+            f"{m} {r.get('date', '?')} at commit {r.get('commit', '?')}" for m, r in modes.items())
+        + ".",
         "",
         "| | " + " | ".join(f"{m} cold" for m in modes) + " | "
         + " | ".join(f"{m} cached" for m in modes) + " |",
@@ -87,17 +90,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="MovieLens folder (default: ml-latest-small)")
-    parser.add_argument("--modes", nargs="+", default=["in_memory", "multi_processing"])
+    parser.add_argument("--modes", nargs="+", default=["in_memory", "multi_processing"],
+                        choices=["in_memory", "multi_threading", "multi_processing"])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="DirectRunner workers for multi_processing/multi_threading")
     args = parser.parse_args()
     data_dir = data.ensure_data(args.data_dir)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results = {
-        "command": "python bench/pipeline.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/pipeline_timing.py [--modes ...]",
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
                    f"{platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d"), "data": data_dir.name, "modes": {},
+        "data": data_dir.name,
+        "modes": previous.get("modes", {}) if previous.get("data") == data_dir.name else {},
     }
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
     for mode in args.modes:
         workers = 1 if mode == "in_memory" else args.workers
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
@@ -105,7 +113,8 @@ def main() -> int:
             cold = run_once(data_dir, Path(tmp), mode, workers)
             print(f"{mode}: cached rerun ...", flush=True)
             cached = run_once(data_dir, Path(tmp), mode, workers)
-        results["modes"][mode] = {"workers": workers, "cold": cold, "cached": cached}
+        results["modes"][mode] = {"workers": workers, "date": time.strftime("%Y-%m-%d %H:%M"),
+                                  "commit": commit, "cold": cold, "cached": cached}
         print(json.dumps(results["modes"][mode], indent=1), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
