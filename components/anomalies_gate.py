@@ -20,6 +20,10 @@ class DataAnomaliesError(RuntimeError):
     """New data does not match the curated schema."""
 
 
+def _reasons(reasons) -> str:
+    return "; ".join(f"{r.short_description}: {r.description}" for r in reasons)
+
+
 def describe_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> list[str]:
     """One line per anomaly: split, feature, short description and description."""
     problems = []
@@ -29,13 +33,11 @@ def describe_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> list[s
         with tf.io.gfile.GFile(path, "rb") as f:
             result.ParseFromString(f.read())
         for feature, info in sorted(result.anomaly_info.items()):
-            reasons = "; ".join(
-                f"{r.short_description}: {r.description}" for r in info.reason) or info.description
+            reasons = _reasons(info.reason) or info.description
             problems.append(f"split {split!r}, feature {feature!r}: {reasons}")
         if result.HasField("dataset_anomaly_info"):
-            reasons = "; ".join(f"{r.short_description}: {r.description}"
-                                for r in result.dataset_anomaly_info.reason)
-            problems.append(f"split {split!r}, dataset: {reasons}")
+            problems.append(
+                f"split {split!r}, dataset: {_reasons(result.dataset_anomaly_info.reason)}")
     return problems
 
 

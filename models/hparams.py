@@ -12,7 +12,7 @@ MODEL_TYPES = ("mf",)
 class HParams:
     """Hyper-parameters of the models and their training loop.
 
-    Defaults were tuned on ml-latest-small (time split); see README, "Model".
+    Defaults were tuned on ml-latest-small's time split (README, "Results and timings").
     """
 
     model_type: str = "mf"

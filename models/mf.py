@@ -31,8 +31,8 @@ class BiasedMF(tfrs.Model):
     treats rarely rated movies and users the same as frequent ones.
     """
 
-    def __init__(self, num_users: int, num_movies: int, embedding_dim: int = 32,
-                 l2: float = 0.05, squash: bool = True, global_mean: float = 0.5):
+    def __init__(self, num_users: int, num_movies: int, *, embedding_dim: int, l2: float,
+                 squash: bool, global_mean: float):
         super().__init__()
         self.num_users = num_users
         self.num_movies = num_movies

@@ -21,7 +21,8 @@ HPARAMS_KEY = "hparams"
 
 def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float
                 ) -> tf.keras.Model:
-    """The model named by hp.model_type for vocabularies of the given sizes (OOV excluded)."""
+    """The model of hp.model_type ("mf", the only one so far) for vocabularies of the given
+    sizes (OOV excluded)."""
     return BiasedMF(num_users, num_movies, embedding_dim=hp.embedding_dim, l2=hp.l2,
                     squash=hp.squash, global_mean=global_mean)
 

@@ -29,8 +29,6 @@ LOCAL_DATA_MIRRORS = [Path(p) for p in os.environ.get("MOVIELENS_MIRROR", "").sp
 
 # Outputs: artifacts and ML Metadata under tfx_output/, pushed models under serving_model/.
 OUTPUT_DIR = REPO_ROOT / "tfx_output"
-PIPELINE_ROOT = OUTPUT_DIR / PIPELINE_NAME
-METADATA_PATH = OUTPUT_DIR / "metadata.sqlite"
 SERVING_MODEL_DIR = REPO_ROOT / "serving_model" / MODEL_NAME
 SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
 
@@ -55,7 +53,7 @@ class EvalSettings:
 EVAL = EvalSettings()
 
 # Beam on this machine. in_memory was measured faster than multi_processing for ml-latest-small
-# (each worker process re-imports TensorFlow); see README, "Performance".
+# (each worker process re-imports TensorFlow); see docs/benchmarks.md.
 BEAM_PIPELINE_ARGS = [
     "--runner=DirectRunner",
     "--direct_running_mode=in_memory",

@@ -47,7 +47,10 @@ def verify_checksums(folder: Path) -> None:
     for line in sums.read_text().splitlines():
         if not line.strip():
             continue
-        expected, name = line.split(maxsplit=1)
+        try:
+            expected, name = line.split(maxsplit=1)
+        except ValueError:
+            raise DataError(f"{sums}: malformed line {line!r}") from None
         path = folder / name.strip().lstrip("*")
         if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
             raise DataError(f"{path}: SHA-256 does not match {sums}; the copy is corrupt")
@@ -71,8 +74,11 @@ def download(dataset: str, dest_home: Path, url: str | None = None, timeout: flo
                         _LOG.info("  %5.1f%% of %.1f MB", 100 * done / total, total / 1e6)
         except OSError as e:
             raise DataError(f"could not download {url}: {e}") from e
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(tmp)
+        try:
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(tmp)
+        except zipfile.BadZipFile as e:
+            raise DataError(f"{url} did not return a zip archive: {e}") from e
         unpacked = Path(tmp) / dataset
         check_folder(unpacked)
         target = dest_home / dataset

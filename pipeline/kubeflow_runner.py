@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -89,10 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serving-model-dir", default=defaults.serving_model_dir)
     parser.add_argument("--image", default=defaults.image, help="the pipeline image")
     parser.add_argument("--trainer-gpus", type=int, default=defaults.trainer_gpus)
-    parser.add_argument("--beam-pipeline-args", nargs="*",
-                        default=list(defaults.beam_pipeline_args),
-                        help="e.g. --runner=DataflowRunner --project=P --region=R "
-                             "--temp_location=gs://B/tmp")
+    parser.add_argument("--beam-pipeline-args", default=shlex.join(defaults.beam_pipeline_args),
+                        help="one quoted string, e.g. '--runner=DataflowRunner --project=P "
+                             "--region=R --temp_location=gs://B/tmp'")
     parser.add_argument("--output-dir", type=Path, default=configs.REPO_ROOT / "kubeflow")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         defaults, pipeline_root=args.pipeline_root, data_root=args.data_root,
         serving_model_dir=args.serving_model_dir, image=args.image,
         trainer_gpus=args.trainer_gpus,
-        beam_pipeline_args=tuple(args.beam_pipeline_args))
+        beam_pipeline_args=tuple(shlex.split(args.beam_pipeline_args)))
     spec = compile_pipeline(settings, args.output_dir)
     print(f"KFP v2 pipeline spec: {spec}")
     print(f"Vertex AI PipelineJob: {args.output_dir / PIPELINE_JOB_FILE}")

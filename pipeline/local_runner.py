@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from absl import logging as absl_logging  # noqa: E402
 from tfx.orchestration import metadata  # noqa: E402
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
-from components.movielens_example_gen.config import SPLIT_METHODS, SplitConfig  # noqa: E402
+from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
 from pipeline import configs, data, report  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
@@ -68,7 +69,10 @@ def configure_logging(verbose: bool) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", help=f"MovieLens folder (default: fetch {configs.DATASET})")
+    parser.add_argument("--data-dir", help="MovieLens folder (default: fetch --dataset)")
+    parser.add_argument("--dataset", default=configs.DATASET,
+                        help="GroupLens archive to fetch when no --data-dir is given "
+                             "(default: %(default)s; e.g. ml-latest, ml-32m)")
     parser.add_argument("--output-dir", type=Path, default=configs.OUTPUT_DIR,
                         help="pipeline artifacts and ML Metadata (default: %(default)s)")
     parser.add_argument("--serving-model-dir", type=Path, default=configs.SERVING_MODEL_DIR,
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     start = time.time()
     try:
-        data_root = data.ensure_data(args.data_dir, offline=args.offline)
+        data_root = data.ensure_data(args.data_dir, dataset=args.dataset, offline=args.offline)
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -109,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         data_root=str(data_root),
         pipeline_root=str(output_dir / configs.PIPELINE_NAME),
         serving_model_dir=str(args.serving_model_dir.resolve()),
-        split=SplitConfig(method=args.split, eval_fraction=configs.SPLIT.eval_fraction,
-                          seed=configs.SPLIT.seed),
+        split=dataclasses.replace(configs.SPLIT, method=args.split),
         beam_pipeline_args=beam_args(args.direct_running_mode, args.direct_num_workers),
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(metadata_path)),

@@ -72,3 +72,7 @@ def test_download_unpacks_the_grouplens_archive(tmp_path, http_server, monkeypat
 
     with pytest.raises(data.DataError, match="could not download .*/ml-none.zip"):
         data.ensure_data(dataset="ml-none", data_home=tmp_path / "home")
+
+    (root / "ml-html.zip").write_text("<html>Service unavailable</html>")
+    with pytest.raises(data.DataError, match="ml-html.zip did not return a zip archive"):
+        data.ensure_data(dataset="ml-html", data_home=tmp_path / "home")

@@ -108,7 +108,14 @@ def test_bad_rows_are_skipped_listed_and_good_rows_kept(tmp_path):
 def test_too_many_bad_rows_fail_with_a_pointer_to_the_list(tmp_path):
     folder = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5),
                                      extra_rating_rows=["x,y,z,w"] * 10)
-    with pytest.raises(ValueError, match=r"10 of \d+ rows .* could not be parsed"):
+    with pytest.raises(ValueError, match=r"10 of \d+ rows of .*ratings.csv could not be used"):
+        run_example_gen(folder, tmp_path / "out")
+
+
+def test_a_ratings_file_with_only_a_header_is_named(tmp_path):
+    folder = write_movielens_fixture(tmp_path / "data", n_users=2, ratings_per_user=(2, 2))
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\r\n")
+    with pytest.raises(ValueError, match=r"ratings.csv has no usable rating \(0 rows rejected"):
         run_example_gen(folder, tmp_path / "out")
 
 

@@ -109,3 +109,13 @@ def test_the_trainer_asks_for_a_gpu(compiled):
     for name, executor in executors(spec).items():
         if name != "Trainer_executor":
             assert "accelerator" not in executor["container"].get("resources", {}), name
+
+
+def test_the_command_line_takes_beam_args_as_one_string(tmp_path):
+    assert kubeflow_runner.main([
+        "--image", "registry.example.com/movielens-tfx:cli",
+        "--beam-pipeline-args", "--runner=DataflowRunner --project=p --region=r",
+        "--output-dir", str(tmp_path)]) == 0
+    spec = json.loads((tmp_path / kubeflow_runner.PIPELINE_SPEC_FILE).read_text())
+    args = spec["deploymentSpec"]["executors"]["Transform_executor"]["container"]["args"]
+    assert {"--runner=DataflowRunner", "--project=p", "--region=r"} <= set(args)

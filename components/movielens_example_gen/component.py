@@ -38,8 +38,7 @@ class MovieLensExampleGen(FileBasedExampleGen):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     DRIVER_CLASS = driver.FileBasedDriver
 
-    def __init__(self, input_base: str, split: SplitConfig | None = None,
-                 train_split: str = "train", eval_split: str = "eval"):
+    def __init__(self, input_base: str, split: SplitConfig | None = None):
         split = split or SplitConfig()
         spec = MovieLensExampleGenSpec(
             input_base=input_base,
@@ -49,8 +48,8 @@ class MovieLensExampleGen(FileBasedExampleGen):
                 splits=[example_gen_pb2.Input.Split(name="all", pattern="*.csv")]),
             output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
                 # hash_buckets are required by the proto but unused: the executor splits.
-                example_gen_pb2.SplitConfig.Split(name=train_split, hash_buckets=1),
-                example_gen_pb2.SplitConfig.Split(name=eval_split, hash_buckets=1),
+                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=1),
+                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
             ])),
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,

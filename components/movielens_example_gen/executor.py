@@ -194,7 +194,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                                 ("Rejected", rejected))
         ]
         summary_base = {"method": config.method, "eval_fraction": config.eval_fraction,
-                        "seed": config.seed, "movies": n_movies}
+                        "seed": config.seed, "movies": n_movies,
+                        "movie_rows_rejected": len(movie_rejects)}
         _ = (
             pipeline
             | "Summary" >> beam.Create([None])
@@ -225,17 +226,23 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         config = SplitConfig.from_exec_properties(exec_properties)
         total = sum(summary["examples"].values())
         rejected = summary["rejected_rows"]
+        rating_rejects = rejected - summary["movie_rows_rejected"]
         if summary["cutoff_timestamp"] is not None:
             examples.set_float_custom_property("split_cutoff_timestamp",
                                                summary["cutoff_timestamp"])
         _LOG.info("MovieLens examples: %s; %d rows rejected (listed in %s)",
                   ", ".join(f"{k}={v}" for k, v in summary["examples"].items()), rejected,
                   os.path.join(examples.uri, REJECTED_FILE))
-        if total == 0 or rejected > config.max_rejected_fraction * (total + rejected):
+        rejects_path = os.path.join(examples.uri, REJECTED_FILE)
+        ratings_path = os.path.join(exec_properties["input_base"], parsing.RATINGS_FILE)
+        if total == 0:
+            raise ValueError(f"{ratings_path} has no usable rating ({rating_rejects} rows "
+                             f"rejected, listed in {rejects_path})")
+        if rating_rejects > config.max_rejected_fraction * (total + rating_rejects):
             raise ValueError(
-                f"{rejected} of {total + rejected} rows in {exec_properties['input_base']} could "
-                f"not be parsed (limit: {config.max_rejected_fraction:.1%}). The first ones are "
-                f"logged above; all are in {os.path.join(examples.uri, REJECTED_FILE)}.")
+                f"{rating_rejects} of {total + rating_rejects} rows of {ratings_path} could not "
+                f"be used (limit: {config.max_rejected_fraction:.1%}). The first ones are logged "
+                f"above; all are in {rejects_path}.")
 
 
 def _split_names(exec_properties: dict[str, Any]) -> list[str]:
