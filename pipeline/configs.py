@@ -80,13 +80,13 @@ class KubeflowSettings:
     image: str = os.environ.get("KFP_IMAGE") or "ghcr.io/YOUR_ORG/movielens-tfx:0.1.0"
     # Where kubeflow/Dockerfile puts the curated schema inside the image.
     schema_path: str = "/pipeline/schema/schema.pbtxt"
+    # GPUs for the Trainer's pod (nvidia.com/gpu); 0 trains on CPU.
+    trainer_gpus: int = int(os.environ.get("KFP_TRAINER_GPUS") or "0")
     # In-pod Beam by default; for data-heavy runs use Dataflow or a portable Flink/Spark runner:
     #   ("--runner=DataflowRunner", "--project=P", "--region=R", "--temp_location=gs://B/tmp",
     #    "--sdk_container_image=<the pipeline image>")
     #   ("--runner=PortableRunner", "--job_endpoint=flink-jobserver:8099",
     #    "--environment_type=EXTERNAL", "--environment_config=localhost:50000")
-    # GPUs for the Trainer's pod (nvidia.com/gpu); 0 trains on CPU.
-    trainer_gpus: int = int(os.environ.get("KFP_TRAINER_GPUS") or "0")
     beam_pipeline_args: tuple[str, ...] = (
         "--runner=DirectRunner",
         "--direct_running_mode=multi_processing",

@@ -227,13 +227,13 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         total = sum(summary["examples"].values())
         rejected = summary["rejected_rows"]
         rating_rejects = rejected - summary["movie_rows_rejected"]
+        rejects_path = os.path.join(examples.uri, REJECTED_FILE)
         if summary["cutoff_timestamp"] is not None:
             examples.set_float_custom_property("split_cutoff_timestamp",
                                                summary["cutoff_timestamp"])
         _LOG.info("MovieLens examples: %s; %d rows rejected (listed in %s)",
                   ", ".join(f"{k}={v}" for k, v in summary["examples"].items()), rejected,
-                  os.path.join(examples.uri, REJECTED_FILE))
-        rejects_path = os.path.join(examples.uri, REJECTED_FILE)
+                  rejects_path)
         ratings_path = os.path.join(exec_properties["input_base"], parsing.RATINGS_FILE)
         if total == 0:
             raise ValueError(f"{ratings_path} has no usable rating ({rating_rejects} rows "
