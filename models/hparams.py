@@ -32,6 +32,8 @@ class HParams:
     batch_size: int = 4096
     max_epochs: int = 40
     early_stopping_patience: int = 3
+    # Epochs without improvement before the learning rate is cut to a third; 0: never.
+    reduce_lr_patience: int = 0
     validation_fraction: float = 0.05  # of the train split, held out for early stopping
     seed: int = 42
 

@@ -59,6 +59,10 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     callbacks = [tf.keras.callbacks.EarlyStopping(
         monitor="val_rmse", mode="min", patience=hp.early_stopping_patience,
         restore_best_weights=True)]
+    if hp.reduce_lr_patience:
+        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(
+            monitor="val_rmse", mode="min", factor=1 / 3, patience=hp.reduce_lr_patience,
+            min_delta=1e-4))
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir))
     start = time.time()
