@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-MODEL_TYPES = ("mf",)
+# "bias": global mean + user and movie biases, no factors (the Evaluator's baseline).
+MODEL_TYPES = ("mf", "bias")
 
 
 @dataclasses.dataclass(frozen=True)

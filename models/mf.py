@@ -39,6 +39,10 @@ class BiasedMF(tfrs.Model):
         self.l2 = l2
         self.squash = squash
         buckets = features.NUM_OOV_BUCKETS
+        # embedding_dim == 0: biases only (the "bias" baseline).
+        self.has_factors = embedding_dim > 0
+        if not self.has_factors:
+            embedding_dim = 1  # Keras needs a positive size; the factors are never used
         self.user_factors = tf.keras.layers.Embedding(
             num_users + buckets, embedding_dim,
             embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
@@ -67,13 +71,16 @@ class BiasedMF(tfrs.Model):
         movies = inputs[features.MOVIE_IDX]
         known_user = tf.cast(users < self.num_users, tf.float32)
         known_movie = tf.cast(movies < self.num_movies, tf.float32)
-        p = self.user_factors(users) * known_user[:, None]
-        q = self.movie_factors(movies) * known_movie[:, None]
         b_u = tf.squeeze(self.user_bias(users), -1) * known_user
         b_m = tf.squeeze(self.movie_bias(movies), -1) * known_movie
-        logit = self.global_bias + b_u + b_m + tf.reduce_sum(p * q, axis=-1)
+        logit = self.global_bias + b_u + b_m
+        penalty = b_u * b_u + b_m * b_m
+        if self.has_factors:
+            p = self.user_factors(users) * known_user[:, None]
+            q = self.movie_factors(movies) * known_movie[:, None]
+            logit += tf.reduce_sum(p * q, axis=-1)
+            penalty += tf.reduce_sum(p * p, -1) + tf.reduce_sum(q * q, -1)
         predictions = tf.sigmoid(logit) if self.squash else logit
-        penalty = tf.reduce_sum(p * p, -1) + tf.reduce_sum(q * q, -1) + b_u * b_u + b_m * b_m
         return predictions, penalty
 
     @tf.autograph.experimental.do_not_convert

@@ -21,9 +21,10 @@ HPARAMS_KEY = "hparams"
 
 def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float
                 ) -> tf.keras.Model:
-    """The model of hp.model_type ("mf", the only one so far) for vocabularies of the given
-    sizes (OOV excluded)."""
-    return BiasedMF(num_users, num_movies, embedding_dim=hp.embedding_dim, l2=hp.l2,
+    """The model of hp.model_type ("mf", or "bias": the same without factors) for vocabularies of
+    the given sizes (OOV excluded)."""
+    embedding_dim = 0 if hp.model_type == "bias" else hp.embedding_dim
+    return BiasedMF(num_users, num_movies, embedding_dim=embedding_dim, l2=hp.l2,
                     squash=hp.squash, global_mean=global_mean)
 
 
