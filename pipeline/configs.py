@@ -58,7 +58,7 @@ class EvalSettings:
     """
 
     # Rule 1: overall RMSE at least this much below the bias baseline's.
-    min_improvement_over_baseline: float = 0.003
+    min_improvement_over_baseline: float = 0.002
     # Rule 2: overall RMSE at most this much above the latest blessed model's (0: not worse).
     # Skipped on the first run, when no model has been blessed yet.
     max_regression_vs_blessed: float = 0.0

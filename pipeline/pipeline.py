@@ -30,7 +30,7 @@ from tfx.types import Channel, standard_artifacts
 from components.anomalies_gate import AnomaliesGate
 from components.evaluation import results
 from components.evaluation.blessing_gate import BlessingGate
-from components.evaluation.metrics import RMSEIfEnoughExamples
+from components.evaluation.metrics import RMSEIfEnoughExamples, RootMeanSquaredError
 from components.evaluation.report import EvaluationReportGen
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
@@ -99,7 +99,8 @@ def make_eval_configs(settings: configs.EvalSettings) -> dict[str, tfma.EvalConf
     def metrics(*extra: tfma.MetricConfig, rmse_thresholds=()) -> list[tfma.MetricsSpec]:
         return [tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="RootMeanSquaredError",
+            tfma.MetricConfig(class_name=RootMeanSquaredError.__name__,
+                              module=RootMeanSquaredError.__module__,
                               per_slice_thresholds=list(rmse_thresholds)),
             tfma.MetricConfig(class_name="MeanAbsoluteError"),
             *extra,

@@ -1,4 +1,8 @@
-"""A TFMA metric for per-slice blessing rules that only apply to slices with enough examples.
+"""TFMA metrics in plain Python: RMSE, and RMSE for rules that need slices with enough examples.
+
+`RootMeanSquaredError` replaces the Keras metric of the same name: TFMA runs Keras metrics through
+TensorFlow for every slice and model, which made each Evaluator ~4x slower on ml-latest-small
+(29 slices, 2 models).
 
 TFMA thresholds have no minimum slice size (`Options.min_slice_size` drops small slices, and the
 validator then fails them with "Metric not found"). `RMSEIfEnoughExamples` is the RMSE of a slice
@@ -18,6 +22,7 @@ import numpy as np
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.proto import config_pb2
 
+RMSE = "root_mean_squared_error"
 RMSE_IF_ENOUGH_EXAMPLES = "rmse_if_enough_examples"
 
 
@@ -29,6 +34,14 @@ class RMSEIfEnoughExamples(metric_types.Metric):
             raise ValueError(f"min_examples must be >= 1, got {min_examples}")
         super().__init__(metric_util.merge_per_key_computations(_computations), name=name,
                          min_examples=min_examples)
+
+
+class RootMeanSquaredError(metric_types.Metric):
+    """sqrt(mean((label - prediction)^2)), unweighted, as tf.keras.metrics.RootMeanSquaredError."""
+
+    def __init__(self, name: str = RMSE):
+        super().__init__(metric_util.merge_per_key_computations(_computations), name=name,
+                         min_examples=0)
 
 
 def _computations(name: str, min_examples: int,
@@ -75,6 +88,8 @@ class _Combiner(beam.CombineFn):
         return result
 
     def extract_output(self, acc: _Accumulator) -> dict[metric_types.MetricKey, float]:
+        if acc.count == 0:
+            return {self._key: math.nan}
         if acc.count < self._min_examples:
             return {self._key: 0.0}
         return {self._key: math.sqrt(acc.squared_error / acc.count)}

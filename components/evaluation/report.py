@@ -38,7 +38,8 @@ _COLORS = {results.CANDIDATE: "#1f77b4", results.BIAS_BASELINE: "#ff7f0e",
 class EvaluationReport(artifact.Artifact):
     """A folder with report.md and the PNG plots it shows."""
 
-    TYPE_NAME = "EvaluationReport"
+    # "<namespace>.<Name>": the form KFP v2 requires of custom artifact types.
+    TYPE_NAME = "movielens.EvaluationReport"
 
 
 def _fmt(value: float, spec: str = ".4f") -> str:

@@ -14,7 +14,7 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2
 from tensorflow_model_analysis.writers.eval_config_writer import load_eval_run
 
-from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES
+from components.evaluation.metrics import RMSE, RMSE_IF_ENOUGH_EXAMPLES
 
 # TFMA model names (ModelSpec.name) in the two evaluations: candidate vs bias baseline, and
 # candidate vs the latest blessed model.
@@ -24,7 +24,6 @@ LATEST_BLESSED = "latest_blessed"
 MODEL_TITLES = {CANDIDATE: "candidate", BIAS_BASELINE: "bias baseline",
                 LATEST_BLESSED: "latest blessed model"}
 
-RMSE = "root_mean_squared_error"
 MAE = "mean_absolute_error"
 EXAMPLE_COUNT = "example_count"
 
