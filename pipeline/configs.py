@@ -39,12 +39,30 @@ PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 
 SPLIT = SplitConfig(method="time", eval_fraction=0.2, seed=42)
-HPARAMS = HParams()
+
+# Tuned hyper-parameters per model type (bench/accuracy.py, docs/benchmarks.md). The pipeline trains
+# MODEL_TYPE; `make run RUN_ARGS="--model neural"` or custom_config overrides pick another.
+MODEL_HPARAMS = {
+    "bias": HParams(model_type="bias"),
+    "mf": HParams(model_type="mf"),
+    "neural": HParams(model_type="neural"),
+}
+MODEL_TYPE = "mf"
+
+
+def model_hparams(model_type: str) -> HParams:
+    """The tuned defaults of a model type."""
+    if model_type not in MODEL_HPARAMS:
+        raise ValueError(f"unknown model type {model_type!r}; known: {sorted(MODEL_HPARAMS)}")
+    return MODEL_HPARAMS[model_type]
+
+
+HPARAMS = model_hparams(MODEL_TYPE)
 # The Evaluator's baseline, trained on the same split by its own Trainer: global mean + user and
 # movie biases, no factors.
-BASELINE_HPARAMS = HParams(model_type="bias")
-# `--force-bad-model` (local runner, tests): overrides of HPARAMS that make the candidate bad on
-# purpose (untrained: it predicts about the global mean), to see the Evaluator refuse it.
+BASELINE_HPARAMS = MODEL_HPARAMS["bias"]
+# `--force-bad-model` (local runner, tests): overrides of the candidate's hyper-parameters that
+# make it bad on purpose (untrained: it predicts about the global mean), to see it refused.
 FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0}
 
 
