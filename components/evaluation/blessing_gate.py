@@ -64,8 +64,11 @@ def BlessingGate(  # noqa: N802 - TFX component names are classes
     verdicts = {results.BIAS_BASELINE: evaluator_verdict(baseline_blessing),
                 results.LATEST_BLESSED: evaluator_verdict(blessed_blessing)}
     blessed = decide(verdicts[results.BIAS_BASELINE], verdicts[results.LATEST_BLESSED])
-    failures = [f.message() for uri in (baseline_evaluation.uri, blessed_evaluation.uri)
-                for f in results.load_evaluation(uri).failures]
+    failed = [f for uri in (baseline_evaluation.uri, blessed_evaluation.uri)
+              for f in results.load_evaluation(uri).failures]
+    # Overall rules first, then slices by how far they missed.
+    failures = [f.message() for f in sorted(
+        failed, key=lambda f: (f.slice != results.OVERALL, -f.excess))]
     if not blessed and not failures:
         failures = ["an Evaluator refused the model without a failed threshold; see "
                     f"{baseline_evaluation.uri} and {blessed_evaluation.uri}"]

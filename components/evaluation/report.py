@@ -89,7 +89,7 @@ class _Report:
             f"{'FAIL' if ('min_improvement_over_baseline', overall) in failed else 'pass'} | "
             f"candidate {_fmt(cand)}, bias baseline {_fmt(bias)}, change "
             f"{_fmt(cand - bias, '+.4f')} "
-            f"(allowed <= {-s['min_improvement_over_baseline']:+.4f}) |",
+            f"(allowed <= {0.0 - s['min_improvement_over_baseline']:+.4f}) |",
         ]
         if self.has_blessed:
             blessed = self.rmse(overall, results.LATEST_BLESSED)
@@ -114,7 +114,8 @@ class _Report:
                   f"{changes[worst]:+.4f}" if worst else "no genre has enough ratings")
         if genre_failures:
             values += "; failed: " + ", ".join(
-                f"{f.slice[1]} ({f.change:+.4f})" for f in genre_failures)
+                f"{f.slice[1]} ({f.change:+.4f})"
+                for f in sorted(genre_failures, key=lambda f: -f.change))
         rows.append(f"| every genre with >= {s['genre_min_examples']} eval ratings within a "
                     f"tolerance of the bias baseline's RMSE | genre_tolerance = "
                     f"{s['genre_tolerance']}, genre_min_examples = {s['genre_min_examples']} | "

@@ -75,7 +75,7 @@ class Failure:
         return (f"{self.rule.title} (EvalSettings.{self.rule.setting}) failed on "
                 f"{slice_name(self.slice)}: {self.metric} {self.candidate_value:.4f} vs "
                 f"{MODEL_TITLES[self.baseline]} {self.baseline_value:.4f}, change "
-                f"{self.change:+.4f}, allowed <= {self.allowed_change:+.4f}: off by "
+                f"{self.change:+.4f}, allowed <= {self.allowed_change + 0.0:+.4f}: off by "
                 f"{self.excess:.4f}")
 
 
