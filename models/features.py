@@ -64,3 +64,11 @@ def scale_rating(rating):
 def unscale_rating(scaled):
     """Inverse of `scale_rating`: model output back to stars."""
     return scaled * (RATING_MAX - RATING_MIN) + RATING_MIN
+
+# Evaluation slices, written by the ExampleGen on both splits: how many ratings the example's user
+# and movie have in the train split, bucketed ("0", "1-19", "20-100", "101+"; the edges are
+# pipeline.configs.EvalSettings'). Only the Evaluator reads them: they are neither model inputs
+# nor sent at serving time.
+USER_ACTIVITY = "user_activity"
+MOVIE_POPULARITY = "movie_popularity"
+SLICE_FEATURES = (USER_ACTIVITY, MOVIE_POPULARITY)

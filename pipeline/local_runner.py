@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="model the Trainer trains, with its tuned hyper-parameters from "
                              "configs.MODEL_HPARAMS (default: %(default)s)")
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
+    parser.add_argument("--force-bad-model", action="store_true",
+                        help="train the candidate with configs.FORCED_BAD_MODEL_OVERRIDES "
+                             "(untrained) to see the Evaluator refuse it")
     parser.add_argument("--offline", action="store_true", help="never download data")
     parser.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
     parser.add_argument("--direct-running-mode", choices=("in_memory", "multi_threading",
@@ -113,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = args.output_dir.resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     metadata_path = output_dir / "metadata.sqlite"
+    hparams = configs.model_hparams(args.model)
     pipeline = create_pipeline(
         data_root=str(data_root),
         pipeline_root=str(output_dir / configs.PIPELINE_NAME),
         serving_model_dir=str(args.serving_model_dir.resolve()),
         split=dataclasses.replace(configs.SPLIT, method=args.split),
-        hparams=configs.model_hparams(args.model),
+        hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
+                 if args.force_bad_model else hparams),
         beam_pipeline_args=beam_args(args.direct_running_mode, args.direct_num_workers),
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(metadata_path)),

@@ -1,12 +1,16 @@
 """`create_pipeline`: the MovieLens TFX pipeline, shared by every runner.
 
 MovieLensExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
--> Transform -> Trainer -> Evaluator -> Pusher
+-> Transform -> Trainer + BaselineTrainer (bias only) + LatestBlessedModelResolver
+-> Evaluator (vs the bias baseline) + BlessedModelEvaluator (vs the latest blessed model)
+-> BlessingGate -> Pusher -> EvaluationReportGen
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import tensorflow_model_analysis as tfma
@@ -15,10 +19,19 @@ import tensorflow_model_analysis as tfma
 # Cloud AI Platform extensions, ~20 s of start-up for every process that builds the pipeline.
 from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy,
+)
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
+from tfx.types import Channel, standard_artifacts
 
 from components.anomalies_gate import AnomaliesGate
+from components.evaluation import results
+from components.evaluation.blessing_gate import BlessingGate
+from components.evaluation.metrics import RMSEIfEnoughExamples, RootMeanSquaredError
+from components.evaluation.report import EvaluationReportGen
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
 from models import export, features
@@ -29,6 +42,11 @@ from pipeline import configs
 # TFX cache keys cover inputs and parameters but not the code behind a dotted-name function; this
 # fingerprint of the models package makes an edited preprocessing_fn or model rerun its steps.
 CODE_FINGERPRINT_KEY = "code_fingerprint"
+# Component ids beyond the default ones (the class names).
+BASELINE_TRAINER_ID = "BaselineTrainer"
+BLESSED_MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
+BLESSED_MODEL_EVALUATOR_ID = "BlessedModelEvaluator"
+BLESSING_GATE_ID = "BlessingGate"
 
 
 def code_fingerprint() -> str:
@@ -40,29 +58,75 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def make_eval_config(settings: configs.EvalSettings) -> tfma.EvalConfig:
-    """TFMA config: RMSE/MAE/example count overall and per genre; blessing thresholds."""
-    return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(
-            signature_name="serving_default", label_key=features.LABEL_KEY,
-            prediction_key=export.PREDICTION_KEY)],
-        slicing_specs=[
-            tfma.SlicingSpec(),
-            # Multi-valued: a movie tagged Comedy|Drama counts in both slices.
-            tfma.SlicingSpec(feature_keys=[features.GENRES]),
-        ],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
+def _model_specs(baseline: str) -> list[tfma.ModelSpec]:
+    """The candidate and a baseline, all called through the same serving signature."""
+    common = dict(signature_name="serving_default", label_key=features.LABEL_KEY,
+                  prediction_key=export.PREDICTION_KEY)
+    return [tfma.ModelSpec(name=results.CANDIDATE, **common),
+            tfma.ModelSpec(name=baseline, is_baseline=True, **common)]
+
+
+def _slicing_specs() -> list[tfma.SlicingSpec]:
+    return [
+        tfma.SlicingSpec(),
+        # Multi-valued: a movie tagged Comedy|Drama counts in both slices.
+        tfma.SlicingSpec(feature_keys=[features.GENRES]),
+        # Buckets of train-split rating counts; "0" is cold start.
+        tfma.SlicingSpec(feature_keys=[features.USER_ACTIVITY]),
+        tfma.SlicingSpec(feature_keys=[features.MOVIE_POPULARITY]),
+    ]
+
+
+def _rmse_change_threshold(slicing_spec: tfma.SlicingSpec, allowed: float
+                           ) -> tfma.PerSliceMetricThreshold:
+    """Candidate RMSE - baseline RMSE <= allowed on the slices of `slicing_spec`."""
+    return tfma.PerSliceMetricThreshold(
+        slicing_specs=[slicing_spec],
+        threshold=tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute={"value": allowed})))
+
+
+def make_eval_configs(settings: configs.EvalSettings) -> dict[str, tfma.EvalConfig]:
+    """TFMA configs of the two Evaluators, keyed by baseline model name; the blessing rules.
+
+    Both compute RMSE, MAE and example counts overall, per genre, per user activity and per movie
+    popularity bucket. Thresholds (a plain `threshold` would apply to every slice):
+      against the bias baseline: overall RMSE <= baseline - min_improvement_over_baseline, and on
+        every genre with >= genre_min_examples ratings, RMSE <= baseline + genre_tolerance;
+      against the latest blessed model: overall RMSE <= blessed + max_regression_vs_blessed
+        (TFX drops change thresholds when there is no baseline: skipped on the first run).
+    """
+    def metrics(*extra: tfma.MetricConfig, rmse_thresholds=()) -> list[tfma.MetricsSpec]:
+        return [tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(
-                class_name="RootMeanSquaredError",
-                # A plain `threshold` would apply to every genre slice too.
-                per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                    slicing_specs=[tfma.SlicingSpec()],
-                    threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-                        upper_bound={"value": settings.rmse_upper_bound})))]),
+            tfma.MetricConfig(class_name=RootMeanSquaredError.__name__,
+                              module=RootMeanSquaredError.__module__,
+                              per_slice_thresholds=list(rmse_thresholds)),
             tfma.MetricConfig(class_name="MeanAbsoluteError"),
-        ])],
-    )
+            *extra,
+        ])]
+
+    overall = tfma.SlicingSpec()
+    genres = tfma.SlicingSpec(feature_keys=[features.GENRES])
+    return {
+        results.BIAS_BASELINE: tfma.EvalConfig(
+            model_specs=_model_specs(results.BIAS_BASELINE),
+            slicing_specs=_slicing_specs(),
+            metrics_specs=metrics(
+                tfma.MetricConfig(
+                    class_name=RMSEIfEnoughExamples.__name__,
+                    module=RMSEIfEnoughExamples.__module__,
+                    config=json.dumps({"min_examples": settings.genre_min_examples}),
+                    per_slice_thresholds=[
+                        _rmse_change_threshold(genres, settings.genre_tolerance)]),
+                rmse_thresholds=[_rmse_change_threshold(
+                    overall, -settings.min_improvement_over_baseline)])),
+        results.LATEST_BLESSED: tfma.EvalConfig(
+            model_specs=_model_specs(results.LATEST_BLESSED),
+            slicing_specs=_slicing_specs(),
+            metrics_specs=metrics(rmse_thresholds=[_rmse_change_threshold(
+                overall, settings.max_regression_vs_blessed)])),
+    }
 
 
 def create_pipeline(
@@ -74,13 +138,17 @@ def create_pipeline(
     schema_path: str = str(configs.SCHEMA_PATH),
     split: SplitConfig = configs.SPLIT,
     hparams: HParams = configs.HPARAMS,
+    baseline_hparams: HParams = configs.BASELINE_HPARAMS,
     eval_settings: configs.EvalSettings = configs.EVAL,
     beam_pipeline_args: list[str] | None = None,
     metadata_connection_config=None,
     enable_cache: bool = True,
 ) -> tfx_pipeline.Pipeline:
     """Builds the pipeline; every path may be local or a remote (gs://, s3://) URI."""
-    example_gen = MovieLensExampleGen(input_base=data_root, split=split)
+    example_gen = MovieLensExampleGen(
+        input_base=data_root, split=split,
+        user_activity_edges=eval_settings.user_activity_edges,
+        movie_popularity_edges=eval_settings.movie_popularity_edges)
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = ImportSchemaGen(schema_file=schema_path)
     example_validator = ExampleValidator(
@@ -103,35 +171,75 @@ def create_pipeline(
     # Nothing is transformed or trained on data that failed validation.
     transform.add_upstream_node(anomalies_gate)
 
-    trainer = Trainer(
-        run_fn=configs.RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=trainer_pb2.TrainArgs(splits=["train"]),
-        eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
-        custom_config={HPARAMS_KEY: hparams.to_config(), CODE_FINGERPRINT_KEY: fingerprint},
-    )
+    def make_trainer(hp: HParams) -> Trainer:
+        return Trainer(
+            run_fn=configs.RUN_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=trainer_pb2.TrainArgs(splits=["train"]),
+            eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
+            custom_config={HPARAMS_KEY: hp.to_config(), CODE_FINGERPRINT_KEY: fingerprint},
+        )
 
+    trainer = make_trainer(hparams)
+    # The simple baseline every candidate must beat, trained on the same split in the same run.
+    baseline_trainer = make_trainer(baseline_hparams).with_id(BASELINE_TRAINER_ID)
+    # The model serving now: the newest candidate the gate blessed (none on the first run). Only
+    # the gate's blessings count: the Evaluators' own bless a model that passed half the rules.
+    blessed_model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model, producer_component_id=trainer.id,
+                      output_key="model"),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing,
+                               producer_component_id=BLESSING_GATE_ID, output_key="blessing"),
+    ).with_id(BLESSED_MODEL_RESOLVER_ID)
+
+    eval_configs = make_eval_configs(eval_settings)
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        eval_config=make_eval_config(eval_settings),
+        baseline_model=baseline_trainer.outputs["model"],
+        eval_config=eval_configs[results.BIAS_BASELINE],
         example_splits=["eval"],
     )
+    blessed_evaluator = Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=blessed_model_resolver.outputs["model"],
+        eval_config=eval_configs[results.LATEST_BLESSED],
+        example_splits=["eval"],
+    ).with_id(BLESSED_MODEL_EVALUATOR_ID)
+    gate = BlessingGate(
+        model=trainer.outputs["model"],
+        baseline_evaluation=evaluator.outputs["evaluation"],
+        baseline_blessing=evaluator.outputs["blessing"],
+        blessed_evaluation=blessed_evaluator.outputs["evaluation"],
+        blessed_blessing=blessed_evaluator.outputs["blessing"],
+    ).with_id(BLESSING_GATE_ID)
 
     pusher = Pusher(
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=gate.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_model_dir)),
+    )
+
+    # Why the model was or was not blessed, per slice; after the Pusher to say where it went.
+    report = EvaluationReportGen(
+        baseline_evaluation=evaluator.outputs["evaluation"],
+        blessed_evaluation=blessed_evaluator.outputs["evaluation"],
+        blessing=gate.outputs["blessing"],
+        pushed_model=pusher.outputs["pushed_model"],
+        eval_settings=json.dumps(dataclasses.asdict(eval_settings), sort_keys=True),
     )
 
     return tfx_pipeline.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                    transform, trainer, evaluator, pusher],
+                    transform, trainer, baseline_trainer, blessed_model_resolver, evaluator,
+                    blessed_evaluator, gate, pusher, report],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [],

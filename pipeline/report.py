@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
-import tensorflow_model_analysis as tfma
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.evaluation import blessing_gate, results
+from components.evaluation.report import REPORT_FILE, EvaluationReport
 from models import features
-
-HEADLINE_METRICS = ("root_mean_squared_error", "mean_absolute_error", "example_count")
+from pipeline.pipeline import BLESSED_MODEL_EVALUATOR_ID, BLESSING_GATE_ID
 
 
 @dataclasses.dataclass
@@ -20,34 +21,30 @@ class RunSummary:
     blessed: bool | None = None
     pushed_to: str | None = None
     evaluation_uri: str | None = None
-    # slice name ("overall" or a genre) -> metric name -> value
+    report_path: str | None = None
+    # slice name ("overall" or a genre) -> metric name -> value, of the candidate; the bias
+    # baseline's and the latest blessed model's RMSE as "baseline_rmse" and "blessed_rmse".
     metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # One message per failed blessing rule and slice, naming the EvalSettings field.
     failures: list[str] = dataclasses.field(default_factory=list)
     # component id -> (execution state name, wall seconds), in execution order
     components: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
 
 
-def _latest(store, context_id: int, type_name: str):
-    artifacts = [a for a in store.get_artifacts_by_context(context_id)
-                 if a.type == type_name]
-    return max(artifacts, key=lambda a: a.id) if artifacts else None
-
-
-def load_slice_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
-    """TFMA output -> {"overall" | genre: {metric: value}} for the headline metrics."""
-    result = tfma.load_eval_result(evaluation_uri)
+def load_slice_metrics(evaluation_uri: str, blessed_evaluation_uri: str | None = None
+                       ) -> dict[str, dict[str, float]]:
+    """Evaluator outputs -> {"overall" | genre: {metric: value}} of the candidate."""
+    evaluation = results.load_evaluation(evaluation_uri)
+    blessed = results.load_evaluation(blessed_evaluation_uri) if blessed_evaluation_uri else None
     table: dict[str, dict[str, float]] = {}
-    for slice_key, by_output in result.slicing_metrics:
-        if not slice_key:
-            name = "overall"
-        elif len(slice_key) == 1 and slice_key[0][0] == features.GENRES:
-            value = slice_key[0][1]
-            name = value.decode() if isinstance(value, bytes) else str(value)
-        else:
+    for key, by_model in evaluation.metrics.items():
+        if key != results.OVERALL and key[0] != features.GENRES:
             continue
-        values = by_output.get("", {}).get("", {})
-        table[name] = {m: float(v.get("doubleValue", math.nan)) for m, v in values.items()
-                       if m in HEADLINE_METRICS}
+        row = dict(by_model.get(results.CANDIDATE, {}))
+        row["baseline_rmse"] = evaluation.value(key, results.BIAS_BASELINE, results.RMSE)
+        if blessed is not None and blessed.baseline == results.LATEST_BLESSED:
+            row["blessed_rmse"] = blessed.value(key, results.LATEST_BLESSED, results.RMSE)
+        table["overall" if key == results.OVERALL else key[1]] = row
     return table
 
 
@@ -71,6 +68,29 @@ def component_executions(store, run_context_id: int) -> dict[str, tuple[str, flo
     return result
 
 
+def node_outputs(store, run_context_id: int) -> dict[str, list[metadata_store_pb2.Artifact]]:
+    """{component id: its output artifacts} in one pipeline run (cached executions included)."""
+    executions = {e.id: e for e in store.get_executions_by_context(run_context_id)}
+    node_of = {}
+    for execution_id in executions:
+        node_of[execution_id] = next(
+            c.name.split(".")[-1] for c in store.get_contexts_by_execution(execution_id)
+            if c.type == "node")
+    artifact_ids: dict[str, list[int]] = {}
+    for event in store.get_events_by_execution_ids(list(executions)):
+        if event.type in (metadata_store_pb2.Event.OUTPUT,
+                          metadata_store_pb2.Event.DECLARED_OUTPUT):
+            artifact_ids.setdefault(node_of[event.execution_id], []).append(event.artifact_id)
+    by_id = {a.id: a for a in store.get_artifacts_by_id(
+        sorted({i for ids in artifact_ids.values() for i in ids}))}
+    return {node: [by_id[i] for i in ids] for node, ids in artifact_ids.items()}
+
+
+def _output(outputs, node: str, type_name: str):
+    found = [a for a in outputs.get(node, []) if a.type == type_name]
+    return max(found, key=lambda a: a.id) if found else None
+
+
 def summarize_latest_run(metadata_path: str) -> RunSummary | None:
     store = open_store(metadata_path)
     runs = store.get_contexts_by_type("pipeline_run")
@@ -78,22 +98,25 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
         return None
     run = max(runs, key=lambda c: c.id)
     summary = RunSummary(run_id=run.name, components=component_executions(store, run.id))
-    blessing = _latest(store, run.id, "ModelBlessing")
+    outputs = node_outputs(store, run.id)
+    blessing = _output(outputs, BLESSING_GATE_ID, "ModelBlessing")
     if blessing is not None:
-        summary.blessed = blessing.custom_properties["blessed"].int_value == 1
-    pushed = _latest(store, run.id, "PushedModel")
+        props = blessing.custom_properties
+        summary.blessed = props[blessing_gate.BLESSED_KEY].int_value == 1
+        failures = props[blessing_gate.FAILURES_KEY].string_value
+        summary.failures = [f for f in failures.split("\n") if f]
+    pushed = _output(outputs, "Pusher", "PushedModel")
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
-    evaluation = _latest(store, run.id, "ModelEvaluation")
+    evaluation = _output(outputs, "Evaluator", "ModelEvaluation")
+    blessed_evaluation = _output(outputs, BLESSED_MODEL_EVALUATOR_ID, "ModelEvaluation")
     if evaluation is not None:
         summary.evaluation_uri = evaluation.uri
-        summary.metrics = load_slice_metrics(evaluation.uri)
-        validation = tfma.load_validation_result(evaluation.uri)
-        for per_slice in validation.metric_validations_per_slice:
-            for failure in per_slice.failures:
-                summary.failures.append(
-                    f"{failure.metric_key.name} = {failure.metric_value.double_value.value:.4f} "
-                    f"fails {failure.metric_threshold}".replace("\n", " "))
+        summary.metrics = load_slice_metrics(
+            evaluation.uri, blessed_evaluation.uri if blessed_evaluation else None)
+    report = _output(outputs, "EvaluationReportGen", EvaluationReport.TYPE_NAME)
+    if report is not None:
+        summary.report_path = os.path.join(report.uri, REPORT_FILE)
     return summary
 
 
@@ -101,25 +124,30 @@ def format_summary(summary: RunSummary) -> str:
     lines = [f"Run {summary.run_id}: " + ", ".join(
         f"{node} {seconds:.0f}s" + (" (cached)" if state == "CACHED" else "")
         for node, (state, seconds) in summary.components.items())]
-    overall = summary.metrics.get("overall")
-    if overall:
-        lines.append("Eval split, overall: RMSE {:.4f}  MAE {:.4f}  ({:,.0f} ratings)".format(
-            overall.get("root_mean_squared_error", math.nan),
-            overall.get("mean_absolute_error", math.nan), overall.get("example_count", 0)))
-    genres = sorted(((k, v) for k, v in summary.metrics.items() if k != "overall"),
-                    key=lambda kv: -kv[1].get("example_count", 0))
-    if genres:
-        lines.append(f"  {'genre':<20} {'RMSE':>7} {'MAE':>7} {'ratings':>8}")
-        for name, m in genres:
-            lines.append(f"  {name:<20} {m.get('root_mean_squared_error', math.nan):7.4f} "
-                         f"{m.get('mean_absolute_error', math.nan):7.4f} "
-                         f"{m.get('example_count', 0):8,.0f}")
+    has_blessed = any("blessed_rmse" in m for m in summary.metrics.values())
+    header = f"  {'slice':<20} {'RMSE':>7} {'MAE':>7} {'ratings':>8} {'bias':>7}" + (
+        f" {'blessed':>7}" if has_blessed else "")
+    rows = sorted(summary.metrics.items(),
+                  key=lambda kv: (kv[0] != "overall", -kv[1].get(results.EXAMPLE_COUNT, 0)))
+    if rows:
+        lines.append("Eval split, candidate vs the bias baseline's RMSE"
+                     + (" and the latest blessed model's:" if has_blessed else ":"))
+        lines.append(header)
+    for name, m in rows:
+        lines.append(f"  {name:<20} {m.get(results.RMSE, math.nan):7.4f} "
+                     f"{m.get(results.MAE, math.nan):7.4f} "
+                     f"{m.get(results.EXAMPLE_COUNT, 0):8,.0f} "
+                     f"{m.get('baseline_rmse', math.nan):7.4f}"
+                     + (f" {m.get('blessed_rmse', math.nan):7.4f}" if has_blessed else ""))
     if summary.blessed:
-        lines.append("Model BLESSED by the Evaluator.")
+        lines.append("Model BLESSED: every blessing rule holds.")
     elif summary.blessed is False:
-        lines.append("Model NOT blessed: " + ("; ".join(summary.failures) or "see the evaluation"))
+        lines.append("Model NOT blessed. Failed:")
+        lines += [f"  - {failure}" for failure in summary.failures or ["see the evaluation"]]
     lines.append(f"Pushed model: {summary.pushed_to}" if summary.pushed_to
                  else "Nothing was pushed in this run.")
     if summary.evaluation_uri:
         lines.append(f"Evaluation: {summary.evaluation_uri}")
+    if summary.report_path:
+        lines.append(f"Report: {summary.report_path}")
     return "\n".join(lines)

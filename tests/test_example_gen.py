@@ -1,5 +1,6 @@
 """MovieLensExampleGen's Beam executor on generated MovieLens folders: join, splits, bad rows."""
 
+import collections
 import json
 import os
 
@@ -13,14 +14,19 @@ from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from components.movielens_example_gen import executor as executor_lib
+from components.movielens_example_gen import slicing
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
 from models import features
+from pipeline import configs
 
 
 def run_example_gen(data_dir, out_dir, split=None):
     """Runs the executor as the orchestrator would; returns {split: [tf.train.Example]}."""
-    component = MovieLensExampleGen(str(data_dir), split=split or SplitConfig())
+    component = MovieLensExampleGen(
+        str(data_dir), split=split or SplitConfig(),
+        user_activity_edges=configs.EVAL.user_activity_edges,
+        movie_popularity_edges=configs.EVAL.movie_popularity_edges)
     props = {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
              for k, v in component.exec_properties.items()}
     examples = standard_artifacts.Examples()
@@ -131,3 +137,25 @@ def test_split_config_rejects_nonsense():
         SplitConfig(method="by-user")
     with pytest.raises(ValueError, match="eval_fraction"):
         SplitConfig(eval_fraction=1.5)
+
+
+def test_slice_buckets_count_train_ratings_only(tmp_path):
+    # User 999 rates only after every other rating: unknown in training, cold start.
+    folder = write_movielens_fixture(tmp_path / "data", n_users=40, ratings_per_user=(1, 30),
+                                     extra_rating_rows=["999,3,4.0,1300000000",
+                                                        "999,6,3.5,1300000001"])
+    splits, _ = run_example_gen(folder, tmp_path / "out")
+    user_counts = collections.Counter(column(splits["train"], "user_id"))
+    movie_counts = collections.Counter(column(splits["train"], "movie_id"))
+    edges = configs.EVAL.user_activity_edges
+    seen = set()
+    for example in splits["train"] + splits["eval"]:
+        f = example.features.feature
+        user, movie = f["user_id"].int64_list.value[0], f["movie_id"].int64_list.value[0]
+        activity = f[features.USER_ACTIVITY].bytes_list.value
+        popularity = f[features.MOVIE_POPULARITY].bytes_list.value
+        assert activity == [slicing.bucket_label(user_counts[user], edges).encode()]
+        assert popularity == [slicing.bucket_label(
+            movie_counts[movie], configs.EVAL.movie_popularity_edges).encode()]
+        seen.add(activity[0].decode())
+    assert seen == {"0", "1-19", "20-100"}

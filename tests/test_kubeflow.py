@@ -9,7 +9,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline import configs, kubeflow_runner
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import BLESSED_MODEL_RESOLVER_ID, create_pipeline
 
 SETTINGS = dataclasses.replace(
     configs.KUBEFLOW,
@@ -45,19 +45,36 @@ def executors(spec):
     return deployment["executors"]
 
 
+# KFP v2 compiles the latest-blessed-model Resolver into two tasks: the latest blessing, then its
+# model, which is what the BlessedModelEvaluator reads.
+RESOLVER_TASKS = {f"{BLESSED_MODEL_RESOLVER_ID}-model-blessing-resolver",
+                  f"{BLESSED_MODEL_RESOLVER_ID}-model-resolver"}
+
+
+def kfp_task(node_id):
+    return f"{node_id}-model-resolver" if node_id == BLESSED_MODEL_RESOLVER_ID else node_id
+
+
 def test_every_local_component_is_a_task_with_the_same_dependencies(compiled, local_pipeline):
     spec, _ = compiled
     tasks = spec.root.dag.tasks
-    assert set(tasks) == {c.id for c in local_pipeline.components}
+    ids = {c.id for c in local_pipeline.components}
+    assert set(tasks) == ids - {BLESSED_MODEL_RESOLVER_ID} | RESOLVER_TASKS
     for component in local_pipeline.components:
-        upstream = {node.id for node in component.upstream_nodes}
+        if component.id == BLESSED_MODEL_RESOLVER_ID:
+            continue
+        upstream = {kfp_task(node.id) for node in component.upstream_nodes}
         assert set(tasks[component.id].dependent_tasks) == upstream, component.id
     assert "AnomaliesGate" in tasks["Transform"].dependent_tasks  # nothing trains on bad data
+    assert "BlessingGate" in tasks["Pusher"].dependent_tasks  # only the gate's verdict pushes
 
 
 def test_every_step_runs_the_pipeline_image_and_its_executor_imports(compiled):
     spec, _ = compiled
     for name, executor in executors(spec).items():
+        if "resolver" in executor:  # resolved by the KFP backend: no container
+            assert name.startswith(f"{BLESSED_MODEL_RESOLVER_ID}-"), name
+            continue
         container = executor["container"]
         assert container["image"] == SETTINGS.image, name
         args = container["args"]
@@ -107,7 +124,7 @@ def test_the_trainer_asks_for_a_gpu(compiled):
     resources = executors(spec)["Trainer_executor"]["container"]["resources"]
     assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "1"}
     for name, executor in executors(spec).items():
-        if name != "Trainer_executor":
+        if name != "Trainer_executor" and "container" in executor:
             assert "accelerator" not in executor["container"].get("resources", {}), name
 
 

@@ -1,9 +1,16 @@
 """The whole TFX pipeline on a generated MovieLens folder, with LocalDagRunner and Beam.
 
-One run trains, evaluates, blesses and pushes; a rerun is served from the cache; data with an
-out-of-range rating stops before Transform with a message naming the feature.
+Four runs share one metadata store: a good model is blessed and pushed; a second run compares
+the candidate with the first run's blessed model (and blesses it again); a third run is served
+from the cache; a deliberately bad candidate (untrained) is refused, not pushed, and the summary
+names the failed thresholds. Data with an out-of-range rating stops before Transform with a
+message naming the feature.
 """
 
+import collections
+import dataclasses
+
+import numpy as np
 import pytest
 import tensorflow as tf
 from movielens_fixture import write_movielens_fixture
@@ -11,20 +18,32 @@ from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components.anomalies_gate import DataAnomaliesError
+from components.evaluation import results
+from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES
+from components.evaluation.report import REPORT_FILE
+from components.movielens_example_gen import parsing, slicing
+from models import features
 from pipeline import configs, report
 from pipeline.pipeline import create_pipeline
 
 pytestmark = pytest.mark.e2e
 
 COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "AnomaliesGate", "Transform", "Trainer", "Evaluator", "Pusher"}
+              "AnomaliesGate", "Transform", "Trainer", "BaselineTrainer",
+              "LatestBlessedModelResolver", "Evaluator", "BlessedModelEvaluator", "BlessingGate",
+              "Pusher", "EvaluationReportGen"}
+# The fixture's genres have 60-100 eval ratings: check the genre rule on those with >= 50.
+EVAL_SETTINGS = dataclasses.replace(configs.EVAL, genre_min_examples=50)
+BAD_HPARAMS = dataclasses.replace(configs.HPARAMS, **configs.FORCED_BAD_MODEL_OVERRIDES)
 
 
-def run_pipeline(data_dir, root):
+def run_pipeline(data_dir, root, hparams=configs.HPARAMS, eval_settings=configs.EVAL):
     pipeline = create_pipeline(
         data_root=str(data_dir),
         pipeline_root=str(root / "pipeline"),
         serving_model_dir=str(root / "serving_model" / configs.MODEL_NAME),
+        hparams=hparams,
+        eval_settings=eval_settings,
         beam_pipeline_args=configs.BEAM_PIPELINE_ARGS,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(root / "metadata.sqlite")),
@@ -32,42 +51,69 @@ def run_pipeline(data_dir, root):
     LocalDagRunner().run(pipeline)
 
 
+@dataclasses.dataclass
+class Run:
+    summary: report.RunSummary
+    states: dict[str, str]  # component id -> execution state
+    outputs: dict  # component id -> output artifacts (MLMD protos)
+
+    def output(self, node, type_name):
+        return next(a for a in self.outputs[node] if a.type == type_name)
+
+
+def latest_run(root) -> Run:
+    path = str(root / "metadata.sqlite")
+    summary = report.summarize_latest_run(path)
+    store = report.open_store(path)
+    run_context = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
+    return Run(summary, {node: state for node, (state, _) in summary.components.items()},
+               report.node_outputs(store, run_context.id))
+
+
 def executions_of_latest_run(root):
     """{component id: execution state name} for the newest pipeline run in root's metadata."""
-    summary = report.summarize_latest_run(str(root / "metadata.sqlite"))
-    return {node: state for node, (state, _) in summary.components.items()}
+    return latest_run(root).states
+
+
+def pushed_versions(root):
+    return sorted((root / "serving_model" / configs.MODEL_NAME).iterdir())
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    data_dir = write_movielens_fixture(root / "data", n_users=100, ratings_per_user=(25, 50))
-    run_pipeline(data_dir, root)
-    first = executions_of_latest_run(root)
-    summary = report.summarize_latest_run(str(root / "metadata.sqlite"))
-    run_pipeline(data_dir, root)
-    second = executions_of_latest_run(root)
-    return root, first, second, summary
+    # User 999 rates only after everyone else: cold start, the "0" activity bucket.
+    data_dir = write_movielens_fixture(root / "data", n_users=100, ratings_per_user=(25, 50),
+                                       extra_rating_rows=["999,3,4.0,1300000000",
+                                                          "999,6,3.5,1300000001"])
+    history = {}
+    for name, hparams in (("first", configs.HPARAMS), ("second", configs.HPARAMS),
+                          ("third", configs.HPARAMS), ("bad", BAD_HPARAMS)):
+        run_pipeline(data_dir, root, hparams=hparams, eval_settings=EVAL_SETTINGS)
+        history[name] = latest_run(root)
+        history[name].versions = pushed_versions(root)
+    return root, data_dir, history
 
 
 def test_every_component_ran(runs):
-    _, first, _, _ = runs
-    assert set(first) == COMPONENTS
-    assert first == {node: "COMPLETE" for node in COMPONENTS}
+    _, _, history = runs
+    assert history["first"].states == {node: "COMPLETE" for node in COMPONENTS}
 
 
 def test_the_model_was_blessed_and_pushed_with_genre_metrics(runs):
-    root, _, _, summary = runs
-    assert summary.blessed is True
-    versions = list((root / "serving_model" / configs.MODEL_NAME).iterdir())
+    root, _, history = runs
+    summary = history["first"].summary
+    assert summary.blessed is True and summary.failures == []
+    versions = history["first"].versions
     assert len(versions) == 1 and versions[0].name.isdigit()
     assert summary.pushed_to == str(versions[0])
     assert (versions[0] / "saved_model.pb").is_file()
     overall = summary.metrics["overall"]
-    assert 0 < overall["root_mean_squared_error"] < configs.EVAL.rmse_upper_bound
+    assert overall[results.RMSE] < overall["baseline_rmse"] - EVAL_SETTINGS.\
+        min_improvement_over_baseline
     assert {"Drama", "Comedy", "(no genres listed)"} <= set(summary.metrics)
-    assert sum(m["example_count"] for k, m in summary.metrics.items() if k != "overall") >= \
-        overall["example_count"]  # multi-valued: a movie counts in each of its genres
+    assert sum(m[results.EXAMPLE_COUNT] for k, m in summary.metrics.items() if k != "overall") \
+        >= overall[results.EXAMPLE_COUNT]  # multi-valued: a movie counts in each of its genres
 
 
 def test_the_pushed_model_answers_both_signatures(runs):
@@ -87,10 +133,122 @@ def test_the_pushed_model_answers_both_signatures(runs):
     assert from_examples.numpy() == pytest.approx(from_ids.numpy(), abs=1e-6)
 
 
-def test_a_rerun_with_unchanged_inputs_is_served_from_the_cache(runs):
-    root, _, second, _ = runs
-    assert second == {node: "CACHED" for node in COMPONENTS}
-    assert len(list((root / "serving_model" / configs.MODEL_NAME).iterdir())) == 1
+def test_the_second_run_compares_with_the_first_runs_blessed_model(runs):
+    _, _, history = runs
+    first, second = history["first"], history["second"]
+    first_model = first.output("Trainer", "Model")
+    # The first run had nothing to compare with: that rule was skipped, not failed.
+    assert results.load_evaluation(
+        first.output("BlessedModelEvaluator", "ModelEvaluation").uri).baseline is None
+    # The second run resolved the first run's blessed model and evaluated the candidate against it.
+    assert second.states["BlessedModelEvaluator"] == "COMPLETE"
+    evaluation = results.load_evaluation(
+        second.output("BlessedModelEvaluator", "ModelEvaluation").uri)
+    assert evaluation.baseline == results.LATEST_BLESSED and evaluation.validation_ok
+    blessing = second.output("BlessedModelEvaluator", "ModelBlessing")
+    assert blessing.custom_properties["baseline_model_id"].int_value == first_model.id
+    # Unchanged inputs: the Trainer was a cache hit, so the candidate is that same model.
+    assert second.states["Trainer"] == "CACHED"
+    overall = second.summary.metrics["overall"]
+    assert overall["blessed_rmse"] == pytest.approx(overall[results.RMSE], abs=1e-9)
+    assert second.summary.blessed is True and second.summary.pushed_to
+    assert len(second.versions) == 2
+
+
+def test_a_third_run_with_unchanged_inputs_is_served_from_the_cache(runs):
+    _, _, history = runs
+    # A Resolver is never cached: it queries ML Metadata on every run (same answer here).
+    assert history["third"].states == {
+        node: "COMPLETE" if node == "LatestBlessedModelResolver" else "CACHED"
+        for node in COMPONENTS}
+    assert history["third"].versions == history["second"].versions
+
+
+def test_a_bad_model_is_refused_and_not_pushed_with_the_failed_thresholds_named(runs):
+    _, _, history = runs
+    bad = history["bad"]
+    assert bad.states["Trainer"] == "COMPLETE" and bad.states["BaselineTrainer"] == "CACHED"
+    assert bad.summary.blessed is False
+    assert bad.summary.pushed_to is None
+    assert bad.output("Pusher", "PushedModel").custom_properties["pushed"].int_value == 0
+    assert bad.versions == history["third"].versions
+    text = report.format_summary(bad.summary)
+    assert "Model NOT blessed" in text and "Nothing was pushed" in text
+    # Worse than the bias baseline overall and on genres, and worse than the blessed model.
+    for setting in ("min_improvement_over_baseline", "max_regression_vs_blessed",
+                    "genre_tolerance"):
+        assert f"EvalSettings.{setting}" in text, setting
+    overall = bad.summary.metrics["overall"]
+    assert overall[results.RMSE] > overall["baseline_rmse"]
+    # Compared with the last good model; the refused one will not be the next run's reference.
+    blessing = bad.output("BlessedModelEvaluator", "ModelBlessing")
+    assert blessing.custom_properties["baseline_model_id"].int_value == \
+        history["first"].output("Trainer", "Model").id
+    assert bad.output("BlessingGate", "ModelBlessing").custom_properties["blessed"].int_value == 0
+
+
+def test_the_report_shows_the_verdict_rules_and_slices(runs):
+    _, _, history = runs
+    good, bad = history["second"].summary, history["bad"].summary
+    text = open(good.report_path).read()
+    assert text.startswith("# Evaluation report: model BLESSED")
+    assert f"Pushed to `{good.pushed_to}`" in text
+    for genre in features.GENRE_NAMES:
+        assert f"| {genre} |" in text, genre
+    for bucket in ("| 0 |", "| 1-19 |", "| 20-100 |"):
+        assert bucket in text
+    assert "RMSE latest blessed model" in text
+    for feature in (features.GENRES, features.USER_ACTIVITY, features.MOVIE_POPULARITY):
+        png = open(good.report_path.replace(REPORT_FILE, f"rmse_by_{feature}.png"), "rb").read()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, feature
+    bad_text = open(bad.report_path).read()
+    assert bad_text.startswith("# Evaluation report: model NOT BLESSED")
+    assert "EvalSettings.min_improvement_over_baseline" in bad_text
+
+
+def _split_records(run, split):
+    uri = run.output("MovieLensExampleGen", "Examples").uri
+    files = tf.io.gfile.glob(f"{uri}/Split-{split}/*")
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def _int(feature, key):
+    return feature[key].int64_list.value[0]
+
+
+def test_genre_and_activity_slice_metrics_equal_a_computation_by_hand(runs):
+    _, data_dir, history = runs
+    first = history["first"]
+    records = _split_records(first, "eval")
+    parsed = [tf.train.Example.FromString(r).features.feature for r in records]
+    labels = np.array([f[features.RATING].float_list.value[0] for f in parsed])
+    # Genres from the fixture's movies.csv; activity from the users' train-split ratings.
+    movies = parsing.read_movies_file(str(data_dir / "movies.csv"))[0]
+    genres = [movies[_int(f, features.MOVIE_ID)].genres for f in parsed]
+    train_counts = collections.Counter(
+        _int(tf.train.Example.FromString(r).features.feature, features.USER_ID)
+        for r in _split_records(first, "train"))
+    activity = np.array([slicing.bucket_label(train_counts[_int(f, features.USER_ID)],
+                                              EVAL_SETTINGS.user_activity_edges)
+                         for f in parsed])
+    evaluation = results.load_evaluation(first.output("Evaluator", "ModelEvaluation").uri)
+    for node, model in (("Trainer", results.CANDIDATE),
+                        ("BaselineTrainer", results.BIAS_BASELINE)):
+        saved = tf.saved_model.load(f"{first.output(node, 'Model').uri}/Format-Serving")
+        predicted = saved.signatures["serving_default"](
+            examples=tf.constant(records))["rating"].numpy()
+        slices = [((features.GENRES, g), np.array([g in gs for gs in genres]))
+                  for g in ("Drama", features.NO_GENRES)]
+        slices += [((features.USER_ACTIVITY, b), activity == b) for b in set(activity)]
+        for key, member in slices:
+            rmse = float(np.sqrt(np.mean((predicted[member] - labels[member]) ** 2)))
+            assert evaluation.value(key, model, results.EXAMPLE_COUNT) == member.sum(), key
+            assert evaluation.value(key, model, results.RMSE) == pytest.approx(rmse, rel=1e-4)
+            if key[0] == features.GENRES:
+                # The genre rule's metric: the RMSE where the genre has enough ratings, else 0.
+                gated = rmse if member.sum() >= EVAL_SETTINGS.genre_min_examples else 0.0
+                assert evaluation.value(key, model, RMSE_IF_ENOUGH_EXAMPLES) == \
+                    pytest.approx(gated, rel=1e-4)
 
 
 def test_anomalous_data_stops_the_pipeline_before_transform(tmp_path):

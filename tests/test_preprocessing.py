@@ -14,7 +14,9 @@ from pipeline import configs
 
 def _row(user, movie, rating, genres, year=None):
     row = {"user_id": [user], "movie_id": [movie], "rating": [rating], "timestamp": [1],
-           "genres": [g.encode() for g in genres], "title": [b"t"], "year": []}
+           "genres": [g.encode() for g in genres], "title": [b"t"], "year": [],
+           # Evaluation slices: in the schema, ignored by preprocessing_fn.
+           features.USER_ACTIVITY: [b"1-19"], features.MOVIE_POPULARITY: [b"1-19"]}
     if year is not None:
         row["year"] = [year]
     return row
@@ -96,3 +98,9 @@ def test_user_vocabulary_lists_ids_by_index_as_the_exported_model_reads_it(trans
     vocabulary = [int(v) for v in output.vocabulary_by_name(features.USER_VOCAB)]
     raw_users = [row["user_id"][0] for row in TRAIN]
     assert [vocabulary[r[features.USER_IDX]] for r in train] == raw_users
+
+
+def test_evaluation_slices_are_not_model_inputs(transformed):
+    train, _, output = transformed
+    assert not set(features.SLICE_FEATURES) & set(output.transformed_feature_spec())
+    assert not set(features.SLICE_FEATURES) & set(train[0])

@@ -14,7 +14,14 @@ def schema():
 
 
 def test_schema_features_match_the_feature_names(schema):
-    assert {f.name for f in schema.feature} == set(features.RAW_FEATURES)
+    assert {f.name for f in schema.feature} == set(features.RAW_FEATURES) | set(
+        features.SLICE_FEATURES)
+
+
+def test_slice_features_are_not_expected_at_serving_time(schema):
+    by_name = {f.name: f for f in schema.feature}
+    for name in features.SLICE_FEATURES:
+        assert list(by_name[name].not_in_environment) == ["SERVING"], name
 
 
 def test_rating_domain_and_genre_vocabulary(schema):

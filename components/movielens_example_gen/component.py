@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import channel, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
-from components.movielens_example_gen import executor
+from components.movielens_example_gen import executor, slicing
 from components.movielens_example_gen.config import SplitConfig
 
 
@@ -21,11 +24,15 @@ class MovieLensExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
         "eval_fraction": ExecutionParameter(type=float),
         "seed": ExecutionParameter(type=int),
         "max_rejected_fraction": ExecutionParameter(type=float),
+        # JSON lists of ints: the bucket edges of the user_activity / movie_popularity slices.
+        executor.USER_ACTIVITY_EDGES_KEY: ExecutionParameter(type=str),
+        executor.MOVIE_POPULARITY_EDGES_KEY: ExecutionParameter(type=str),
     }
 
 
 class MovieLensExampleGen(FileBasedExampleGen):
-    """Emits tf.Examples (user_id, movie_id, rating, timestamp, genres, title, year) in two splits.
+    """Emits tf.Examples (user_id, movie_id, rating, timestamp, genres, title, year, and the
+    user_activity and movie_popularity evaluation slices) in two splits.
 
     A FileBasedExampleGen with its own spec and executor. Being one keeps its driver, which
     fingerprints the input files (a rerun on unchanged CSVs is a cache hit, a changed file reruns
@@ -37,7 +44,10 @@ class MovieLensExampleGen(FileBasedExampleGen):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     # DRIVER_CLASS is FileBasedExampleGen's: driver.FileBasedDriver.
 
-    def __init__(self, input_base: str, split: SplitConfig | None = None):
+    def __init__(self, input_base: str, *, user_activity_edges: Sequence[int],
+                 movie_popularity_edges: Sequence[int], split: SplitConfig | None = None):
+        """user_activity_edges, movie_popularity_edges: bucket edges of the numbers of train-split
+        ratings of the example's user and movie (see slicing.py), e.g. (1, 20, 101)."""
         split = split or SplitConfig()
         spec = MovieLensExampleGenSpec(
             input_base=input_base,
@@ -56,6 +66,10 @@ class MovieLensExampleGen(FileBasedExampleGen):
             eval_fraction=split.eval_fraction,
             seed=split.seed,
             max_rejected_fraction=split.max_rejected_fraction,
+            **{executor.USER_ACTIVITY_EDGES_KEY: json.dumps(slicing.check_edges(
+                   user_activity_edges, "user_activity_edges")),
+               executor.MOVIE_POPULARITY_EDGES_KEY: json.dumps(slicing.check_edges(
+                   movie_popularity_edges, "movie_popularity_edges"))},
             examples=channel.Channel(type=standard_artifacts.Examples),
         )
         # FileBasedExampleGen.__init__ would build its own spec; ours adds the split parameters.

@@ -6,6 +6,7 @@ them on the Examples artifact; this class supplies the records and the MovieLens
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -21,14 +22,18 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.movielens_example_gen import parsing
+from components.movielens_example_gen import parsing, slicing
 from components.movielens_example_gen.config import SplitConfig
+from models import features
 
 _LOG = logging.getLogger(__name__)
 REJECTED_FILE = "rejected_rows.txt"
 SUMMARY_FILE = "split_summary.json"
 _MAX_LOGGED_REJECTS = 20
 _TRAIN, _EVAL, _REJECTED = 0, 1, 2
+# Execution parameters: JSON lists of bucket edges (see slicing.py).
+USER_ACTIVITY_EDGES_KEY = "user_activity_edges"
+MOVIE_POPULARITY_EDGES_KEY = "movie_popularity_edges"
 
 
 class _TimestampQuantile(beam.CombineFn):
@@ -100,19 +105,40 @@ class _ParseRatings(beam.DoFn):
 
 
 class _JoinToExample(beam.DoFn):
-    """(user_id, movie_id, rating, timestamp) -> serialized tf.Example joined with its movie."""
+    """(user_id, movie_id, rating, timestamp) -> serialized tf.Example joined with its movie and
+    the activity buckets of its user and movie (from their numbers of train-split ratings)."""
 
-    def __init__(self, movies_path: str):
+    def __init__(self, movies_path: str, user_edges: tuple[int, ...],
+                 movie_edges: tuple[int, ...]):
         self._movies_path = movies_path
+        self._user_edges = user_edges
+        self._movie_edges = movie_edges
 
     def setup(self):
         movies = parsing.read_movies_file(self._movies_path)[0]
         self._movie_bytes = {movie_id: parsing.movie_example(movie).SerializeToString()
                              for movie_id, movie in movies.items()}
+        # One serialized feature per (feature, bucket), appended to each example: concatenated
+        # messages parse as their merge (see parsing.serialize_joined).
+        self._bucket_bytes = {
+            key: [_bytes_feature_example(key, label)
+                  for label in slicing.bucket_labels(edges)]
+            for key, edges in ((features.USER_ACTIVITY, self._user_edges),
+                               (features.MOVIE_POPULARITY, self._movie_edges))}
 
-    def process(self, row: tuple):
+    def process(self, row: tuple, user_counts: dict[int, int], movie_counts: dict[int, int]):
         rating = parsing.Rating(*row)
-        yield parsing.serialize_joined(rating, self._movie_bytes[rating.movie_id])
+        user_bucket = bisect.bisect_right(self._user_edges, user_counts.get(rating.user_id, 0))
+        movie_bucket = bisect.bisect_right(self._movie_edges,
+                                           movie_counts.get(rating.movie_id, 0))
+        yield (parsing.serialize_joined(rating, self._movie_bytes[rating.movie_id])
+               + self._bucket_bytes[features.USER_ACTIVITY][user_bucket]
+               + self._bucket_bytes[features.MOVIE_POPULARITY][movie_bucket])
+
+
+def _bytes_feature_example(key: str, value: str) -> bytes:
+    return tf.train.Example(features=tf.train.Features(feature={key: tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[value.encode()]))})).SerializeToString()
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -208,11 +234,19 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             | "WriteSummary" >> beam.io.WriteToText(
                 os.path.join(output_dir, SUMMARY_FILE), shard_name_template="")
         )
+        # Activity of users and movies, from the train split only: what was known at training.
+        user_counts, movie_counts = (
+            beam.pvalue.AsDict(
+                splits[_TRAIN]
+                | f"{name}Ids" >> beam.Map(lambda row, i=index: (row[i], None))
+                | f"CountPer{name}" >> beam.combiners.Count.PerKey())
+            for name, index in (("User", 0), ("Movie", 1)))
+        join = _JoinToExample(movies_path, *_slice_edges(exec_properties))
         return {
             split_names[0]: splits[_TRAIN] | "ToExampleTrain" >> beam.ParDo(
-                _JoinToExample(movies_path)),
+                join, user_counts, movie_counts),
             split_names[1]: splits[_EVAL] | "ToExampleEval" >> beam.ParDo(
-                _JoinToExample(movies_path)),
+                join, user_counts, movie_counts),
         }
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
@@ -243,6 +277,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 f"{rating_rejects} of {total + rating_rejects} rows of {ratings_path} could not "
                 f"be used (limit: {config.max_rejected_fraction:.1%}). The first ones are logged "
                 f"above; all are in {rejects_path}.")
+
+
+def _slice_edges(exec_properties: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return tuple(
+        slicing.check_edges(json.loads(exec_properties[key]), key)
+        for key in (USER_ACTIVITY_EDGES_KEY, MOVIE_POPULARITY_EDGES_KEY))
 
 
 def _split_names(exec_properties: dict[str, Any]) -> list[str]:

@@ -1,0 +1,239 @@
+"""EvaluationReport: a Markdown page and PNG plots that show why a model was or was not blessed.
+
+For each run: the verdict and where the model was pushed, every blessing rule with its values,
+and per-slice tables and plots (genre, user activity, movie popularity) of the candidate's RMSE
+next to the bias baseline's and the latest blessed model's, with example counts. Written into
+the component's output artifact, next to the pipeline's other outputs.
+"""
+
+
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+
+import matplotlib.pyplot as plt  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tfx.dsl.component.experimental.annotations import (  # noqa: E402
+    InputArtifact,
+    OutputArtifact,
+    Parameter,
+)
+from tfx.dsl.component.experimental.decorators import component  # noqa: E402
+from tfx.types import artifact, standard_artifacts  # noqa: E402
+
+from components.evaluation import blessing_gate, results  # noqa: E402
+from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
+from models import features  # noqa: E402
+
+REPORT_FILE = "report.md"
+_COLORS = {results.CANDIDATE: "#1f77b4", results.BIAS_BASELINE: "#ff7f0e",
+           results.LATEST_BLESSED: "#2ca02c"}
+
+
+class EvaluationReport(artifact.Artifact):
+    """A folder with report.md and the PNG plots it shows."""
+
+    # "<namespace>.<Name>": the form KFP v2 requires of custom artifact types.
+    TYPE_NAME = "movielens.EvaluationReport"
+
+
+def _fmt(value: float, spec: str = ".4f") -> str:
+    return "–" if value is None or math.isnan(value) else format(value, spec)
+
+
+class _Report:
+    def __init__(self, vs_baseline: results.Evaluation, vs_blessed: results.Evaluation,
+                 settings: dict):
+        self.vs_baseline = vs_baseline
+        self.vs_blessed = vs_blessed
+        self.settings = settings
+        self.has_blessed = vs_blessed.baseline == results.LATEST_BLESSED
+
+    def rmse(self, key: results.SliceKey, model: str) -> float:
+        if model == results.LATEST_BLESSED:
+            return self.vs_blessed.value(key, model, results.RMSE)
+        return self.vs_baseline.value(key, model, results.RMSE)
+
+    def count(self, key: results.SliceKey) -> float:
+        return self.vs_baseline.value(key, results.CANDIDATE, results.EXAMPLE_COUNT)
+
+    def models(self) -> list[str]:
+        return [results.CANDIDATE, results.BIAS_BASELINE] + (
+            [results.LATEST_BLESSED] if self.has_blessed else [])
+
+    def slice_values(self, feature: str) -> list[str]:
+        present = {v for f, v in self.vs_baseline.metrics if f == feature}
+        edges = {features.USER_ACTIVITY: self.settings["user_activity_edges"],
+                 features.MOVIE_POPULARITY: self.settings["movie_popularity_edges"]}
+        if feature in edges:
+            return [v for v in bucket_labels(edges[feature]) if v in present]
+        return sorted(present, key=lambda v: -self.count((feature, v)))
+
+    def rules(self) -> list[str]:
+        """Markdown table rows, one per blessing rule."""
+        s = self.settings
+        overall = results.OVERALL
+        failed = {(f.rule.setting, f.slice): f
+                  for f in self.vs_baseline.failures + self.vs_blessed.failures}
+        cand, bias = self.rmse(overall, results.CANDIDATE), self.rmse(overall,
+                                                                      results.BIAS_BASELINE)
+        rows = [
+            "| rule | setting | result | values |", "|---|---|---|---|",
+            f"| overall RMSE at least a margin below the bias baseline's | "
+            f"min_improvement_over_baseline = {s['min_improvement_over_baseline']} | "
+            f"{'FAIL' if ('min_improvement_over_baseline', overall) in failed else 'pass'} | "
+            f"candidate {_fmt(cand)}, bias baseline {_fmt(bias)}, change "
+            f"{_fmt(cand - bias, '+.4f')} "
+            f"(allowed <= {0.0 - s['min_improvement_over_baseline']:+.4f}) |",
+        ]
+        if self.has_blessed:
+            blessed = self.rmse(overall, results.LATEST_BLESSED)
+            cand_b = self.vs_blessed.value(overall, results.CANDIDATE, results.RMSE)
+            result = 'FAIL' if ('max_regression_vs_blessed', overall) in failed else 'pass'
+            values = (f"candidate {_fmt(cand_b)}, latest blessed {_fmt(blessed)}, change "
+                      f"{_fmt(cand_b - blessed, '+.4f')} (allowed <= "
+                      f"{s['max_regression_vs_blessed']:+.4f})")
+        else:
+            result, values = "skipped", "no model blessed before this run"
+        rows.append(f"| overall RMSE not worse than the latest blessed model's | "
+                    f"max_regression_vs_blessed = {s['max_regression_vs_blessed']} | {result} | "
+                    f"{values} |")
+        checked = [v for v in self.slice_values(features.GENRES)
+                   if self.count((features.GENRES, v)) >= s["genre_min_examples"]]
+        genre_failures = [f for f in self.vs_baseline.failures
+                          if f.rule.setting == "genre_tolerance"]
+        changes = {v: self.rmse((features.GENRES, v), results.CANDIDATE)
+                   - self.rmse((features.GENRES, v), results.BIAS_BASELINE) for v in checked}
+        worst = max(changes, key=changes.get) if changes else None
+        values = (f"{len(checked)} genres checked; worst: {worst} change "
+                  f"{changes[worst]:+.4f}" if worst else "no genre has enough ratings")
+        if genre_failures:
+            values += "; failed: " + ", ".join(
+                f"{f.slice[1]} ({f.change:+.4f})"
+                for f in sorted(genre_failures, key=lambda f: -f.change))
+        rows.append(f"| every genre with >= {s['genre_min_examples']} eval ratings within a "
+                    f"tolerance of the bias baseline's RMSE | genre_tolerance = "
+                    f"{s['genre_tolerance']}, genre_min_examples = {s['genre_min_examples']} | "
+                    f"{'FAIL' if genre_failures else 'pass'} | {values} (allowed <= "
+                    f"{s['genre_tolerance']:+.4f}) |")
+        return rows
+
+    def table(self, feature: str, title: str) -> list[str]:
+        models = self.models()
+        header = [title, "ratings", *(f"RMSE {results.MODEL_TITLES[m]}" for m in models),
+                  "change vs bias", "MAE candidate"]
+        failed = {f.slice[1] for f in self.vs_baseline.failures if f.slice[0] == feature}
+        if feature == features.GENRES:
+            header.append("rule")
+        rows = ["| " + " | ".join(header) + " |",
+                "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        keys = [(results.OVERALL, "**overall**")] + [
+            ((feature, v), v) for v in self.slice_values(feature)]
+        for key, name in keys:
+            cand = self.rmse(key, results.CANDIDATE)
+            cells = [name, _fmt(self.count(key), ",.0f"),
+                     *(_fmt(self.rmse(key, m)) for m in models),
+                     _fmt(cand - self.rmse(key, results.BIAS_BASELINE), "+.4f"),
+                     _fmt(self.vs_baseline.value(key, results.CANDIDATE, results.MAE))]
+            if feature == features.GENRES:
+                if key == results.OVERALL:
+                    cells.append("")
+                elif key[1] in failed:
+                    cells.append("FAIL")
+                elif self.count(key) >= self.settings["genre_min_examples"]:
+                    cells.append("pass")
+                else:
+                    cells.append("not checked (few ratings)")
+            rows.append("| " + " | ".join(cells) + " |")
+        return rows
+
+    def plot(self, feature: str, title: str, path: str) -> None:
+        values = self.slice_values(feature)
+        models = self.models()
+        fig, (top, bottom) = plt.subplots(
+            2, 1, figsize=(max(6.0, 0.55 * len(values) + 2), 6.5), sharex=True,
+            gridspec_kw={"height_ratios": [3, 1]})
+        width = 0.8 / len(models)
+        xs = range(len(values))
+        for i, model in enumerate(models):
+            top.bar([x + (i - (len(models) - 1) / 2) * width for x in xs],
+                    [self.rmse((feature, v), model) for v in values], width,
+                    label=results.MODEL_TITLES[model], color=_COLORS[model])
+        rmses = [self.rmse((feature, v), m) for v in values for m in models]
+        rmses = [r for r in rmses if not math.isnan(r)]
+        if rmses:
+            top.set_ylim(max(0.0, min(rmses) - 0.1), max(rmses) + 0.05)
+        top.set_ylabel("RMSE (stars)")
+        top.set_title(f"Eval-split RMSE by {title}")
+        top.legend(loc="upper left", fontsize="small")
+        top.grid(axis="y", alpha=0.3)
+        bottom.bar(list(xs), [self.count((feature, v)) for v in values], color="#7f7f7f")
+        bottom.set_ylabel("ratings")
+        bottom.set_xticks(list(xs))
+        bottom.set_xticklabels(values, rotation=45, ha="right")
+        fig.tight_layout()
+        with tf.io.gfile.GFile(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        plt.close(fig)
+
+
+SLICINGS = ((features.GENRES, "genre"), (features.USER_ACTIVITY, "user activity (train ratings)"),
+            (features.MOVIE_POPULARITY, "movie popularity (train ratings)"))
+
+
+def write_report(output_dir: str, vs_baseline: results.Evaluation,
+                 vs_blessed: results.Evaluation, blessed: bool, failures: Sequence[str],
+                 pushed_to: str | None, settings: dict) -> str:
+    """Writes report.md and its PNGs into output_dir; returns the report's path."""
+    report = _Report(vs_baseline, vs_blessed, settings)
+    tf.io.gfile.makedirs(output_dir)
+    verdict = "BLESSED" if blessed else "NOT BLESSED"
+    lines = [f"# Evaluation report: model {verdict}", ""]
+    if blessed:
+        lines.append(f"Every blessing rule holds. Pushed to `{pushed_to}`." if pushed_to
+                     else "Every blessing rule holds, but the Pusher did not push it.")
+    else:
+        lines += ["The model was **not pushed**. Failed rules:", ""]
+        lines += [f"- {message}" for message in failures]
+    lines += ["", "## Blessing rules (`pipeline.configs.EvalSettings`)", "", *report.rules(), "",
+              "RMSE and MAE in stars on the eval split. Slices by activity count the ratings of "
+              "the example's user or movie in the train split; `0` is cold start.", ""]
+    for feature, title in SLICINGS:
+        png = f"rmse_by_{feature}.png"
+        report.plot(feature, title, os.path.join(output_dir, png))
+        lines += [f"## By {title}", "", *report.table(feature, title), "", f"![{title}]({png})",
+                  ""]
+    lines += ["Evaluations (TFMA): candidate vs bias baseline `" + vs_baseline.uri + "`; "
+              "candidate vs latest blessed model `" + vs_blessed.uri + "`.", ""]
+    path = os.path.join(output_dir, REPORT_FILE)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+@component
+def EvaluationReportGen(  # noqa: N802 - TFX component names are classes
+    baseline_evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
+    blessed_evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
+    blessing: InputArtifact[standard_artifacts.ModelBlessing],
+    pushed_model: InputArtifact[standard_artifacts.PushedModel],
+    report: OutputArtifact[EvaluationReport],
+    eval_settings: Parameter[str],
+) -> None:
+    """Writes the report; `eval_settings` is configs.EvalSettings as JSON."""
+    pushed = (pushed_model.mlmd_artifact.custom_properties.get("pushed")
+              and pushed_model.get_int_custom_property("pushed") == 1)
+    failures = blessing.get_string_custom_property(blessing_gate.FAILURES_KEY)
+    write_report(
+        report.uri, results.load_evaluation(baseline_evaluation.uri),
+        results.load_evaluation(blessed_evaluation.uri),
+        blessed=blessing.get_int_custom_property(blessing_gate.BLESSED_KEY) == 1,
+        failures=[f for f in failures.split("\n") if f],
+        pushed_to=(pushed_model.get_string_custom_property("pushed_destination")
+                   if pushed else None),
+        settings=json.loads(eval_settings))

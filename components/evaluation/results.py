@@ -1,0 +1,158 @@
+"""Reading what the Evaluators wrote: metrics per slice and model, and failed blessing rules.
+
+Names shared by the EvalConfigs (pipeline/pipeline.py), the BlessingGate, the report and the
+run summary live here: the TFMA model names of the candidate and its two baselines, the metrics,
+and the blessing rules with the EvalSettings field each one is configured by.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2
+from tensorflow_model_analysis.writers.eval_config_writer import load_eval_run
+
+from components.evaluation.metrics import RMSE, RMSE_IF_ENOUGH_EXAMPLES
+
+# TFMA model names (ModelSpec.name) in the two evaluations: candidate vs bias baseline, and
+# candidate vs the latest blessed model.
+CANDIDATE = "candidate"
+BIAS_BASELINE = "bias_baseline"
+LATEST_BLESSED = "latest_blessed"
+MODEL_TITLES = {CANDIDATE: "candidate", BIAS_BASELINE: "bias baseline",
+                LATEST_BLESSED: "latest blessed model"}
+
+MAE = "mean_absolute_error"
+EXAMPLE_COUNT = "example_count"
+
+# A slice: (feature, value), or OVERALL.
+SliceKey = tuple[str, str]
+OVERALL: SliceKey = ("", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    title: str
+    setting: str  # the field of pipeline.configs.EvalSettings that configures it
+
+
+# (baseline model name, metric name) -> the blessing rule its threshold implements.
+RULES = {
+    (BIAS_BASELINE, RMSE): Rule("overall RMSE at least a margin below the bias baseline's",
+                                "min_improvement_over_baseline"),
+    (LATEST_BLESSED, RMSE): Rule("overall RMSE not worse than the latest blessed model's",
+                                 "max_regression_vs_blessed"),
+    (BIAS_BASELINE, RMSE_IF_ENOUGH_EXAMPLES): Rule(
+        "RMSE of every genre with enough eval ratings within a tolerance of the bias baseline's",
+        "genre_tolerance"),
+}
+
+
+def slice_name(key: SliceKey) -> str:
+    return "overall" if key == OVERALL else f"{key[0]} = {key[1]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A blessing rule that did not hold on one slice."""
+
+    rule: Rule
+    baseline: str  # model name
+    slice: SliceKey
+    metric: str
+    candidate_value: float
+    baseline_value: float
+    change: float  # candidate - baseline
+    allowed_change: float  # the change must be <= this (lower is better)
+
+    @property
+    def excess(self) -> float:
+        return self.change - self.allowed_change
+
+    def message(self) -> str:
+        return (f"{self.rule.title} (EvalSettings.{self.rule.setting}) failed on "
+                f"{slice_name(self.slice)}: {self.metric} {self.candidate_value:.4f} vs "
+                f"{MODEL_TITLES[self.baseline]} {self.baseline_value:.4f}, change "
+                f"{self.change:+.4f}, allowed <= {self.allowed_change + 0.0:+.4f}: off by "
+                f"{self.excess:.4f}")
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """One Evaluator's output: the models it compared, their metrics and its verdict."""
+
+    uri: str
+    models: list[str]
+    # slice -> model name -> metric name -> value
+    metrics: dict[SliceKey, dict[str, dict[str, float]]]
+    # None when the evaluation had no threshold to check (no baseline: the first run).
+    validation_ok: bool | None
+    failures: list[Failure]
+
+    @property
+    def baseline(self) -> str | None:
+        others = [m for m in self.models if m != CANDIDATE]
+        return others[0] if others else None
+
+    def value(self, key: SliceKey, model: str, metric: str) -> float:
+        return self.metrics.get(key, {}).get(model, {}).get(metric, math.nan)
+
+
+def _slice_key(proto) -> SliceKey:
+    if not proto.single_slice_keys:
+        return OVERALL
+    if len(proto.single_slice_keys) != 1:
+        raise ValueError(f"unexpected feature cross in slice {proto}")
+    single = proto.single_slice_keys[0]
+    kind = single.WhichOneof("kind")
+    value = getattr(single, kind)
+    return single.column, value.decode() if isinstance(value, bytes) else str(value)
+
+
+def load_evaluation(uri: str) -> Evaluation:
+    """Reads a TFX Evaluator's ModelEvaluation folder."""
+    metrics: dict[SliceKey, dict[str, dict[str, float]]] = {}
+    models: set[str] = set()
+    for per_slice in tfma.load_metrics(uri, output_file_format=""):
+        key = _slice_key(per_slice.slice_key)
+        for kv in per_slice.metric_keys_and_values:
+            if kv.key.is_diff or not kv.value.HasField("double_value"):
+                continue
+            # With one model (the first run), TFMA leaves the model name empty.
+            model = kv.key.model_name or CANDIDATE
+            models.add(model)
+            metrics.setdefault(key, {}).setdefault(model, {})[kv.key.name] = \
+                kv.value.double_value.value
+    evaluation = Evaluation(uri=uri, models=sorted(models, key=lambda m: m != CANDIDATE),
+                            metrics=metrics, validation_ok=None, failures=[])
+    eval_config = load_eval_run(uri)[0]
+    has_thresholds = eval_config is not None and bool(
+        tfma.metrics.metric_thresholds_from_metrics_specs(eval_config.metrics_specs,
+                                                          eval_config=eval_config))
+    if has_thresholds:
+        validation = tfma.load_validation_result(uri)
+        evaluation.validation_ok = validation.validation_ok
+        for per_slice in validation.metric_validations_per_slice:
+            key = _slice_key(per_slice.slice_key)
+            for failure in per_slice.failures:
+                evaluation.failures.append(_failure(evaluation, key, failure))
+    return evaluation
+
+
+def _failure(evaluation: Evaluation, key: SliceKey, failure) -> Failure:
+    name = failure.metric_key.name
+    baseline = evaluation.baseline or ""
+    threshold = failure.metric_threshold.change_threshold
+    rule = RULES.get((baseline, name))
+    if rule is None or not threshold.HasField("absolute") or \
+            threshold.direction != config_pb2.MetricDirection.LOWER_IS_BETTER:
+        raise ValueError(f"{evaluation.uri}: a threshold this pipeline does not configure "
+                         f"failed on {slice_name(key)}: {failure}")
+    candidate = evaluation.value(key, CANDIDATE, name)
+    base = evaluation.value(key, baseline, name)
+    return Failure(rule=rule, baseline=baseline, slice=key, metric=name,
+                   candidate_value=candidate, baseline_value=base,
+                   change=failure.metric_value.double_value.value,
+                   allowed_change=threshold.absolute.value)

@@ -1,0 +1,94 @@
+"""Blessing rules and slices without a pipeline run: TFMA's own validator on our EvalConfigs."""
+
+import dataclasses
+
+import pytest
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.evaluators import metrics_validator
+from tensorflow_model_analysis.metrics import metric_types
+
+from components.evaluation import blessing_gate, results
+from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES
+from components.movielens_example_gen import slicing
+from models import features
+from pipeline import configs
+from pipeline.pipeline import make_eval_configs
+
+SETTINGS = configs.EvalSettings(min_improvement_over_baseline=0.005, max_regression_vs_blessed=0.0,
+                                genre_min_examples=100, genre_tolerance=0.02)
+
+
+def validate(baseline: str, slice_key, metric: str, candidate: float, base: float) -> list:
+    """Failures TFMA's validator reports for one metric on one slice."""
+    # Every thresholded metric must be present, or TFMA fails it as "Metric not found".
+    metrics = {}
+    for name in (results.RMSE, RMSE_IF_ENOUGH_EXAMPLES):
+        value, base_value = (candidate, base) if name == metric else (1.0, 1.0)
+        metrics[metric_types.MetricKey(name=name, model_name=results.CANDIDATE)] = value
+        metrics[metric_types.MetricKey(name=name, model_name=baseline)] = base_value
+        metrics[metric_types.MetricKey(name=name, model_name=results.CANDIDATE,
+                                       is_diff=True)] = value - base_value
+    # As the TFX Evaluator prepares it: model names filled in the metrics specs.
+    config = tfma.utils.update_eval_config_with_defaults(make_eval_configs(SETTINGS)[baseline],
+                                                         has_baseline=True)
+    result = metrics_validator.validate_metrics((slice_key, metrics), config)
+    return [f for s in result.metric_validations_per_slice for f in s.failures]
+
+
+@pytest.mark.parametrize("candidate, passes",
+                         [(1.0, True), (1.0049, True), (1.0051, False), (1.02, False)])
+def test_overall_rmse_must_beat_the_bias_baseline_by_the_margin(candidate, passes):
+    failures = validate(results.BIAS_BASELINE, (), results.RMSE, candidate, 1.01)
+    assert (failures == []) == passes
+
+
+@pytest.mark.parametrize("candidate, passes", [(0.99, True), (1.0, True), (1.0001, False)])
+def test_overall_rmse_must_not_be_worse_than_the_blessed_model(candidate, passes):
+    failures = validate(results.LATEST_BLESSED, (), results.RMSE, candidate, 1.0)
+    assert (failures == []) == passes
+
+
+@pytest.mark.parametrize("candidate, passes", [(1.01, True), (1.019, True), (1.021, False)])
+def test_genre_rmse_within_the_tolerance_of_the_bias_baseline(candidate, passes):
+    genre = ((features.GENRES, b"Drama"),)
+    failures = validate(results.BIAS_BASELINE, genre, RMSE_IF_ENOUGH_EXAMPLES, candidate, 1.0)
+    assert (failures == []) == passes
+
+
+def test_genre_rule_only_applies_to_genre_slices_and_overall_rmse_rule_only_overall():
+    # A large drop on a user-activity slice or an overall genre-metric change is not a rule.
+    bucket = ((features.USER_ACTIVITY, b"0"),)
+    assert validate(results.BIAS_BASELINE, bucket, RMSE_IF_ENOUGH_EXAMPLES, 2.0, 1.0) == []
+    assert validate(results.BIAS_BASELINE, bucket, results.RMSE, 2.0, 1.0) == []
+    genre = ((features.GENRES, b"Drama"),)
+    assert validate(results.BIAS_BASELINE, genre, results.RMSE, 2.0, 1.0) == []
+
+
+def test_the_gate_needs_both_evaluators_and_skips_a_missing_blessed_model():
+    assert blessing_gate.decide(True, None) is True  # first run: nothing blessed before
+    assert blessing_gate.decide(True, True) is True
+    assert blessing_gate.decide(True, False) is False
+    assert blessing_gate.decide(False, True) is False
+    with pytest.raises(blessing_gate.EvaluatorVerdictError, match="bias baseline"):
+        blessing_gate.decide(None, True)
+
+
+def test_every_rule_names_an_eval_settings_field():
+    fields = {f.name for f in dataclasses.fields(configs.EvalSettings)}
+    assert {rule.setting for rule in results.RULES.values()} <= fields
+
+
+@pytest.mark.parametrize("field, value", [("genre_tolerance", -0.1),
+                                          ("min_improvement_over_baseline", 2.0),
+                                          ("genre_min_examples", 0),
+                                          ("user_activity_edges", (20, 1))])
+def test_eval_settings_errors_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"EvalSettings.{field}"):
+        dataclasses.replace(configs.EVAL, **{field: value})
+
+
+def test_activity_buckets():
+    assert slicing.bucket_labels((1, 20, 101)) == ["0", "1-19", "20-100", "101+"]
+    assert [slicing.bucket_label(n, (1, 20, 101)) for n in (0, 1, 19, 20, 100, 101)] == [
+        "0", "1-19", "1-19", "20-100", "20-100", "101+"]
+    assert slicing.bucket_labels((20, 100)) == ["0-19", "20-99", "100+"]
