@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features
+from serving import warmup
 
 # Raw features a client must send; the rest of the transform's outputs are not needed to predict.
 SERVING_FEATURES = (features.USER_ID, features.MOVIE_ID)
@@ -57,3 +58,4 @@ def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTrans
         "serving_default": module.serve_examples,
         "predict_ids": module.predict_ids,
     })
+    warmup.write_warmup_requests(export_dir)  # replayed by TF Serving before a version serves
