@@ -22,7 +22,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv data run serve test test-all lint lock clean kubeflow
+.PHONY: help venv data run serve test test-all lint lock clean kubeflow bench-accuracy
 
 help:
 	@echo "make run    create .venv if needed, get the data, run the pipeline (DATA_DIR=..., RUN_ARGS=...)"
@@ -30,6 +30,7 @@ help:
 	@echo "make test   create .venv if needed, lint, run the tests (PYTEST_ARGS=...)"
 	@echo "make data   only fetch ml-latest-small into data/"
 	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (KFP_IMAGE=..., KFP_PIPELINE_ROOT=...)"
+	@echo "make bench-accuracy  our models vs Surprise SVD on 3 protocols, 3 seeds (BENCH_ARGS=...)"
 	@echo "make lock   re-resolve requirements.in into the pinned requirements.txt"
 	@echo "make clean  remove pipeline outputs (tfx_output/, serving_model/)"
 
@@ -72,6 +73,11 @@ export KFP_PIPELINE_ROOT KFP_DATA_ROOT KFP_SERVING_MODEL_DIR KFP_IMAGE KFP_TRAIN
 
 kubeflow: $(STAMP)
 	$(PY) -m pipeline.kubeflow_runner
+
+BENCH_ARGS ?=
+bench-accuracy: $(STAMP)
+	$(PY) -m pipeline.data
+	$(PY) bench/accuracy.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,61 +1,185 @@
-"""Serving signatures: the transform graph and the model exported as one SavedModel.
+"""Serving signatures: the model, its vocabularies and the movie catalogue as one SavedModel.
 
 Signatures (batch size B):
-  serving_default: examples, string [B] serialized tf.Examples with raw features
-      -> {"rating": float32 [B]} predicted rating in stars.
-  predict_ids: user_id, movie_id, int64 [B] raw MovieLens ids -> {"rating": float32 [B]}.
-Unknown ids are not an error: they fall into the OOV bucket (see models/mf.py).
+  serving_default: examples, string [B] serialized tf.Examples with int64 user_id, movie_id
+      -> {"rating": float32 [B]} predicted rating in stars. Never fails on unknown ids: they get
+      the cold-start prediction (the Evaluator and batch scoring use this one).
+  predict_ids: user_id, movie_id, int64 [B] -> {"rating": float32 [B]}. A movie_id outside the
+      catalogue or a user_id < 1 is an InvalidArgument error; a user never seen in training is
+      not an error (cold start: mu + b_m, plus content for the neural model).
+  recommend: user_id int64 [B], k int32 [B] -> {"movie_ids": int64 [B, K], "ratings": float32
+      [B, K], "titles": string [B, K]}, the K = max(k) best movies of the catalogue for each user,
+      best first, excluding the movies the user rated in training. k is per row so that TF
+      Serving's batching can merge requests; each client keeps the first k of its row.
+  regress: inputs, string [B] serialized tf.Examples -> {"outputs": float32 [B]}, with method
+      name tensorflow/serving/regress so that TF Serving's Regress API and REST :regress work.
+
+The id lookups are built from Transform's vocabularies (the same files Transform applied), and the
+movie content from Transform's outputs, so serving sees exactly the features the model trained on.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
-import tensorflow_transform as tft
+from tensorflow.core.protobuf import saved_model_pb2
 
 from models import features
+from models.catalogue import Catalogue
 from serving import warmup
 
-# Raw features a client must send; the rest of the transform's outputs are not needed to predict.
-SERVING_FEATURES = (features.USER_ID, features.MOVIE_ID)
 PREDICTION_KEY = "rating"
+REGRESS_SIGNATURE = "regress"
+REGRESS_METHOD = "tensorflow/serving/regress"
+SIGNATURES = ("serving_default", "predict_ids", "recommend", REGRESS_SIGNATURE)
+
+
+def _table(keys: np.ndarray, values: np.ndarray, default: int) -> tf.lookup.StaticHashTable:
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.int64),
+                                            tf.constant(values, tf.int64)),
+        default_value=default)
 
 
 class ServingModule(tf.Module):
-    """Holds the model and the transform layer so that both are saved and tracked together."""
+    """Holds the model, the id tables, the catalogue and the seen movies of each user."""
 
-    def __init__(self, model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput):
+    def __init__(self, model: tf.keras.Model, user_vocabulary: list[int], num_movies: int,
+                 catalogue: Catalogue, history: tf.RaggedTensor):
         super().__init__()
         self.model = model
-        self.tft_layer = tf_transform_output.transform_features_layer()
-        raw_spec = tf_transform_output.raw_feature_spec()
-        self._parse_spec = {k: raw_spec[k] for k in SERVING_FEATURES}
+        self.oov_movie = tf.constant(num_movies, tf.int64)  # the movie vocabulary's OOV index
+        num_users = len(user_vocabulary)
+        self.user_index = _table(np.asarray(user_vocabulary, np.int64),
+                                 np.arange(num_users, dtype=np.int64), default=num_users)
+        self.movie_row = _table(catalogue.movie_ids, np.arange(len(catalogue), dtype=np.int64),
+                                default=-1)
+        self.movie_ids = tf.constant(catalogue.movie_ids, tf.int64)
+        self.movie_idx = tf.constant(catalogue.movie_idx, tf.int64)
+        self.genres = tf.constant(catalogue.genres, tf.float32)
+        self.years = tf.constant(catalogue.years, tf.float32)
+        self.titles = tf.constant(catalogue.titles, tf.string)
+        # Rated movies per user index, as catalogue rows (history holds vocabulary indices).
+        row_of_idx = np.full(int(catalogue.movie_idx.max()) + 1, -1, np.int64)
+        row_of_idx[catalogue.movie_idx] = np.arange(len(catalogue))
+        seen_rows = row_of_idx[history.flat_values.numpy()]
+        self.seen_values = tf.constant(seen_rows[seen_rows >= 0], tf.int64)
+        lengths = np.bincount(history.value_rowids().numpy()[seen_rows >= 0],
+                              minlength=history.nrows().numpy())
+        self.seen_splits = tf.constant(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
 
-    def _predict(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        transformed = self.tft_layer(raw)
-        scaled = self.model(transformed, training=False)
-        stars = tf.clip_by_value(features.unscale_rating(scaled), features.RATING_MIN,
-                                 features.RATING_MAX)
-        return {PREDICTION_KEY: tf.reshape(stars, [-1])}
+    def _inputs(self, users: tf.Tensor, rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Model inputs for user vocabulary indices [N] and catalogue rows [N] (-1: unknown)."""
+        known = rows >= 0
+        safe = tf.maximum(rows, 0)
+        return {
+            features.USER_IDX: users,
+            features.MOVIE_IDX: tf.where(known, tf.gather(self.movie_idx, safe), self.oov_movie),
+            features.GENRES_XF: tf.gather(self.genres, safe) * tf.cast(known, tf.float32)[:, None],
+            features.YEAR_XF: tf.where(known, tf.gather(self.years, safe), 0.0),
+        }
 
-    # autograph=False: straight-line code; converting the Keras and TFT layers costs seconds.
+    def _stars(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        scaled = tf.reshape(self.model(inputs, training=False), [-1])
+        return tf.clip_by_value(features.unscale_rating(scaled), features.RATING_MIN,
+                                features.RATING_MAX)
+
+    def _predict(self, user_id: tf.Tensor, movie_id: tf.Tensor) -> tf.Tensor:
+        return self._stars(self._inputs(self.user_index.lookup(user_id),
+                                        self.movie_row.lookup(movie_id)))
+
+    def _parse(self, examples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        spec = {k: tf.io.FixedLenFeature([], tf.int64)
+                for k in (features.USER_ID, features.MOVIE_ID)}
+        parsed = tf.io.parse_example(examples, spec)
+        return parsed[features.USER_ID], parsed[features.MOVIE_ID]
+
+    # autograph=False: straight-line code; converting the Keras layers costs seconds.
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
                  autograph=False)
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._predict(tf.io.parse_example(examples, self._parse_spec))
+        return {PREDICTION_KEY: self._predict(*self._parse(examples))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
+                 autograph=False)
+    def regress(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"outputs": self._predict(*self._parse(inputs))}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id"),
                                   tf.TensorSpec([None], tf.int64, name="movie_id")],
                  autograph=False)
     def predict_ids(self, user_id: tf.Tensor, movie_id: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._predict({features.USER_ID: user_id[:, None],
-                              features.MOVIE_ID: movie_id[:, None]})
+        rows = self.movie_row.lookup(movie_id)
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(user_id), tf.shape(movie_id),
+                message="user_id and movie_id must have the same length"),
+            tf.debugging.Assert(tf.reduce_all(rows >= 0), [
+                "movie_id not in the catalogue of the model:",
+                tf.boolean_mask(movie_id, rows < 0)]),
+            tf.debugging.Assert(tf.reduce_all(user_id >= 1), [
+                "user_id must be >= 1:", tf.boolean_mask(user_id, user_id < 1)]),
+        ]
+        with tf.control_dependencies(checks):
+            return {PREDICTION_KEY: self._stars(self._inputs(self.user_index.lookup(user_id),
+                                                             rows))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id"),
+                                  tf.TensorSpec([None], tf.int32, name="k")],
+                 autograph=False)
+    def recommend(self, user_id: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        checks = [
+            tf.debugging.assert_equal(tf.shape(user_id), tf.shape(k),
+                                      message="user_id and k must have the same length"),
+            tf.debugging.Assert(tf.reduce_all(k >= 1), ["k must be >= 1:", k]),
+            tf.debugging.Assert(tf.reduce_all(user_id >= 1), [
+                "user_id must be >= 1:", tf.boolean_mask(user_id, user_id < 1)]),
+        ]
+        with tf.control_dependencies(checks):
+            users = self.user_index.lookup(user_id)
+        batch = tf.shape(users)[0]
+        num_movies = tf.shape(self.movie_ids)[0]
+        # Score every (user, catalogue movie) pair: [B * M] through the model, then [B, M].
+        pair_users = tf.repeat(users, num_movies)
+        pair_rows = tf.tile(tf.range(num_movies, dtype=tf.int64), [batch])
+        scores = tf.reshape(self._stars(self._inputs(pair_users, pair_rows)),
+                            [batch, num_movies])
+        # Movies the user rated in training drop out (OOV users have none).
+        seen = tf.gather(tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_splits,
+                                                         validate=False), users)
+        seen_at = tf.stack([seen.value_rowids(), seen.flat_values], axis=1)
+        scores = tf.tensor_scatter_nd_update(
+            scores, seen_at, tf.fill(tf.shape(seen.flat_values), -np.inf))
+        top = tf.math.top_k(scores, k=tf.minimum(tf.reduce_max(k), num_movies))
+        return {"movie_ids": tf.gather(self.movie_ids, top.indices),
+                "ratings": top.values,
+                "titles": tf.gather(self.titles, top.indices)}
 
 
-def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-                         export_dir: str) -> None:
-    module = ServingModule(model, tf_transform_output)
+def _mark_regress_signature(export_dir: str) -> None:
+    """tf.saved_model.save writes every signature as a Predict one; TF Serving's Regress API
+    requires the regress method name on the signature it calls."""
+    path = tf.io.gfile.join(export_dir, "saved_model.pb")
+    proto = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        proto.ParseFromString(f.read())
+    for meta_graph in proto.meta_graphs:
+        meta_graph.signature_def[REGRESS_SIGNATURE].method_name = REGRESS_METHOD
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(proto.SerializeToString())
+
+
+def export_serving_model(model: tf.keras.Model, user_vocabulary: list[int], num_movies: int,
+                         catalogue: Catalogue, history: tf.RaggedTensor, export_dir: str) -> None:
+    """Saves the serving SavedModel; user_vocabulary[i] is the user id of index i."""
+    module = ServingModule(model, user_vocabulary, num_movies, catalogue, history)
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": module.serve_examples,
         "predict_ids": module.predict_ids,
+        "recommend": module.recommend,
+        REGRESS_SIGNATURE: module.regress,
     })
-    warmup.write_warmup_requests(export_dir)  # replayed by TF Serving before a version serves
+    _mark_regress_signature(export_dir)
+    # Replayed by TF Serving before a version serves; ids the model knows, so every one succeeds.
+    warmup.write_warmup_requests(export_dir, user_ids=user_vocabulary[:4],
+                                 movie_ids=catalogue.movie_ids[:4])

@@ -33,7 +33,6 @@ GENRE_NAMES = (
 # ids never seen in training map to the OOV bucket, which the models treat as "unknown".
 USER_VOCAB = "user_id"
 MOVIE_VOCAB = "movie_id"
-GENRE_VOCAB = "genres"
 NUM_OOV_BUCKETS = 1
 
 
@@ -45,9 +44,16 @@ def transformed_name(key: str) -> str:
 # Transformed features, as produced by `preprocessing.preprocessing_fn`.
 USER_IDX = transformed_name(USER_ID)  # int64 [batch], 0..vocab+OOV
 MOVIE_IDX = transformed_name(MOVIE_ID)  # int64 [batch]
-GENRES_IDX = transformed_name(GENRES)  # int64 sparse [batch, None]
+GENRES_XF = transformed_name(GENRES)  # float [batch, len(GENRE_NAMES)], multi-hot
 YEAR_XF = transformed_name(YEAR)  # float [batch], z-scored, 0 where unknown
 LABEL_XF = transformed_name(LABEL_KEY)  # float [batch], rating scaled to [0, 1]
+# Passed through unchanged so that the Trainer can build the movie catalogue that the exported
+# model looks content up in (clients send ids only).
+MOVIE_ID_PASSTHROUGH = MOVIE_ID  # int64 [batch]
+TITLE_PASSTHROUGH = TITLE  # bytes [batch]
+
+# What every model reads, batch size B: the ids' vocabulary indices and the movie's content.
+MODEL_INPUTS = (USER_IDX, MOVIE_IDX, GENRES_XF, YEAR_XF)
 
 
 def scale_rating(rating):

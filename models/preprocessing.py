@@ -1,4 +1,4 @@
-"""Transform's `preprocessing_fn`: id vocabularies, genre encoding, year and rating scaling.
+"""Transform's `preprocessing_fn`: id vocabularies, multi-hot genres, year and rating scaling.
 
 Analyzers run on the train split only, so ids first seen in eval (or at serving time) fall into the
 OOV bucket, exactly as they will in production. The resulting graph ships inside the exported
@@ -21,14 +21,35 @@ def _dense(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
     return tf.reshape(x, [-1])
 
 
+def _multi_hot(genres: tf.SparseTensor) -> tf.Tensor:
+    """Genre strings, sparse [B, None] -> float32 [B, len(GENRE_NAMES)] multi-hot.
+
+    The genre set is fixed (the schema's domain), so no vocabulary is needed and the width is
+    static; a genre outside it (which ExampleValidator reports) is ignored here.
+    """
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(features.GENRE_NAMES), tf.range(len(features.GENRE_NAMES), dtype=tf.int64)),
+        default_value=-1)
+    ids = table.lookup(genres.values)
+    known = ids >= 0
+    indices = tf.stack([tf.boolean_mask(genres.indices[:, 0], known), tf.boolean_mask(ids, known)],
+                       axis=1)
+    hot = tf.SparseTensor(indices, tf.ones_like(indices[:, 0], tf.float32),
+                          [genres.dense_shape[0], len(features.GENRE_NAMES)])
+    dense = tf.sparse.to_dense(tf.sparse.reorder(hot), validate_indices=False)
+    return tf.reshape(dense, [-1, len(features.GENRE_NAMES)])  # a static width for the schema
+
+
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Raw features (see models/features.py) -> transformed features.
 
     Outputs, batch size B:
       user_id_xf, movie_id_xf: int64 [B], vocabulary index; OOV ids map to vocab_size.
-      genres_xf: int64 SparseTensor [B, None], genre vocabulary indices.
+      genres_xf: float32 [B, len(GENRE_NAMES)], multi-hot genres.
       year_xf: float32 [B], z-scored release year, 0 (the mean) where unknown.
       rating_xf: float32 [B], rating scaled to [0, 1] (only when the label is present).
+      movie_id: int64 [B], title: bytes [B], passed through for the movie catalogue.
     """
     outputs = {}
     for raw, vocab in ((features.USER_ID, features.USER_VOCAB),
@@ -36,9 +57,9 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         outputs[features.transformed_name(raw)] = tft.compute_and_apply_vocabulary(
             _dense(inputs[raw], -1), num_oov_buckets=features.NUM_OOV_BUCKETS,
             vocab_filename=vocab)
-    outputs[features.GENRES_IDX] = tft.compute_and_apply_vocabulary(
-        inputs[features.GENRES], num_oov_buckets=features.NUM_OOV_BUCKETS,
-        vocab_filename=features.GENRE_VOCAB)
+    outputs[features.GENRES_XF] = _multi_hot(inputs[features.GENRES])
+    outputs[features.MOVIE_ID_PASSTHROUGH] = _dense(inputs[features.MOVIE_ID], -1)
+    outputs[features.TITLE_PASSTHROUGH] = _dense(inputs[features.TITLE], b"")
 
     year = inputs[features.YEAR]
     known = tf.cast(_dense(tf.sparse.map_values(tf.ones_like, year), 0), tf.bool)

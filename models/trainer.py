@@ -10,31 +10,52 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from models import data, export, features
+from models import catalogue, data, export, features
+from models.base import user_history
 from models.hparams import HParams
-from models.mf import BiasedMF
+from models.mf import BiasBaseline, BiasedMF
+from models.neural import NeuralRecommender
 
 _LOG = logging.getLogger(__name__)
-COLUMNS = (features.USER_IDX, features.MOVIE_IDX, features.LABEL_XF)
+COLUMNS = (*features.MODEL_INPUTS, features.LABEL_XF)
 HPARAMS_KEY = "hparams"
 
 
-def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float
-                ) -> tf.keras.Model:
-    """The model of hp.model_type ("mf", the only one so far) for vocabularies of the given
-    sizes (OOV excluded)."""
+def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float,
+                history: tf.RaggedTensor | None = None) -> tf.keras.Model:
+    """The model of hp.model_type for vocabularies of the given sizes (OOV excluded); `history`
+    (see base.user_history) is used when hp.implicit."""
+    history = history if hp.implicit else None
+    if hp.model_type == "bias":
+        return BiasBaseline(num_users, num_movies, global_mean=global_mean, l2=hp.l2,
+                            loss=hp.loss)
+    if hp.model_type == "neural":
+        return NeuralRecommender(num_users, num_movies, embedding_dim=hp.embedding_dim,
+                                 hidden_units=hp.hidden_units, dropout=hp.dropout, l2=hp.l2,
+                                 global_mean=global_mean, loss=hp.loss, history=history)
     return BiasedMF(num_users, num_movies, embedding_dim=hp.embedding_dim, l2=hp.l2,
-                    squash=hp.squash, global_mean=global_mean)
+                    squash=hp.squash, global_mean=global_mean, loss=hp.loss, history=history)
+
+
+def make_optimizer(hp: HParams) -> tf.keras.optimizers.Optimizer:
+    if hp.optimizer == "adagrad":
+        return tf.keras.optimizers.Adagrad(hp.learning_rate)
+    if hp.optimizer == "sgd":
+        return tf.keras.optimizers.SGD(hp.learning_rate)
+    return tf.keras.optimizers.Adam(hp.learning_rate)
 
 
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],
-          log_dir: str | None = None) -> tf.keras.Model:
+          log_dir: str | None = None, verbose: int = 2) -> tf.keras.Model:
     """Fits a model on in-memory transformed columns with early stopping on a held-out slice."""
     tf.keras.utils.set_random_seed(hp.seed)
     fit_data, val_data = data.holdout(train_data, hp.validation_fraction, hp.seed)
     global_mean = float(np.clip(fit_data[features.LABEL_XF].mean(), 0.01, 0.99))
-    model = build_model(hp, num_users, num_movies, global_mean)
-    model.compile(optimizer=tf.keras.optimizers.Adam(hp.learning_rate))
+    # The whole train split's history, as exported (validation pairs' existence included).
+    history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
+                           num_users)
+    model = build_model(hp, num_users, num_movies, global_mean, history)
+    model.compile(optimizer=make_optimizer(hp))
     callbacks = [tf.keras.callbacks.EarlyStopping(
         monitor="val_rmse", mode="min", patience=hp.early_stopping_patience,
         restore_best_weights=True)]
@@ -43,15 +64,20 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     start = time.time()
     model.fit(data.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
               validation_data=data.to_dataset(val_data, 8192),
-              epochs=hp.max_epochs, callbacks=callbacks, verbose=2)
+              epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
     _LOG.info("Trained %s on %d ratings in %.1f s", hp.model_type,
               len(fit_data[features.LABEL_XF]), time.time() - start)
     return model
 
 
+def predict_stars(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Predicted ratings in stars, clipped to the rating range as the serving model does; [N]."""
+    scaled = model.predict(data.to_dataset(columns, 8192), verbose=0).reshape(-1)
+    return np.clip(features.unscale_rating(scaled), features.RATING_MIN, features.RATING_MAX)
+
+
 def rmse_in_stars(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> float:
-    predicted = model.predict(data.to_dataset(columns, 8192), verbose=0).reshape(-1)
-    error = features.unscale_rating(predicted) - features.unscale_rating(columns[features.LABEL_XF])
+    error = predict_stars(model, columns) - features.unscale_rating(columns[features.LABEL_XF])
     return float(np.sqrt(np.mean(error**2)))
 
 
@@ -61,12 +87,21 @@ def run_fn(fn_args: FnArgs) -> None:
     _LOG.info("Hyper-parameters: %s", hp)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     spec = tf_transform_output.transformed_feature_spec()
-    train_data = data.load_columns(fn_args.train_files, spec, COLUMNS)
-    eval_data = data.load_columns(fn_args.eval_files, spec, COLUMNS)
-    model = train(hp, tf_transform_output.vocabulary_size_by_name(features.USER_VOCAB),
-                  tf_transform_output.vocabulary_size_by_name(features.MOVIE_VOCAB), train_data,
-                  log_dir=fn_args.model_run_dir)
+    wanted = sorted(set(COLUMNS) | set(catalogue.COLUMNS))
+    train_all = data.load_columns(fn_args.train_files, spec, wanted)
+    eval_all = data.load_columns(fn_args.eval_files, spec, wanted)
+    movies = catalogue.Catalogue.from_columns(train_all, eval_all)
+    train_data = {c: train_all[c] for c in COLUMNS}
+    eval_data = {c: eval_all[c] for c in COLUMNS}
+    user_vocabulary = [int(u) for u in
+                       tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]
+    num_movies = tf_transform_output.vocabulary_size_by_name(features.MOVIE_VOCAB)
+    model = train(hp, len(user_vocabulary), num_movies, train_data, log_dir=fn_args.model_run_dir)
     _LOG.info("Eval-split RMSE %.4f stars on %d ratings", rmse_in_stars(model, eval_data),
               len(eval_data[features.LABEL_XF]))
-    export.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
-    _LOG.info("Exported the serving model to %s", fn_args.serving_model_dir)
+    history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
+                           len(user_vocabulary))
+    export.export_serving_model(model, user_vocabulary, num_movies, movies, history,
+                                fn_args.serving_model_dir)
+    _LOG.info("Exported the serving model (%d movies in its catalogue) to %s", len(movies),
+              fn_args.serving_model_dir)

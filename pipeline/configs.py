@@ -38,7 +38,25 @@ PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 
 SPLIT = SplitConfig(method="time", eval_fraction=0.2, seed=42)
-HPARAMS = HParams()
+
+# Tuned hyper-parameters per model type (bench/accuracy.py, docs/benchmarks.md). The pipeline trains
+# MODEL_TYPE; `make run RUN_ARGS="--model neural"` or custom_config overrides pick another.
+MODEL_HPARAMS = {
+    "bias": HParams(model_type="bias"),
+    "mf": HParams(model_type="mf"),
+    "neural": HParams(model_type="neural"),
+}
+MODEL_TYPE = "mf"
+
+
+def model_hparams(model_type: str) -> HParams:
+    """The tuned defaults of a model type."""
+    if model_type not in MODEL_HPARAMS:
+        raise ValueError(f"unknown model type {model_type!r}; known: {sorted(MODEL_HPARAMS)}")
+    return MODEL_HPARAMS[model_type]
+
+
+HPARAMS = model_hparams(MODEL_TYPE)
 
 
 @dataclasses.dataclass(frozen=True)

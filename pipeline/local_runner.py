@@ -78,6 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--serving-model-dir", type=Path, default=configs.SERVING_MODEL_DIR,
                         help="where blessed models are pushed (default: %(default)s)")
     parser.add_argument("--split", choices=SPLIT_METHODS, default=configs.SPLIT.method)
+    parser.add_argument("--model", choices=sorted(configs.MODEL_HPARAMS),
+                        default=configs.MODEL_TYPE,
+                        help="model the Trainer trains, with its tuned hyper-parameters from "
+                             "configs.MODEL_HPARAMS (default: %(default)s)")
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     parser.add_argument("--offline", action="store_true", help="never download data")
     parser.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline_root=str(output_dir / configs.PIPELINE_NAME),
         serving_model_dir=str(args.serving_model_dir.resolve()),
         split=dataclasses.replace(configs.SPLIT, method=args.split),
+        hparams=configs.model_hparams(args.model),
         beam_pipeline_args=beam_args(args.direct_running_mode, args.direct_num_workers),
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(metadata_path)),

@@ -1,60 +1,207 @@
-"""BiasedMF learns a planted low-rank structure; unknown ids fall back to biases."""
+"""The models learn a planted structure; the exported model predicts, recommends and refuses bad
+input exactly as documented in models/export.py."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import data, features, trainer
+from models import data, export, features, trainer
+from models.base import user_history
+from models.catalogue import Catalogue
 from models.hparams import HParams
 
+N_USERS, N_MOVIES = 200, 150
 
-def planted_ratings(n_users=200, n_movies=150, n=12000, rank=3, noise=0.25, seed=0):
-    """Transformed-feature columns drawn from r = mu + b_u + b_m + <p_u, q_m> + noise."""
+
+def planted_ratings(n=12000, rank=3, noise=0.25, seed=0):
+    """Transformed columns drawn from r = mu + b_u + b_m + <p_u, q_m> + genre effect + noise."""
     rng = np.random.default_rng(seed)
-    p = rng.normal(size=(n_users, rank))
-    q = rng.normal(size=(n_movies, rank))
-    b_u, b_m = rng.normal(scale=0.3, size=n_users), rng.normal(scale=0.4, size=n_movies)
-    users, movies = rng.integers(0, n_users, n), rng.integers(0, n_movies, n)
-    stars = 3.5 + b_u[users] + b_m[movies] + np.sum(p[users] * q[movies], 1) * 0.5
+    p = rng.normal(size=(N_USERS, rank))
+    q = rng.normal(size=(N_MOVIES, rank))
+    b_u, b_m = rng.normal(scale=0.3, size=N_USERS), rng.normal(scale=0.4, size=N_MOVIES)
+    genres = (rng.random((N_MOVIES, len(features.GENRE_NAMES))) < 0.15).astype(np.float32)
+    genre_effect = genres @ rng.normal(scale=0.3, size=len(features.GENRE_NAMES))
+    years = rng.normal(size=N_MOVIES).astype(np.float32)
+    users, movies = rng.integers(0, N_USERS, n), rng.integers(0, N_MOVIES, n)
+    stars = (3.5 + b_u[users] + b_m[movies] + genre_effect[movies]
+             + np.sum(p[users] * q[movies], 1) * 0.5)
     stars = np.clip(stars + rng.normal(scale=noise, size=n), features.RATING_MIN,
                     features.RATING_MAX)
-    return {features.USER_IDX: users.astype(np.int64), features.MOVIE_IDX: movies.astype(np.int64),
-            features.LABEL_XF: features.scale_rating(stars).astype(np.float32)}
+    columns = {features.USER_IDX: users.astype(np.int64),
+               features.MOVIE_IDX: movies.astype(np.int64),
+               features.GENRES_XF: genres[movies], features.YEAR_XF: years[movies],
+               features.LABEL_XF: features.scale_rating(stars).astype(np.float32)}
+    return columns, genres, years
+
+
+def fit(model_type, **overrides):
+    columns, genres, years = planted_ratings()
+    train, held_out = data.holdout(columns, 0.2, seed=1)
+    hp = HParams(model_type=model_type, embedding_dim=8, max_epochs=60, batch_size=256,
+                 **overrides)
+    return trainer.train(hp, N_USERS, N_MOVIES, train, verbose=0), train, held_out, (genres, years)
+
+
+def global_mean_rmse(train, held_out):
+    mean = features.unscale_rating(train[features.LABEL_XF].mean())
+    return np.sqrt(np.mean((features.unscale_rating(held_out[features.LABEL_XF]) - mean) ** 2))
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    columns = planted_ratings()
-    fit, held_out = data.holdout(columns, 0.2, seed=1)
-    hp = HParams(embedding_dim=8, max_epochs=60, batch_size=256)
-    model = trainer.train(hp, 200, 150, fit)
-    return model, fit, held_out
+def mf():
+    return fit("mf")
 
 
-def test_biased_mf_beats_the_global_mean_by_far_on_held_out_ratings(fitted):
-    model, fit, held_out = fitted
-    mean = features.unscale_rating(fit[features.LABEL_XF].mean())
-    baseline = np.sqrt(np.mean((features.unscale_rating(held_out[features.LABEL_XF]) - mean) ** 2))
-    rmse = trainer.rmse_in_stars(model, held_out)
+@pytest.mark.parametrize("model_type,overrides,factor", [
+    ("bias", {}, 0.9),  # biases only: a planted rank-3 structure stays unexplained
+    ("neural", {}, 0.6),
+    ("mf", {"implicit": True}, 0.6),
+])
+def test_each_model_beats_the_global_mean_on_held_out_ratings(model_type, overrides, factor):
+    model, train, held_out, _ = fit(model_type, **overrides)
+    baseline = global_mean_rmse(train, held_out)
     assert baseline > 0.85  # the planted structure leaves much to learn
-    assert rmse < 0.6 * baseline, (rmse, baseline)
+    assert trainer.rmse_in_stars(model, held_out) < factor * baseline
 
 
-def test_unknown_ids_get_global_mean_plus_the_known_side_bias(fitted):
-    model, *_ = fitted
-    oov_user, known_movie = 200, 5
-    both = {features.USER_IDX: tf.constant([oov_user]),
-            features.MOVIE_IDX: tf.constant([known_movie])}
-    squash = tf.sigmoid if model.squash else tf.identity
-    logit = model.global_bias + model.movie_bias(tf.constant([known_movie]))[0, 0]
-    assert float(model(both)[0]) == pytest.approx(float(squash(logit)), abs=1e-6)
-    nobody = {features.USER_IDX: tf.constant([oov_user]), features.MOVIE_IDX: tf.constant([150])}
-    assert float(model(nobody)[0]) == pytest.approx(float(squash(model.global_bias)), abs=1e-6)
+def test_biased_mf_learns_the_planted_structure(mf):
+    model, train, held_out, _ = mf
+    assert trainer.rmse_in_stars(model, held_out) < 0.6 * global_mean_rmse(train, held_out)
 
 
-def test_hparams_reject_unknown_keys_and_models():
+def test_unknown_ids_get_global_mean_plus_the_known_side_bias(mf):
+    model, *_ = mf
+    oov_user, known_movie = N_USERS, 5
+    inputs = {features.USER_IDX: tf.constant([oov_user, oov_user]),
+              features.MOVIE_IDX: tf.constant([known_movie, N_MOVIES]),
+              features.GENRES_XF: tf.zeros([2, len(features.GENRE_NAMES)]),
+              features.YEAR_XF: tf.zeros([2])}
+    mu = float(model.biases.global_bias)
+    b_m = float(model.biases.movie_bias(tf.constant([known_movie]))[0, 0])
+    assert model(inputs).numpy() == pytest.approx([mu + b_m, mu], abs=1e-6)
+
+
+def test_hparams_reject_unknown_keys_models_and_losses():
     with pytest.raises(ValueError, match="unknown hyper-parameters \\['embeding_dim'\\]"):
         HParams.from_config({"embeding_dim": 8})
     with pytest.raises(ValueError, match="model_type"):
         HParams(model_type="svd")
-    assert HParams.from_config(HParams(l2=0.5).to_config()) == HParams(l2=0.5)
+    with pytest.raises(ValueError, match="loss"):
+        HParams(loss="hinge")
+    # JSON (custom_config) turns tuples into lists; the round trip must not change anything.
+    hp = HParams(l2=0.5, hidden_units=(16, 8))
+    assert HParams.from_config({**hp.to_config(), "hidden_units": [16, 8]}) == hp
+
+
+# ---- The exported model --------------------------------------------------------------------
+
+USER_IDS = np.arange(N_USERS, dtype=np.int64) * 3 + 7  # raw ids: not the indices
+NEW_MOVIE_ID = 99_999  # rated only after training: in the catalogue, outside the vocabulary
+
+
+@pytest.fixture(scope="module")
+def exported(mf, tmp_path_factory):
+    model, train, _, (genres, years) = mf
+    movie_ids = np.arange(N_MOVIES, dtype=np.int64) * 10 + 1
+    catalogue = Catalogue(
+        movie_ids=np.append(movie_ids, NEW_MOVIE_ID),
+        movie_idx=np.append(np.arange(N_MOVIES), N_MOVIES).astype(np.int64),
+        genres=np.vstack([genres, genres[:1]]), years=np.append(years, 0.0).astype(np.float32),
+        titles=np.array([f"Movie {m}".encode() for m in np.append(movie_ids, NEW_MOVIE_ID)],
+                        dtype=object))
+    history = user_history(train[features.USER_IDX], train[features.MOVIE_IDX], N_USERS)
+    path = str(tmp_path_factory.mktemp("export") / "model")
+    export.export_serving_model(model, list(USER_IDS), N_MOVIES, catalogue, history, path)
+    return tf.saved_model.load(path), model, catalogue, history, path
+
+
+def predict_ids(loaded, users, movies):
+    out = loaded.signatures["predict_ids"](user_id=tf.constant(users, tf.int64),
+                                           movie_id=tf.constant(movies, tf.int64))
+    return out["rating"].numpy()
+
+
+def test_reloaded_model_predicts_exactly_what_the_trained_model_does(exported):
+    loaded, model, catalogue, _, _ = exported
+    users, movies = np.array([0, 5, 17]), np.array([3, 0, 149])
+    in_process = trainer.predict_stars(model, {
+        features.USER_IDX: users, features.MOVIE_IDX: movies,
+        features.GENRES_XF: catalogue.genres[movies], features.YEAR_XF: catalogue.years[movies]})
+    served = predict_ids(loaded, USER_IDS[users], catalogue.movie_ids[movies])
+    np.testing.assert_allclose(served, in_process, rtol=1e-6)
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        "user_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[u])),
+        "movie_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[m])),
+    })).SerializeToString() for u, m in zip(USER_IDS[users], catalogue.movie_ids[movies],
+                                            strict=True)]
+    by_example = loaded.signatures["serving_default"](examples=tf.constant(examples))["rating"]
+    by_regress = loaded.signatures["regress"](inputs=tf.constant(examples))["outputs"]
+    np.testing.assert_array_equal(by_example.numpy(), served)
+    np.testing.assert_array_equal(by_regress.numpy(), served)
+
+
+def test_regress_signature_carries_tf_servings_regress_method_name(exported):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    *_, path = exported
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(tf.io.gfile.GFile(f"{path}/saved_model.pb", "rb").read())
+    signatures = proto.meta_graphs[0].signature_def
+    assert signatures["regress"].method_name == "tensorflow/serving/regress"
+    assert set(signatures["regress"].inputs) == {"inputs"}
+    assert set(signatures["regress"].outputs) == {"outputs"}
+    assert set(export.SIGNATURES) <= set(signatures)
+
+
+def test_recommend_is_the_best_unseen_movies_of_the_whole_catalogue(exported):
+    loaded, _, catalogue, history, _ = exported
+    user = 4
+    out = loaded.signatures["recommend"](user_id=tf.constant([USER_IDS[user]], tf.int64),
+                                         k=tf.constant([10], tf.int32))
+    ids, ratings = out["movie_ids"].numpy()[0], out["ratings"].numpy()[0]
+    seen = set(catalogue.movie_ids[history[user].numpy()])
+    assert len(ids) == len(set(ids)) == 10 and not set(ids) & seen
+    # Brute force: every unseen catalogue movie through predict_ids.
+    unseen = np.array([m for m in catalogue.movie_ids if m not in seen])
+    scores = predict_ids(loaded, np.full(len(unseen), USER_IDS[user]), unseen)
+    np.testing.assert_allclose(ratings, np.sort(scores)[::-1][:10], rtol=1e-6)
+    assert [t.decode() for t in out["titles"].numpy()[0]] == [f"Movie {m}" for m in ids]
+
+
+def test_recommend_gives_an_unknown_user_the_best_movies_by_bias_and_pads_batches_to_max_k(
+        exported):
+    loaded, model, catalogue, _, _ = exported
+    out = loaded.signatures["recommend"](user_id=tf.constant([123_456, USER_IDS[0]], tf.int64),
+                                         k=tf.constant([3, 5], tf.int32))
+    assert out["movie_ids"].shape == (2, 5)  # K = max(k); the first client keeps 3
+    mu = float(model.biases.global_bias)
+    bias = model.biases.movie_bias.embeddings.numpy()[:N_MOVIES, 0]
+    expected = catalogue.movie_ids[np.argsort(-bias)[:5]]
+    np.testing.assert_array_equal(out["movie_ids"].numpy()[0], expected)
+    np.testing.assert_allclose(out["ratings"].numpy()[0],
+                               np.clip(features.unscale_rating(mu + np.sort(bias)[::-1][:5]),
+                                       features.RATING_MIN, features.RATING_MAX), rtol=1e-5)
+
+
+def test_movies_outside_the_catalogue_and_bad_arguments_are_invalid_argument_errors(exported):
+    loaded, *_ = exported
+    with pytest.raises(tf.errors.InvalidArgumentError, match="movie_id not in the catalogue"):
+        predict_ids(loaded, [USER_IDS[0]], [123_456_789])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="user_id must be >= 1"):
+        predict_ids(loaded, [0], [1])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k must be >= 1"):
+        loaded.signatures["recommend"](user_id=tf.constant([7], tf.int64),
+                                       k=tf.constant([0], tf.int32))
+    # Unknown users are not an error (cold start), and a new movie in the catalogue is scored.
+    assert predict_ids(loaded, [123_456], [NEW_MOVIE_ID]).shape == (1,)
+
+
+def test_serving_default_never_fails_on_unknown_ids(exported):
+    loaded, *_ = exported
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "user_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
+        "movie_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[123_456_789])),
+    })).SerializeToString()
+    rating = loaded.signatures["serving_default"](examples=tf.constant([example]))["rating"]
+    assert features.RATING_MIN <= float(rating[0]) <= features.RATING_MAX
+

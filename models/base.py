@@ -1,0 +1,144 @@
+"""What every rating model shares: OOV-aware biases, the ranking task and the L2 penalty."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from models import features
+
+
+class StarsRMSE(tf.keras.metrics.RootMeanSquaredError):
+    """RMSE in stars of predictions and labels given on the scaled [0, 1] range."""
+
+    def __init__(self, name: str = "rmse", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(features.unscale_rating(y_true),
+                                    features.unscale_rating(y_pred), sample_weight)
+
+
+def make_loss(name: str) -> tf.keras.losses.Loss:
+    """"mse" fits the mean rating (best RMSE); "mae" fits the median (best MAE); "huber" sits
+    between (delta 0.1 on the [0, 1] scale, about half a star)."""
+    if name == "mse":
+        return tf.keras.losses.MeanSquaredError()
+    if name == "mae":
+        return tf.keras.losses.MeanAbsoluteError()
+    if name == "huber":
+        return tf.keras.losses.Huber(delta=0.1)
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def known(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
+    """1.0 where an index is in the vocabulary, 0.0 for the OOV bucket; float32 [B]."""
+    return tf.cast(ids < vocab_size, tf.float32)
+
+
+def oov_embedding(vocab_size: int, dim: int, stddev: float = 0.0) -> tf.keras.layers.Embedding:
+    """An embedding with room for the OOV buckets (whose rows the models mask to zero),
+    initialised N(0, stddev) (zeros when 0)."""
+    # A new initializer per layer: one instance reused returns the same values each time.
+    initializer = (tf.keras.initializers.RandomNormal(stddev=stddev) if stddev
+                   else tf.keras.initializers.Zeros())
+    return tf.keras.layers.Embedding(vocab_size + features.NUM_OOV_BUCKETS, dim,
+                                     embeddings_initializer=initializer)
+
+
+class Biases(tf.keras.layers.Layer):
+    """mu + b_u + b_m, where an unknown (OOV) user or movie contributes no bias.
+
+    Input: `user_id_xf`, `movie_id_xf` int64 [B]. Output: (bias [B], squared-bias penalty [B]).
+    """
+
+    def __init__(self, num_users: int, num_movies: int, global_mean: float, **kwargs):
+        super().__init__(**kwargs)
+        self.num_users = num_users
+        self.num_movies = num_movies
+        self.user_bias = oov_embedding(num_users, 1)
+        self.movie_bias = oov_embedding(num_movies, 1)
+        self.global_bias = tf.Variable(float(global_mean), name="global_bias")
+
+    def call(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        users, movies = inputs[features.USER_IDX], inputs[features.MOVIE_IDX]
+        b_u = tf.squeeze(self.user_bias(users), -1) * known(users, self.num_users)
+        b_m = tf.squeeze(self.movie_bias(movies), -1) * known(movies, self.num_movies)
+        return self.global_bias + b_u + b_m, b_u * b_u + b_m * b_m
+
+
+class RatingModel(tfrs.Model):
+    """Base of the rating models: subclasses define `forward`; this adds loss and metrics.
+
+    Inputs: a dict of the features in features.MODEL_INPUTS (and the label `rating_xf` when
+    training). Output of `call`: float32 [B], the rating scaled to [0, 1].
+
+    L2 regularisation is per example on the rows a batch uses (as in Funk/Surprise SVD), so rarely
+    rated movies are regularised as much as popular ones relative to their data.
+    """
+
+    def __init__(self, *, l2: float, loss: str = "mse"):
+        super().__init__()
+        self.l2 = l2
+        self.task = tfrs.tasks.Ranking(loss=make_loss(loss), metrics=[StarsRMSE()])
+
+    def forward(self, inputs: dict[str, tf.Tensor], training: bool
+                ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns predictions [B] and the per-example L2 penalty [B]."""
+        raise NotImplementedError
+
+    # No Python control flow depends on tensors in the models, so AutoGraph has nothing to
+    # convert; left on, it transpiles Keras and TFRS internals too: the first epoch took 30 s
+    # with it, 11 s without (ml-latest-small, these 2-core machines).
+    @tf.autograph.experimental.do_not_convert
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.forward(inputs, training)[0]
+
+    @tf.autograph.experimental.do_not_convert
+    def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        predictions, penalty = self.forward(inputs, training)
+        loss = self.task(labels=inputs[features.LABEL_XF][:, None],
+                         predictions=predictions[:, None], training=training)
+        return loss + self.l2 * tf.reduce_mean(penalty)
+
+
+class ImplicitUser(tf.keras.layers.Layer):
+    """SVD++'s implicit feedback: a user is also the movies they rated, |N(u)|^-1/2 sum y_j.
+
+    Knowing *which* movies a user chose to rate carries signal beyond the ratings themselves. The
+    history is that of the training data and is saved with the model (it is also what recommend
+    excludes). Input: `user_id_xf` int64 [B]; output: float32 [B, dim] (zeros for OOV users).
+    """
+
+    def __init__(self, num_users: int, num_movies: int, dim: int, history: tf.RaggedTensor,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_users = num_users
+        self.item_factors = self.add_weight(
+            name="item_factors", shape=(num_movies + features.NUM_OOV_BUCKETS, dim),
+            initializer=tf.keras.initializers.RandomNormal(stddev=0.01))
+        # Constant row splits and values, one row per user index (OOV bucket rows empty).
+        self.history_values = tf.constant(history.flat_values, tf.int64)
+        self.history_splits = tf.constant(history.row_splits, tf.int64)
+
+    def call(self, users: tf.Tensor) -> tf.Tensor:
+        # Each distinct user of the batch once: the cost is their histories, not B of them.
+        unique, position = tf.unique(users)
+        history = tf.RaggedTensor.from_row_splits(self.history_values, self.history_splits,
+                                                  validate=False)
+        rows = tf.gather(history, unique)
+        summed = tf.math.unsorted_segment_sum(
+            tf.gather(self.item_factors, rows.flat_values), rows.value_rowids(),
+            num_segments=tf.shape(unique, out_type=tf.int64)[0])
+        lengths = tf.cast(rows.row_lengths(), tf.float32)
+        implicit = summed * tf.math.rsqrt(tf.maximum(lengths, 1.0))[:, None]
+        return tf.gather(implicit, position)
+
+
+def user_history(users: np.ndarray, movies: np.ndarray, num_users: int) -> tf.RaggedTensor:
+    """The distinct movies each user index rated: ragged int64 [num_users + OOV, None]."""
+    pairs = np.unique(np.stack([users, movies], axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] < num_users]  # OOV users have no usable history
+    lengths = np.bincount(pairs[:, 0], minlength=num_users + features.NUM_OOV_BUCKETS)
+    return tf.RaggedTensor.from_row_lengths(pairs[:, 1].astype(np.int64), lengths)
