@@ -71,8 +71,8 @@ def write_warmup_requests(export_dir: str, model_name: str = configs.MODEL_NAME,
     movies = list(movie_ids) if movie_ids is not None else _vocabulary_head(
         export_dir, features.MOVIE_VOCAB, n)
     # Cycle through the ids so that any batch size can be filled.
-    users = [users[i % len(users)] for i in range(n)]
-    movies = [movies[i % len(movies)] for i in range(n)]
+    users = [int(users[i % len(users)]) for i in range(n)]
+    movies = [int(movies[i % len(movies)]) for i in range(n)]
 
     logs: list[prediction_log_pb2.PredictionLog] = []
     for name, signature in sorted(serve_meta_graph(export_dir).signature_def.items()):
