@@ -34,6 +34,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import tensors
+from serving.batching import Batcher
 from serving.errors import CODE_NAMES, ServingError, invalid
 
 _LOG = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ class Signature:
     # Input keys in the order the function's flat arguments take them (sorted keys: how
     # tf.nest flattens the keyword arguments of a signature function).
     flat_inputs: tuple[str, ...]
+    # Concurrent requests are merged into one run (serving/batching.py).
+    batcher: Batcher = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(self._run)
 
     def check_inputs(self, inputs: dict[str, np.ndarray], model: str) -> None:
         """TF Serving's checks before a run: the inputs the signature names, of its dtypes and
@@ -84,6 +90,9 @@ class Signature:
                               f"{want_shape} but got {list(array.shape)}")
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.batcher(inputs)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # The flat call skips the keyword-argument binding of `function(**inputs)`: about a
         # fifth of a one-pair request's time in the model (measured; see bench/serving.py).
         args = [tf.constant(inputs[k]) for k in self.flat_inputs]

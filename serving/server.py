@@ -11,7 +11,8 @@ TF Serving container (serving/Dockerfile). It serves any SavedModel's signatures
         GET  /v1/models/<name>[/versions/<v>]/metadata        signatures
         POST /v1/models/<name>[/versions/<v>]:predict         "instances" (row) or "inputs"
         POST /v1/models/<name>[/versions/<v>]:regress         "examples" (+ "context")
-Errors are TF Serving's: a gRPC status, or an HTTP status with {"error": "..."}.
+Errors are TF Serving's: a gRPC status, or an HTTP status with {"error": "..."}. Concurrent
+requests for a signature are merged into one model run (serving/batching.py).
 """
 
 from __future__ import annotations
