@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serving.errors import invalid
 
@@ -78,14 +78,16 @@ def fill_tensor_proto(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
     """Writes `array` into `proto` (numbers as little-endian tensor_content, one copy)."""
     dtype = data_type(array)
     proto.dtype = dtype
-    proto.tensor_shape.dim.extend(
-        tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape)
+    dims = proto.tensor_shape.dim
+    for s in array.shape:
+        dims.add().size = s
     if dtype == types_pb2.DT_STRING:
         proto.string_val.extend(v.encode() if isinstance(v, str) else bytes(v)
                                 for v in array.ravel())
     else:
-        proto.tensor_content = np.ascontiguousarray(
-            array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        little = _LITTLE[dtype]
+        proto.tensor_content = (array if array.dtype == little else array.astype(little)
+                                ).tobytes()
 
 
 def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
@@ -94,27 +96,36 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     return proto
 
 
+# Little-endian views of the numeric dtypes: TensorProto.tensor_content's byte order.
+_LITTLE = {k: v.newbyteorder("<") for k, v in _NUMPY.items() if v.kind != "O"}
+
+
 def from_tensor_proto(proto: tensor_pb2.TensorProto, name: str = "tensor") -> np.ndarray:
     """The numpy array a TensorProto holds; a malformed proto is an InvalidArgument naming it."""
-    if proto.tensor_shape.unknown_rank:
+    shape_proto = proto.tensor_shape
+    if shape_proto.unknown_rank:
         raise invalid(f"{name}: tensor_shape has unknown rank")
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if any(s < 0 for s in shape):
-        raise invalid(f"{name}: negative dimension in tensor_shape {list(shape)}")
-    dtype = numpy_dtype(proto.dtype) if proto.dtype in _NUMPY else None
+    shape = tuple(d.size for d in shape_proto.dim)
+    size = 1
+    for s in shape:
+        if s < 0:
+            raise invalid(f"{name}: negative dimension in tensor_shape {list(shape)}")
+        size *= s
+    dtype = _NUMPY.get(proto.dtype)
     if dtype is None:
         raise invalid(f"{name}: unsupported dtype {types_pb2.DataType.Name(proto.dtype)}")
-    size = int(np.prod(shape, dtype=np.int64))
-    if proto.tensor_content:
+    content = proto.tensor_content
+    if content:
         if dtype.kind == "O":
             raise invalid(f"{name}: string tensors cannot use tensor_content")
-        content = proto.tensor_content
         if len(content) != size * dtype.itemsize:
             raise invalid(f"{name}: tensor_content has {len(content)} bytes, shape "
                           f"{list(shape)} of {dtype_name(proto.dtype)} needs "
                           f"{size * dtype.itemsize}")
-        data = np.frombuffer(content, dtype=dtype.newbyteorder("<"))
-        return data.astype(dtype, copy=False).reshape(shape)
+        # Read-only view of the request's bytes; TensorFlow copies it into its own tensor.
+        data = np.frombuffer(content, dtype=_LITTLE[proto.dtype])
+        return (data if dtype.isnative and data.dtype == dtype else data.astype(dtype)
+                ).reshape(shape)
     values = getattr(proto, _FIELD[proto.dtype])
     if proto.dtype == types_pb2.DT_STRING:
         array = np.empty(len(values), dtype=object)
