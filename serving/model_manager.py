@@ -251,6 +251,19 @@ class _VersionState:
     error_code: str = "OK"
     error_message: str = ""
     attempts: int = 0
+    # The version folder's files when its last load failed: a folder still being copied changes,
+    # and is retried however often that takes; an unchanged one gets MAX_LOAD_ATTEMPTS.
+    files: tuple = ()
+
+
+def _files(path: str) -> tuple:
+    """(relative path, size) of every file under path, sorted."""
+    out = []
+    for root, _, names in tf.io.gfile.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            out.append((os.path.relpath(full, path), tf.io.gfile.stat(full).length))
+    return tuple(sorted(out))
 
 
 class ModelManager:
@@ -296,9 +309,7 @@ class ModelManager:
         """One look at the base path: loads the highest version if it is not the served one."""
         versions = list_versions(self.base_path)
         current = self._current
-        candidates = [v for v in versions
-                      if self._states.get(v, _VersionState(State.START)).attempts
-                      < MAX_LOAD_ATTEMPTS]
+        candidates = [v for v in versions if self._may_load(v)]
         if not candidates:
             return
         target = max(candidates)
@@ -306,6 +317,16 @@ class ModelManager:
                                     or (target < current.version and current.version in versions)):
             return  # serving the newest: nothing to do (older failed ones are not fallen back to)
         self._load(target)
+
+    def _may_load(self, version: int) -> bool:
+        entry = self._states.get(version)
+        if entry is None or entry.state != State.END or not entry.error_message:
+            return entry is None or entry.attempts < MAX_LOAD_ATTEMPTS
+        # Given up on: only a change to its files (a new copy) brings it back.
+        if _files(os.path.join(self.base_path, str(version))) != entry.files:
+            entry.attempts = 0
+            return True
+        return False
 
     def _set_state(self, version: int, state: int, code: str = "OK", message: str = "") -> None:
         with self._lock:
@@ -321,7 +342,12 @@ class ModelManager:
             servable = Servable(self.name, version, path)
             warmed = servable.replay_warmup() if self.warmup else 0
         except Exception as e:  # noqa: BLE001 - any failure: report it and retry later
-            attempts = self._states[version].attempts
+            entry = self._states[version]
+            files = _files(path)
+            if files != entry.files:  # still being written: not a failure of this copy yet
+                entry.attempts = min(entry.attempts, 1)
+            entry.files = files
+            attempts = entry.attempts
             message = f"Failed to load version {version} from {path}: {e}"
             final = attempts >= MAX_LOAD_ATTEMPTS
             _LOG.warning("%s (attempt %d of %d%s)", message, attempts, MAX_LOAD_ATTEMPTS,

@@ -415,8 +415,11 @@ class DevServer:
                  poll_seconds: float = configs.SERVING.poll_seconds, grpc_threads: int = 16):
         self.manager = ModelManager(model_name, model_base_path, poll_seconds)
         self.host = host
+        # No message size limit, as TF Serving: a large batch must not fail on gRPC's 4 MB.
         self._grpc = grpc.server(futures.ThreadPoolExecutor(grpc_threads,
-                                                            thread_name_prefix="grpc"))
+                                                            thread_name_prefix="grpc"),
+                                 options=[("grpc.max_receive_message_length", -1),
+                                          ("grpc.max_send_message_length", -1)])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.manager), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
@@ -440,7 +443,8 @@ class DevServer:
         return self
 
     def stop(self) -> None:
-        self._rest.shutdown()
+        if self._rest_thread.is_alive():  # shutdown() waits for a serve_forever that runs
+            self._rest.shutdown()
         self._rest.server_close()
         self._grpc.stop(grace=1).wait()
         self.manager.stop()

@@ -532,3 +532,30 @@ def test_a_newly_pushed_version_is_served_without_failing_requests_in_flight(
     assert states == {new: "AVAILABLE", old: "END"}
     assert versions_seen == {old, new}
     assert counts["grpc"] > 0 and counts["rest"] > 0
+
+
+def test_a_version_still_being_copied_is_retried_until_it_loads(version_dir, tmp_path):
+    from serving.model_manager import ModelManager
+
+    base_path = tmp_path / MODEL
+    shutil.copytree(version_dir, base_path / "1")
+    manager = ModelManager(MODEL, base_path, poll_seconds=0.2)
+    manager.start()
+    try:
+        assert manager.current_version == 1
+        partial = base_path / "2"
+        partial.mkdir()
+        shutil.copy(version_dir / "saved_model.pb", partial)  # no variables yet
+        deadline = time.monotonic() + 60
+        while 2 not in {s.version for s in manager.status(MODEL).model_version_status}:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)  # several failed polls while the copy is incomplete
+        (entry,) = [s for s in manager.status(MODEL).model_version_status if s.version == 2]
+        assert entry.status.error_message and manager.current_version == 1  # 1 still serves
+        shutil.copytree(version_dir, partial, dirs_exist_ok=True)  # the copy completes
+        while manager.current_version != 2:
+            assert time.monotonic() < deadline + 60, "the completed version was never loaded"
+            time.sleep(0.1)
+    finally:
+        manager.stop()
