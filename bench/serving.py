@@ -200,6 +200,7 @@ def measure(transport: str, port: int | None, model_dir: str, users: list[int],
         for workload, clients, seconds in cells:
             start_at = time.time() + 0.5 + WARMUP_S
             end_at = start_at + seconds
+            load = os.getloadavg()[0]  # what else ran: the cores are shared
             shares = [clients // WORKERS + (i < clients % WORKERS) for i in range(WORKERS)]
             parts = pool.map(_run_cell, [(workload, n, start_at, end_at) for n in shares if n],
                              chunksize=1)
@@ -210,7 +211,8 @@ def measure(transport: str, port: int | None, model_dir: str, users: list[int],
                    "first_error": errors[0] if errors else None,
                    "p50_ms": round(_percentile(latencies, 0.5) * 1e3, 3) if latencies else None,
                    "p99_ms": round(_percentile(latencies, 0.99) * 1e3, 3) if latencies else None,
-                   "throughput_rps": round(len(latencies) / seconds, 1)}
+                   "throughput_rps": round(len(latencies) / seconds, 1),
+                   "load_1min": round(load, 2)}
             print(json.dumps(row), flush=True)
             results.append(row)
     return results
@@ -225,7 +227,7 @@ def write_doc(results: dict) -> None:
     concurrency = sorted({r["clients"] for r in rows})
     head = "| workload | transport | " + " | ".join(
         f"{c} client{'s' if c > 1 else ''}: p50 / p99 ms, req/s" for c in concurrency) + \
-        " | errors |"
+        " | errors | load (1 min) |"
     lines = [
         "## Serving",
         "",
@@ -238,7 +240,7 @@ def write_doc(results: dict) -> None:
         "(the machine's 2 cores are shared; clients and server run on them together).",
         "",
         head,
-        "|---|---|" + "---:|" * (len(concurrency) + 1),
+        "|---|---|" + "---:|" * (len(concurrency) + 2),
     ]
     for workload in WORKLOADS:
         for transport in (*TRANSPORTS, "grpc naive"):
@@ -252,8 +254,10 @@ def write_doc(results: dict) -> None:
                     return "n/a"
                 return f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}, {r['throughput_rps']:,.0f}"
             errors = sum(r["errors"] for r in cells.values())
+            loads = [r.get("load_1min") for r in cells.values() if r.get("load_1min") is not None]
+            load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
             lines.append(f"| {workload} | {transport} | " + " | ".join(
-                fmt(cells.get(c)) for c in concurrency) + f" | {errors} |")
+                fmt(cells.get(c)) for c in concurrency) + f" | {errors} | {load} |")
     lines += ["", *results.get("notes", []), ""]
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
     start, end = "<!-- serving:start -->", "<!-- serving:end -->"
