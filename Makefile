@@ -11,6 +11,8 @@ DATA_DIR ?=
 # More flags for the local runner, e.g. RUN_ARGS="--split random --no-cache".
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+# More flags for the development server, e.g. SERVE_ARGS="--grpc-port 9500 --host 0.0.0.0".
+SERVE_ARGS ?=
 
 # The first Python 3.10 found: PYTHON=..., python3.10 on PATH, or a pyenv-installed 3.10.
 PYTHON ?= $(shell for p in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10.*/bin/python3.10 $$HOME/.pyenv/versions/3.10.*/bin/python3.10 2>/dev/null); do \
@@ -20,10 +22,11 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv data run test test-all lint lock clean kubeflow bench-accuracy
+.PHONY: help venv data run serve test test-all lint lock clean kubeflow bench-accuracy
 
 help:
 	@echo "make run    create .venv if needed, get the data, run the pipeline (DATA_DIR=..., RUN_ARGS=...)"
+	@echo "make serve  development server (TF Serving's gRPC :8500 and REST :8501 APIs) on serving_model/ (SERVE_ARGS=...)"
 	@echo "make test   create .venv if needed, lint, run the tests (PYTEST_ARGS=...)"
 	@echo "make data   only fetch ml-latest-small into data/"
 	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (KFP_IMAGE=..., KFP_PIPELINE_ROOT=...)"
@@ -52,6 +55,11 @@ data: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m pipeline.local_runner $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(RUN_ARGS)
+
+# Serves the newest pushed model and each version pushed later, on loopback; Ctrl-C stops it.
+# For development and tests: production runs TF Serving's container (serving/README.md).
+serve: $(STAMP)
+	$(PY) -m serving.server $(SERVE_ARGS)
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -26,6 +26,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from models import features
 from models.catalogue import Catalogue
+from serving import warmup
 
 PREDICTION_KEY = "rating"
 REGRESS_SIGNATURE = "regress"
@@ -179,3 +180,6 @@ def export_serving_model(model: tf.keras.Model, user_vocabulary: list[int], num_
         REGRESS_SIGNATURE: module.regress,
     })
     _mark_regress_signature(export_dir)
+    # Replayed by TF Serving before a version serves; ids the model knows, so every one succeeds.
+    warmup.write_warmup_requests(export_dir, user_ids=user_vocabulary[:4],
+                                 movie_ids=catalogue.movie_ids[:4])

@@ -113,6 +113,29 @@ class EvalSettings:
 
 EVAL = EvalSettings()
 
+
+@dataclasses.dataclass(frozen=True)
+class ServingSettings:
+    """Where the model is served: TF Serving's standard ports and in-container paths, shared by
+    the container files in serving/ (the tests check they agree), the development server, the
+    clients and the benchmark."""
+
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    # The development server binds loopback only unless told otherwise (--host 0.0.0.0).
+    host: str = "127.0.0.1"
+    # Inside the TF Serving container: the model base path (the Pusher's serving_model/movielens
+    # is mounted here) and the folder holding models.config, batching and monitoring files.
+    container_model_base_path: str = f"/models/{MODEL_NAME}"
+    container_config_dir: str = "/config"
+    # TF Serving's Prometheus endpoint on the REST port (monitoring.config).
+    prometheus_path: str = "/monitoring/prometheus/metrics"
+    # How often a new version is looked for (TF Serving's --file_system_poll_wait_seconds).
+    poll_seconds: float = 1.0
+
+
+SERVING = ServingSettings()
+
 # Beam on this machine. in_memory was measured faster than multi_processing for ml-latest-small
 # (each worker process re-imports TensorFlow); see docs/benchmarks.md.
 BEAM_PIPELINE_ARGS = [

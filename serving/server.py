@@ -1,0 +1,492 @@
+"""Development server: TF Serving's gRPC and REST APIs over a ModelManager, in one process.
+
+    python -m serving.server                          # serving_model/movielens, 127.0.0.1:8500/8501
+    python -m serving.server --model-base-path DIR --grpc-port 0 --rest-port 0 --host 0.0.0.0
+
+For development and tests where neither Docker nor a TF Serving binary runs; production uses the
+TF Serving container (serving/Dockerfile). It serves any SavedModel's signatures generically:
+  gRPC  PredictionService: Predict, GetModelMetadata, Regress (Classify and MultiInference
+        answer UNIMPLEMENTED); ModelService: GetModelStatus.
+  REST  GET  /v1/models/<name>[/versions/<v>]                 model status
+        GET  /v1/models/<name>[/versions/<v>]/metadata        signatures
+        POST /v1/models/<name>[/versions/<v>]:predict         "instances" (row) or "inputs"
+        POST /v1/models/<name>[/versions/<v>]:regress         "examples" (+ "context")
+Errors are TF Serving's: a gRPC status, or an HTTP status with {"error": "..."}. Concurrent
+requests for a signature are merged into one model run (serving/batching.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+# Keras 2 for models that need it (ours: TF Recommenders); before TensorFlow is imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from tensorflow.core.example import example_pb2, feature_pb2  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
+    get_model_metadata_pb2,
+    input_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from pipeline import configs  # noqa: E402
+from serving import tensors  # noqa: E402
+from serving.errors import HTTP_STATUS, ServingError, invalid  # noqa: E402
+from serving.model_manager import ModelManager, Servable  # noqa: E402
+
+_LOG = logging.getLogger(__name__)
+
+
+def _version(spec: Any) -> int | None:
+    if spec.WhichOneof("version_choice") == "version_label":
+        raise invalid(f"Unrecognized servable version label: {spec.version_label} (the "
+                      "development server has no version labels)")
+    return spec.version.value if spec.HasField("version") else None
+
+
+def _fill_spec(spec: Any, servable: Servable, signature_name: str) -> None:
+    spec.name = servable.name
+    spec.version.value = servable.version
+    spec.signature_name = signature_name
+
+
+def metadata_response(servable: Servable) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    _fill_spec(response.model_spec, servable, "")
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    for key, definition in servable.signature_defs.items():
+        signatures.signature_def[key].CopyFrom(definition)
+    response.metadata["signature_def"].Pack(signatures)
+    return response
+
+
+# --- gRPC -------------------------------------------------------------------------------------
+
+def _grpc_errors(method):
+    """Runs a servicer method; ServingError -> its status, anything else -> INTERNAL (logged):
+    a bad request never takes the server down."""
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except ServingError as e:
+            context.abort(grpc.StatusCode[e.code], e.message)
+        except Exception as e:  # noqa: BLE001
+            _LOG.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, manager: ModelManager):
+        self.manager = manager
+
+    @_grpc_errors
+    def Predict(self, request, context):
+        spec = request.model_spec
+        with self.manager.servable(spec.name, _version(spec)) as servable:
+            inputs = {k: tensors.from_tensor_proto(v, k) for k, v in request.inputs.items()}
+            outputs = servable.predict(spec.signature_name, inputs, tuple(request.output_filter))
+            response = predict_pb2.PredictResponse()
+            _fill_spec(response.model_spec, servable, spec.signature_name or "serving_default")
+            for key, value in outputs.items():
+                tensors.fill_tensor_proto(value, response.outputs[key])
+            return response
+
+    @_grpc_errors
+    def Regress(self, request, context):
+        spec = request.model_spec
+        with self.manager.servable(spec.name, _version(spec)) as servable:
+            scores = servable.regress(spec.signature_name, request.input)
+            response = regression_pb2.RegressionResponse()
+            _fill_spec(response.model_spec, servable, spec.signature_name or "serving_default")
+            response.result.regressions.extend(
+                regression_pb2.Regression(value=float(s)) for s in scores)
+            return response
+
+    @_grpc_errors
+    def GetModelMetadata(self, request, context):
+        fields = list(request.metadata_field)
+        if not fields:
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        unsupported = [f for f in fields if f != "signature_def"]
+        if unsupported:
+            raise invalid(f"Metadata field {unsupported[0]} is not supported")
+        with self.manager.servable(request.model_spec.name,
+                                   _version(request.model_spec)) as servable:
+            return metadata_response(servable)
+
+    @_grpc_errors
+    def Classify(self, request, context):
+        raise ServingError("UNIMPLEMENTED", "Classify is not supported by the development "
+                           "server (the movielens model has no classification signature)")
+
+    @_grpc_errors
+    def MultiInference(self, request, context):
+        raise ServingError("UNIMPLEMENTED",
+                           "MultiInference is not supported by the development server")
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, manager: ModelManager):
+        self.manager = manager
+
+    @_grpc_errors
+    def GetModelStatus(self, request, context):
+        return self.manager.status(request.model_spec.name, _version(request.model_spec))
+
+    @_grpc_errors
+    def HandleReloadConfigRequest(self, request, context):
+        raise ServingError("UNIMPLEMENTED", "The development server serves one model from "
+                           "--model-base-path; it takes no model config")
+
+
+# --- REST -------------------------------------------------------------------------------------
+
+_PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(classify|regress|predict)",
+                           re.IGNORECASE)
+_STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+))?(/metadata)?",
+                          re.IGNORECASE)
+
+
+def _load_json(body: bytes) -> dict:
+    if not body:
+        raise invalid("JSON Parse error: The document is empty")
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise invalid(f"JSON Parse error: {e}") from e
+    if not isinstance(document, dict):
+        raise invalid(f"JSON Value: {body[:200]!r} Is not object")
+    return document
+
+
+def _rest_inputs(document: dict, signature: Any) -> tuple[dict[str, np.ndarray], bool]:
+    """A predict body's tensors by input name, and whether it used the row format."""
+    infos = signature.definition.inputs
+    if "instances" in document and "inputs" in document:
+        raise invalid("Not formatted correctly: expecting only one of 'inputs' or 'instances' "
+                      "keys to exist")
+    if "instances" in document:
+        rows = document["instances"]
+        if not isinstance(rows, list):
+            raise invalid("Expecting 'instances' to be an list/array")
+        if not rows:
+            raise invalid("No values in 'instances' array")
+        named = isinstance(rows[0], dict) and set(rows[0]) != {"b64"}
+        if not named:
+            if len(infos) != 1:
+                raise invalid("instances is a plain list, but expecting list of objects as "
+                              f"multiple input tensors required: {', '.join(sorted(infos))}")
+            (key,) = infos
+            return {key: tensors.json_to_array(rows, infos[key].dtype, key)}, True
+        columns: dict[str, list] = {key: [] for key in infos}
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or set(row) != set(infos):
+                raise invalid(f"Failed to process element: {i} of 'instances' list. JSON "
+                              f"object: {json.dumps(row)[:200]} keys must be equal to: "
+                              f"{','.join(sorted(infos))}")
+            for key, value in row.items():
+                columns[key].append(value)
+        return {k: tensors.json_to_array(v, infos[k].dtype, k) for k, v in columns.items()}, True
+    if "inputs" in document:
+        value = document["inputs"]
+        if not isinstance(value, dict) or set(value) == {"b64"}:
+            if len(infos) != 1:
+                raise invalid("inputs is a plain value/list, but expecting an object as "
+                              f"multiple input tensors required: {', '.join(sorted(infos))}")
+            (key,) = infos
+            return {key: tensors.json_to_array(value, infos[key].dtype, key)}, False
+        missing = sorted(set(infos) - set(value))
+        if missing:
+            raise invalid(f"Missing named input: {missing[0]} in 'inputs' object.")
+        extra = sorted(set(value) - set(infos))
+        if extra:
+            raise invalid(f"Unknown named input: {extra[0]} in 'inputs' object; the signature "
+                          f"takes {', '.join(sorted(infos))}.")
+        return {k: tensors.json_to_array(value[k], infos[k].dtype, k) for k in infos}, False
+    raise invalid("Missing 'inputs' or 'instances' key")
+
+
+def _predictions(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
+    if not row_format:
+        if len(outputs) == 1:
+            ((key, value),) = outputs.items()
+            return {"outputs": tensors.array_to_json(value, key)}
+        return {"outputs": {k: tensors.array_to_json(v, k) for k, v in outputs.items()}}
+    sizes = {v.shape[0] if v.ndim else None for v in outputs.values()}
+    if len(sizes) != 1 or None in sizes:
+        raise invalid("Output tensors have no common batch size: use the columnar format "
+                      "('inputs') for this signature")
+    if len(outputs) == 1:
+        ((key, value),) = outputs.items()
+        return {"predictions": tensors.array_to_json(value, key)}
+    columns = {k: tensors.array_to_json(v, k) for k, v in outputs.items()}
+    (size,) = sizes
+    return {"predictions": [{k: c[i] for k, c in columns.items()} for i in range(size)]}
+
+
+def _feature(name: str, value: Any) -> feature_pb2.Feature:
+    values = value if isinstance(value, list) else [value]
+    feature = feature_pb2.Feature()
+    for v in values:
+        if isinstance(v, bool) or (isinstance(v, int) and not isinstance(v, bool)):
+            kind, item = "int64_list", int(v)
+        elif isinstance(v, float):
+            kind, item = "float_list", v
+        elif isinstance(v, str):
+            kind, item = "bytes_list", v.encode()
+        elif isinstance(v, dict):
+            kind, item = "bytes_list", tensors.decode_b64(v, name)
+        else:
+            raise invalid(f"Feature: {name} has element with unexpected JSON type: "
+                          f"{type(v).__name__}")
+        current = feature.WhichOneof("kind")
+        if current not in (None, kind):
+            raise invalid(f"Unexpected element type in feature: {name} expecting type: "
+                          f"{current.split('_')[0]}")
+        getattr(feature, kind).value.append(item)
+    return feature
+
+
+def _example(value: Any, where: str) -> example_pb2.Example:
+    if not isinstance(value, dict):
+        raise invalid(f"{where}: Example must be JSON object but got JSON {type(value).__name__}")
+    example = example_pb2.Example()
+    for name, content in value.items():
+        example.features.feature[name].CopyFrom(_feature(name, content))
+    return example
+
+
+def regress_input(document: dict) -> input_pb2.Input:
+    examples = document.get("examples")
+    if examples is None:
+        raise invalid("When method is regress, key 'examples' is expected and was not found")
+    if not isinstance(examples, list):
+        raise invalid("Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid("'examples' value is an empty array")
+    input_ = input_pb2.Input()
+    if "context" in document:
+        target = input_.example_list_with_context
+        target.context.CopyFrom(_example(document["context"], "context"))
+    else:
+        target = input_.example_list
+    target.examples.extend(_example(e, f"examples[{i}]") for i, e in enumerate(examples))
+    return input_
+
+
+class RestHandler(BaseHTTPRequestHandler):
+    """TF Serving's REST API. HTTP/1.1 with keep-alive: one thread per client connection."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "movielens-dev-server"
+    manager: ModelManager  # set on a subclass per server
+
+    def setup(self) -> None:
+        super().setup()
+        # Responses go out in one write; without NODELAY a kept-alive connection can still wait
+        # for the peer's delayed ACK (40 ms) between requests.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        _LOG.debug("%s " + format, self.address_string(), *args)
+
+    def _reply(self, status: int, document: Any) -> None:
+        body = json.dumps(document).encode()
+        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                + ("Connection: close\r\n" if self.close_connection else "") + "\r\n")
+        self.wfile.write(head.encode() + body)
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = self.headers.get("Content-Length")
+        return self.rfile.read(int(length)) if length else b""
+
+    def _handle(self, method: str) -> None:
+        try:
+            body = self._body() if method == "POST" else b""
+            status, document = 200, self._dispatch(method, self.path.split("?", 1)[0], body)
+        except ServingError as e:
+            status, document = HTTP_STATUS.get(e.code, 500), {"error": e.message}
+        except Exception as e:  # noqa: BLE001 - a bad request never takes the server down
+            _LOG.exception("%s %s failed", method, self.path)
+            status, document = 500, {"error": f"{type(e).__name__}: {e}"}
+        self._reply(status, document)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _dispatch(self, method: str, path: str, body: bytes) -> Any:
+        if not path.lower().startswith("/v1/"):
+            raise ServingError("NOT_FOUND", f"No handler for {method} {path}: TF Serving's "
+                               "REST API is under /v1/models/")
+        match = _PREDICT_PATH.fullmatch(path)
+        if method == "POST" and match:
+            name, version, verb = match.group(1), match.group(2), match.group(3).lower()
+            version = int(version) if version else None
+            document = _load_json(body)
+            signature_name = document.get("signature_name", "")
+            if not isinstance(signature_name, str):
+                raise invalid("'signature_name' key must be a string value.")
+            with self.manager.servable(name, version) as servable:
+                if verb == "predict":
+                    try:
+                        signature = servable.signature(signature_name)
+                    except ServingError as e:  # TF Serving's REST API reports it this way
+                        key = signature_name or "serving_default"
+                        raise invalid(f'Serving signature name: "{key}" not found in '
+                                      "signature def") from e
+                    inputs, row_format = _rest_inputs(document, signature)
+                    return _predictions(servable.predict(signature_name, inputs), row_format)
+                if verb == "regress":
+                    scores = servable.regress(signature_name, regress_input(document))
+                    return {"results": scores.tolist()}
+                raise ServingError("UNIMPLEMENTED", "classify is not supported by the "
+                                   "development server")
+        match = _STATUS_PATH.fullmatch(path)
+        if method == "GET" and match:
+            name, version, metadata = match.groups()
+            if not name:
+                raise invalid("Missing model name in request.")
+            version = int(version) if version else None
+            if metadata:
+                with self.manager.servable(name, version) as servable:
+                    response = metadata_response(servable)
+                signatures = get_model_metadata_pb2.SignatureDefMap()
+                response.metadata["signature_def"].Unpack(signatures)
+                return {"model_spec": _as_dict(response.model_spec),
+                        "metadata": {"signature_def": _as_dict(signatures)}}
+            return _as_dict(self.manager.status(name, version))
+        raise invalid(f"Malformed request: {method} {path}")
+
+
+def _as_dict(message: Any) -> dict:
+    # As TF Serving prints them: proto field names, defaults included, int64 as strings.
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     including_default_value_fields=True)
+
+
+class _RestServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the benchmark opens 32 connections at once; the default is 5
+
+
+# --- the server -------------------------------------------------------------------------------
+
+class DevServer:
+    """The model manager, the gRPC server and the REST server, started and stopped together."""
+
+    def __init__(self, model_base_path: str | Path, model_name: str = configs.MODEL_NAME,
+                 host: str = configs.SERVING.host, grpc_port: int = configs.SERVING.grpc_port,
+                 rest_port: int = configs.SERVING.rest_port,
+                 poll_seconds: float = configs.SERVING.poll_seconds, grpc_threads: int = 16):
+        self.manager = ModelManager(model_name, model_base_path, poll_seconds)
+        self.host = host
+        # No message size limit, as TF Serving: a large batch must not fail on gRPC's 4 MB.
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(grpc_threads,
+                                                            thread_name_prefix="grpc"),
+                                 options=[("grpc.max_receive_message_length", -1),
+                                          ("grpc.max_send_message_length", -1)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.manager), self._grpc)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.manager), self._grpc)
+        self.grpc_port = self._grpc.add_insecure_port(f"{host}:{grpc_port}")
+        if not self.grpc_port:
+            raise OSError(f"cannot listen for gRPC on {host}:{grpc_port}")
+        handler = type("Handler", (RestHandler,), {"manager": self.manager})
+        self._rest = _RestServer((host, rest_port), handler)
+        self.rest_port = self._rest.server_address[1]
+        self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest",
+                                             daemon=True)
+
+    def start(self) -> DevServer:
+        # Like TF Serving: load the model first, then open the ports.
+        self.manager.start()
+        self._grpc.start()
+        self._rest_thread.start()
+        _LOG.info("gRPC on %s:%d, REST on http://%s:%d/v1/models/%s", self.host, self.grpc_port,
+                  self.host, self.rest_port, self.manager.name)
+        return self
+
+    def stop(self) -> None:
+        if self._rest_thread.is_alive():  # shutdown() waits for a serve_forever that runs
+            self._rest.shutdown()
+        self._rest.server_close()
+        self._grpc.stop(grace=1).wait()
+        self.manager.stop()
+
+    def __enter__(self) -> DevServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-base-path", type=Path, default=configs.SERVING_MODEL_DIR,
+                        help="folder of numeric version folders (default: %(default)s)")
+    parser.add_argument("--model-name", default=configs.MODEL_NAME)
+    parser.add_argument("--host", default=configs.SERVING.host,
+                        help="address to listen on (default: %(default)s, loopback only)")
+    parser.add_argument("--grpc-port", type=int, default=configs.SERVING.grpc_port,
+                        help="0 picks a free port (default: %(default)s)")
+    parser.add_argument("--rest-port", type=int, default=configs.SERVING.rest_port,
+                        help="0 picks a free port (default: %(default)s)")
+    parser.add_argument("--poll-seconds", type=float, default=configs.SERVING.poll_seconds,
+                        help="how often to look for new versions (default: %(default)s)")
+    parser.add_argument("--grpc-threads", type=int, default=16)
+    parser.add_argument("--verbose", action="store_true", help="log every REST request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    server = DevServer(args.model_base_path, args.model_name, args.host, args.grpc_port,
+                       args.rest_port, args.poll_seconds, args.grpc_threads).start()
+    # One line a script can wait for and parse (tests, bench/serving.py).
+    print(json.dumps({"grpc_port": server.grpc_port, "rest_port": server.rest_port,
+                      "version": server.manager.current_version}), flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""serving/batching.py with real threads: merged runs, correct splits, errors kept to the request
+that caused them, no batching for a lone caller or for outputs without a batch dimension."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.batching import Batcher
+from serving.errors import ServingError
+
+
+class Model:
+    """Doubles x; a negative value fails the whole run, like a TF InvalidArgument would."""
+
+    def __init__(self, delay: float = 0.01, batched_outputs: bool = True):
+        self.delay = delay
+        self.batched_outputs = batched_outputs
+        self.runs: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, inputs):
+        x = inputs["x"]
+        with self.lock:
+            self.runs.append(len(x))
+        time.sleep(self.delay)
+        if (x < 0).any():
+            raise ServingError("INVALID_ARGUMENT", f"negative x: {x[x < 0].tolist()}")
+        if not self.batched_outputs:
+            return {"total": np.array(x.sum())}
+        return {"y": x * 2, "width": np.full((len(x), 3), len(x))}
+
+
+def call_concurrently(batcher, inputs_list):
+    results = [None] * len(inputs_list)
+
+    def call(i):
+        try:
+            results[i] = batcher(inputs_list[i])
+        except ServingError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs_list))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a caller never got its answer"
+    return results
+
+
+def test_a_lone_request_runs_alone_and_at_once():
+    model = Model()
+    assert Batcher(model)({"x": np.array([1, 2])})["y"].tolist() == [2, 4]
+    assert model.runs == [2]
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_rows():
+    model = Model(delay=0.05)
+    batcher = Batcher(model)
+    inputs = [{"x": np.arange(i, i + 1 + i % 3)} for i in range(40)]
+    results = call_concurrently(batcher, inputs)
+    for given, got in zip(inputs, results, strict=True):
+        assert got["y"].tolist() == (given["x"] * 2).tolist()
+    assert sum(model.runs) == sum(len(i["x"]) for i in inputs)
+    assert len(model.runs) < len(inputs) and batcher.merged_requests > 0
+
+
+def test_an_error_reaches_only_the_request_that_caused_it():
+    model = Model(delay=0.05)
+    inputs = [{"x": np.array([i])} for i in range(20)]
+    inputs[7] = {"x": np.array([-1])}
+    results = call_concurrently(Batcher(model), inputs)
+    assert isinstance(results[7], ServingError) and "negative" in results[7].message
+    assert all(r["y"].tolist() == [2 * i] for i, r in enumerate(results) if i != 7)
+
+
+def test_batches_respect_max_rows():
+    model = Model(delay=0.05)
+    results = call_concurrently(Batcher(model, max_rows=4),
+                                [{"x": np.array([1, 2])} for _ in range(12)])
+    assert all(r["y"].tolist() == [2, 4] for r in results)
+    assert max(model.runs) <= 4
+
+
+def test_outputs_without_a_batch_dimension_run_request_by_request():
+    model = Model(delay=0.05, batched_outputs=False)
+    batcher = Batcher(model)
+    results = call_concurrently(batcher, [{"x": np.array([i, 1])} for i in range(10)])
+    assert [int(r["total"]) for r in results] == [i + 1 for i in range(10)]
+    assert not batcher.batchable
+
+
+@pytest.mark.parametrize("inputs", [{"x": np.array(3)}, {"x": np.ones(2), "z": np.ones(3)}])
+def test_inputs_without_a_common_batch_dimension_run_as_they_are(inputs):
+    calls = []
+    batcher = Batcher(lambda given: calls.append(given) or {"n": np.array(7)})
+    results = call_concurrently(batcher, [inputs] * 5)
+    assert len(calls) == 5 and all(c is inputs for c in calls)  # each ran alone, unchanged
+    assert all(int(r["n"]) == 7 for r in results)
