@@ -342,8 +342,11 @@ def main() -> int:
         "seconds": args.seconds, "soak_seconds": args.soak_seconds,
         "load_before": load_before, "load_after": _load_average(), "rows": rows,
     }
+    results["notes"] = [
+        "Transports run one after another, minutes apart: on a shared machine compare rows "
+        "together with their load column (the 1-minute load average when each cell started)."]
     if "recommend" not in signatures:
-        results["notes"] = ["The model has no `recommend` signature yet: recommend not measured."]
+        results["notes"].append("The model has no `recommend` signature: recommend not measured.")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     write_doc(results)
