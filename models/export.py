@@ -41,6 +41,10 @@ def _table(keys: np.ndarray, values: np.ndarray, default: int) -> tf.lookup.Stat
         default_value=default)
 
 
+def _clip(stars: tf.Tensor) -> tf.Tensor:
+    return tf.clip_by_value(stars, features.RATING_MIN, features.RATING_MAX)
+
+
 class ServingModule(tf.Module):
     """Holds the model, the id tables, the catalogue and the seen movies of each user."""
 
@@ -79,10 +83,11 @@ class ServingModule(tf.Module):
             features.YEAR_XF: tf.where(known, tf.gather(self.years, safe), 0.0),
         }
 
+    def _unclipped_stars(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        return features.unscale_rating(tf.reshape(self.model(inputs, training=False), [-1]))
+
     def _stars(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
-        scaled = tf.reshape(self.model(inputs, training=False), [-1])
-        return tf.clip_by_value(features.unscale_rating(scaled), features.RATING_MIN,
-                                features.RATING_MAX)
+        return _clip(self._unclipped_stars(inputs))
 
     def _predict(self, user_id: tf.Tensor, movie_id: tf.Tensor) -> tf.Tensor:
         return self._stars(self._inputs(self.user_index.lookup(user_id),
@@ -142,7 +147,8 @@ class ServingModule(tf.Module):
         # Score every (user, catalogue movie) pair: [B * M] through the model, then [B, M].
         pair_users = tf.repeat(users, num_movies)
         pair_rows = tf.tile(tf.range(num_movies, dtype=tf.int64), [batch])
-        scores = tf.reshape(self._stars(self._inputs(pair_users, pair_rows)),
+        # Ranked by the unclipped score: clipped, every movie above 5 stars would tie at 5.0.
+        scores = tf.reshape(self._unclipped_stars(self._inputs(pair_users, pair_rows)),
                             [batch, num_movies])
         # Movies the user rated in training drop out (OOV users have none).
         seen = tf.gather(tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_splits,
@@ -152,7 +158,7 @@ class ServingModule(tf.Module):
             scores, seen_at, tf.fill(tf.shape(seen.flat_values), -np.inf))
         top = tf.math.top_k(scores, k=tf.minimum(tf.reduce_max(k), num_movies))
         return {"movie_ids": tf.gather(self.movie_ids, top.indices),
-                "ratings": top.values,
+                "ratings": _clip(top.values),
                 "titles": tf.gather(self.titles, top.indices)}
 
 

@@ -154,7 +154,7 @@ def test_regress_signature_carries_tf_servings_regress_method_name(exported):
 
 
 def test_recommend_is_the_best_unseen_movies_of_the_whole_catalogue(exported):
-    loaded, _, catalogue, history, _ = exported
+    loaded, model, catalogue, history, _ = exported
     user = 4
     out = loaded.signatures["recommend"](user_id=tf.constant([USER_IDS[user]], tf.int64),
                                          k=tf.constant([10], tf.int32))
@@ -165,6 +165,13 @@ def test_recommend_is_the_best_unseen_movies_of_the_whole_catalogue(exported):
     unseen = np.array([m for m in catalogue.movie_ids if m not in seen])
     scores = predict_ids(loaded, np.full(len(unseen), USER_IDS[user]), unseen)
     np.testing.assert_allclose(ratings, np.sort(scores)[::-1][:10], rtol=1e-6)
+    # Ranked by the unclipped score, so movies predicted above 5 stars do not tie at 5.0.
+    rows = np.searchsorted(catalogue.movie_ids, unseen)
+    unclipped = features.unscale_rating(model(
+        {features.USER_IDX: np.full(len(rows), user), features.MOVIE_IDX: catalogue.movie_idx[rows],
+         features.GENRES_XF: catalogue.genres[rows], features.YEAR_XF: catalogue.years[rows]}
+    ).numpy())
+    np.testing.assert_array_equal(ids, unseen[np.argsort(-unclipped, kind="stable")[:10]])
     assert [t.decode() for t in out["titles"].numpy()[0]] == [f"Movie {m}" for m in ids]
 
 
