@@ -550,9 +550,15 @@ def test_a_version_still_being_copied_is_retried_until_it_loads(version_dir, tmp
         while 2 not in {s.version for s in manager.status(MODEL).model_version_status}:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        time.sleep(2)  # several failed polls while the copy is incomplete
-        (entry,) = [s for s in manager.status(MODEL).model_version_status if s.version == 2]
-        assert entry.status.error_message and manager.current_version == 1  # 1 still serves
+        # A failed attempt is reported (between attempts the state is LOADING, without one).
+        def error_of_version_2() -> str:
+            (entry,) = [s for s in manager.status(MODEL).model_version_status if s.version == 2]
+            return entry.status.error_message
+
+        while not error_of_version_2():
+            assert time.monotonic() < deadline, "the incomplete version never reported an error"
+            time.sleep(0.05)
+        assert manager.current_version == 1  # 1 still serves
         shutil.copytree(version_dir, partial, dirs_exist_ok=True)  # the copy completes
         while manager.current_version != 2:
             assert time.monotonic() < deadline + 60, "the completed version was never loaded"
