@@ -40,6 +40,7 @@ import pandas as pd  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import docs  # noqa: E402
 from components.movielens_example_gen.parsing import parse_year  # noqa: E402
 from models import features  # noqa: E402
 from pipeline import configs  # noqa: E402
@@ -57,8 +58,6 @@ MODEL_LABELS = {
 # The tuned Surprise SVD; random_state is the seed.
 SVD_SETTINGS = dict(n_factors=50, n_epochs=40, lr_all=0.007, reg_all=0.06)
 RESULTS = REPO / "bench" / "results" / "accuracy.json"
-DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 
 
 def load(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -203,17 +202,6 @@ def markdown(summary: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip() + "\n\n## Accuracy (bench/accuracy.py)\n\n" + block + "\n"
-    DOC.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path,
@@ -278,8 +266,8 @@ def main() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs},
                                       indent=2) + "\n")
-        write_doc(text)
-        print(f"Wrote {RESULTS} and {DOC}")
+        docs.write_section("accuracy", text, heading="## Accuracy (bench/accuracy.py)")
+        print(f"Wrote {RESULTS} and {docs.DOC}")
 
 
 if __name__ == "__main__":

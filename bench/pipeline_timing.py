@@ -24,9 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import docs  # noqa: E402
 from pipeline import data, report  # noqa: E402
 
-DOC = REPO / "docs" / "benchmarks.md"
 RESULTS = REPO / "bench" / "results" / "pipeline_timing.json"
 
 
@@ -78,15 +78,7 @@ def write_doc(results: dict) -> None:
     lines += ["", "Eval-split RMSE of the cold runs: " + ", ".join(
         f"{m} {r['cold']['rmse']:.4f}" if r["cold"]["rmse"] is not None else f"{m} n/a"
         for m, r in modes.items()), ""]
-    section = "\n".join(lines)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    start, end = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    docs.write_section("pipeline", "\n".join(lines))
 
 
 def main() -> int:
@@ -122,7 +114,7 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     write_doc(results)
-    print(f"Wrote {RESULTS} and {DOC}")
+    print(f"Wrote {RESULTS} and {docs.DOC}")
     return 0
 
 

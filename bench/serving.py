@@ -35,9 +35,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench import docs  # noqa: E402
 from pipeline import configs  # noqa: E402
 
-DOC = REPO / "docs" / "benchmarks.md"
 RESULTS = REPO / "bench" / "results" / "serving.json"
 WORKERS = 4
 WARMUP_S = 1.0
@@ -259,14 +259,7 @@ def write_doc(results: dict) -> None:
             lines.append(f"| {workload} | {transport} | " + " | ".join(
                 fmt(cells.get(c)) for c in concurrency) + f" | {errors} | {load} |")
     lines += ["", *results.get("notes", []), ""]
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    start, end = "<!-- serving:start -->", "<!-- serving:end -->"
-    block = f"{start}\n" + "\n".join(lines) + f"\n{end}"
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    docs.write_section("serving", "\n".join(lines))
 
 
 def main() -> int:
@@ -350,7 +343,7 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     write_doc(results)
-    print(f"Wrote {RESULTS} and {DOC}")
+    print(f"Wrote {RESULTS} and {docs.DOC}")
     return 0
 
 

@@ -1,0 +1,20 @@
+"""docs/benchmarks.md: each bench script owns one marked section and rewrites only that."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def write_section(name: str, text: str, heading: str = "") -> None:
+    """Replaces the text between `<!-- name:start -->` and `<!-- name:end -->`; appends the
+    section (after `heading`, if given) when the file does not have it yet."""
+    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{text}\n{end}"
+    if start in doc:
+        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip() + "\n\n" + (f"{heading}\n\n" if heading else "") + block + "\n"
+    DOC.write_text(doc)
