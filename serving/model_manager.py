@@ -409,14 +409,18 @@ class ModelManager:
         return None if current is None else current.version
 
 
+def _fill_model_spec(spec, model_name: str, signature_name: str, version: int | None) -> None:
+    spec.name = model_name
+    spec.signature_name = signature_name
+    if version is not None:
+        spec.version.value = version
+
+
 def predict_request(model_name: str, signature_name: str, inputs: dict[str, np.ndarray],
                     version: int | None = None) -> predict_pb2.PredictRequest:
     """A PredictRequest for numpy inputs (warmup files, clients)."""
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    if version is not None:
-        request.model_spec.version.value = version
+    _fill_model_spec(request.model_spec, model_name, signature_name, version)
     for key, value in inputs.items():
         tensors.fill_tensor_proto(np.asarray(value), request.inputs[key])
     return request
@@ -425,9 +429,6 @@ def predict_request(model_name: str, signature_name: str, inputs: dict[str, np.n
 def regression_request(model_name: str, signature_name: str, examples: list,
                        version: int | None = None) -> regression_pb2.RegressionRequest:
     request = regression_pb2.RegressionRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    if version is not None:
-        request.model_spec.version.value = version
+    _fill_model_spec(request.model_spec, model_name, signature_name, version)
     request.input.example_list.examples.extend(examples)
     return request
