@@ -140,17 +140,17 @@ class _Grpc:
     def run(self, model: str, version: int | None, signature: str,
             inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from serving import tensors
-        from serving.model_manager import predict_request
 
-        request = predict_request(model, signature, inputs, version)
+        request = tensors.predict_request(model, signature, inputs, version)
         response = self._call(self.predictions.Predict, request)
         return {k: tensors.from_tensor_proto(v, k) for k, v in response.outputs.items()}
 
     def regress(self, model: str, version: int | None, signature: str,
                 examples: list[dict[str, Any]]) -> np.ndarray:
-        from serving.model_manager import regression_request
+        from serving import tensors
 
-        request = regression_request(model, signature, [_example(e) for e in examples], version)
+        request = tensors.regression_request(model, signature, [_example(e) for e in examples],
+                                             version)
         response = self._call(self.predictions.Regress, request)
         return np.array([r.value for r in response.result.regressions], dtype=np.float32)
 

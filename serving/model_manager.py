@@ -8,7 +8,8 @@ one reference assignment; the previous version is unloaded once its in-flight re
 A version that fails to load (e.g. still being copied) is retried on the next polls.
 
 Signatures are served generically from the SavedModel's SignatureDefs: nothing here knows the
-movielens model's signatures.
+movielens model's signatures. Each version is loaded into a TF1 session, as TF Serving's loader
+does (a SavedModelBundle), and a signature runs as a session callable on the request's thread.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,9 +29,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     input_pb2,
-    predict_pb2,
     prediction_log_pb2,
-    regression_pb2,
 )
 
 from serving import tensors
@@ -39,7 +38,20 @@ from serving.errors import CODE_NAMES, ServingError, invalid
 
 _LOG = logging.getLogger(__name__)
 
+
+class _LoaderDeprecation(logging.Filter):
+    """TF2 points Python users of the TF1 SavedModel loader to tf.saved_model.load; that loads
+    the model as Python functions, slower per request. The notice would only mislead here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "loader_impl) is deprecated" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_LoaderDeprecation())
+
 DEFAULT_SIGNATURE = "serving_default"
+# The table initializers of a TF2 SavedModel: run by the loader, not a servable signature.
+INIT_OP_SIGNATURE = "__saved_model_init_op"
 REGRESS_METHOD = "tensorflow/serving/regress"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TF Serving's retry budget for a version that fails to load (--max_num_load_retries).
@@ -47,16 +59,27 @@ MAX_LOAD_ATTEMPTS = 5
 State = get_model_status_pb2.ModelVersionStatus.State
 
 
+# One thread pool for the sessions (one thread per core), which a run can decline: requests run
+# their graph on the calling thread (RunOptions.inter_op_thread_pool = -1), as TF's docs advise
+# for small graphs. Handing each op to a pool thread and back cost more than the ops themselves:
+# a one-pair predict took 0.9 ms after an idle gap, against 0.47 ms on the calling thread
+# (measured; see bench/serving.py).
+_SESSION_CONFIG = tf.compat.v1.ConfigProto()
+_SESSION_CONFIG.session_inter_op_thread_pool.add()
+_SESSION_CONFIG.experimental.disable_thread_spinning = True
+_RUN_OPTIONS = tf.compat.v1.RunOptions(inter_op_thread_pool=-1)
+
+
 @dataclasses.dataclass
 class Signature:
-    """One SignatureDef and the function that runs it."""
+    """One SignatureDef and the session callable that runs it."""
 
     name: str
     definition: meta_graph_pb2.SignatureDef
-    function: tf.types.experimental.ConcreteFunction
-    # Input keys in the order the function's flat arguments take them (sorted keys: how
-    # tf.nest flattens the keyword arguments of a signature function).
-    flat_inputs: tuple[str, ...]
+    # Arrays for `input_keys`, in order -> arrays for `output_keys` (tf.Session.make_callable).
+    function: Callable[..., list[np.ndarray]]
+    input_keys: tuple[str, ...]
+    output_keys: tuple[str, ...]
     # Concurrent requests are merged into one run (serving/batching.py).
     batcher: Batcher = dataclasses.field(init=False)
 
@@ -93,17 +116,14 @@ class Signature:
         return self.batcher(inputs)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # The flat call skips the keyword-argument binding of `function(**inputs)`: about a
-        # fifth of a one-pair request's time in the model (measured; see bench/serving.py).
-        args = [tf.constant(inputs[k]) for k in self.flat_inputs]
         try:
-            outputs = self.function._call_flat(args, self.function.captured_inputs)
+            outputs = self.function(*[inputs[k] for k in self.input_keys], options=_RUN_OPTIONS)
         except tf.errors.OpError as e:
             raise ServingError(CODE_NAMES[e.error_code] if e.error_code < len(CODE_NAMES)
                                else "UNKNOWN", e.message) from e
         except (TypeError, ValueError) as e:
             raise invalid(str(e)) from e
-        return {k: v.numpy() for k, v in outputs.items()}
+        return dict(zip(self.output_keys, outputs, strict=True))
 
 
 class Servable:
@@ -113,15 +133,31 @@ class Servable:
         self.name = name
         self.version = version
         self.path = path
-        meta_graph = serve_meta_graph(path)
+        # A TF1 session over the SavedModel's MetaGraph, as TF Serving loads it (a
+        # SavedModelBundle): signatures run by tensor name, with no Python function between.
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=_SESSION_CONFIG)
+        with self._graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.load(self._session, ["serve"], path)
         self.signature_defs = dict(meta_graph.signature_def)
-        self._loaded = tf.saved_model.load(path, tags=["serve"])
-        self.signatures = {
-            key: Signature(key, self.signature_defs[key], fn,
-                           tuple(sorted(fn.structured_input_signature[1])))
-            for key, fn in self._loaded.signatures.items() if key in self.signature_defs}
+        self.signatures = {key: self._signature(key, definition)
+                           for key, definition in self.signature_defs.items()
+                           if key != INIT_OP_SIGNATURE}
         self._in_flight = 0
+        self._unloading = False
         self._idle = threading.Condition()
+
+    def _signature(self, key: str, definition: meta_graph_pb2.SignatureDef) -> Signature:
+        inputs, outputs = sorted(definition.inputs), sorted(definition.outputs)
+        tensor = self._graph.get_tensor_by_name
+        function = self._session.make_callable(
+            [tensor(definition.outputs[k].name) for k in outputs],
+            feed_list=[tensor(definition.inputs[k].name) for k in inputs], accept_options=True)
+        return Signature(key, definition, function, tuple(inputs), tuple(outputs))
+
+    def close(self) -> None:
+        """Frees the session (its variables and tables); no request may be running."""
+        self._session.close()
 
     def signature(self, name: str) -> Signature:
         key = name or DEFAULT_SIGNATURE
@@ -166,21 +202,28 @@ class Servable:
                           f"[{len(examples)}, 1] but got {list(scores.shape)}")
         return scores
 
-    @contextmanager
-    def in_use(self) -> Iterator[Servable]:
+    def acquire(self) -> bool:
+        """Counts a request in; False once the version is being unloaded."""
         with self._idle:
+            if self._unloading:
+                return False
             self._in_flight += 1
-        try:
-            yield self
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._idle.notify_all()
+            return True
 
-    def wait_until_idle(self, timeout: float) -> bool:
+    def release(self) -> None:
         with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.notify_all()
+
+    def unload(self, timeout: float) -> bool:
+        """Takes no new requests, waits up to `timeout` s for those in flight, then frees the
+        session. False when requests were still running (they fail)."""
+        with self._idle:
+            self._unloading = True
+            idle = self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+        self.close()
+        return idle
 
     def replay_warmup(self) -> int:
         """Runs every request in assets.extra/tf_serving_warmup_requests, as TF Serving does
@@ -297,6 +340,8 @@ class ModelManager:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=30)
+        if self._current is not None:
+            self._current.unload(timeout=10)
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -363,8 +408,8 @@ class ModelManager:
                   version, time.time() - start, warmed)
         if previous is not None:
             self._set_state(previous.version, State.UNLOADING)
-            if not previous.wait_until_idle(timeout=60):
-                _LOG.warning("Version %d still has requests in flight after 60 s; unloading",
+            if not previous.unload(timeout=60):
+                _LOG.warning("Version %d still had requests in flight after 60 s; unloaded",
                              previous.version)
             self._set_state(previous.version, State.END)
             _LOG.info("Unloaded %s version %d", self.name, previous.version)
@@ -374,13 +419,19 @@ class ModelManager:
     @contextmanager
     def servable(self, name: str, version: int | None = None) -> Iterator[Servable]:
         """The servable for a request, kept loaded until the block exits."""
-        current = self._current
-        if name != self.name or current is None or (version is not None
-                                                     and version != current.version):
-            spec = (f"Latest({name})" if version is None else f"Specific({name}, {version})")
-            raise ServingError("NOT_FOUND", f"Servable not found for request: {spec}")
-        with current.in_use() as servable:
-            yield servable
+        while True:
+            current = self._current
+            if name != self.name or current is None or (version is not None
+                                                         and version != current.version):
+                spec = (f"Latest({name})" if version is None else f"Specific({name}, {version})")
+                raise ServingError("NOT_FOUND", f"Servable not found for request: {spec}")
+            if current.acquire():
+                break
+            # Unloaded between the read and the count: its successor is current by now.
+        try:
+            yield current
+        finally:
+            current.release()
 
     def status(self, name: str, version: int | None = None
                ) -> get_model_status_pb2.GetModelStatusResponse:
@@ -407,28 +458,3 @@ class ModelManager:
     def current_version(self) -> int | None:
         current = self._current
         return None if current is None else current.version
-
-
-def _fill_model_spec(spec, model_name: str, signature_name: str, version: int | None) -> None:
-    spec.name = model_name
-    spec.signature_name = signature_name
-    if version is not None:
-        spec.version.value = version
-
-
-def predict_request(model_name: str, signature_name: str, inputs: dict[str, np.ndarray],
-                    version: int | None = None) -> predict_pb2.PredictRequest:
-    """A PredictRequest for numpy inputs (warmup files, clients)."""
-    request = predict_pb2.PredictRequest()
-    _fill_model_spec(request.model_spec, model_name, signature_name, version)
-    for key, value in inputs.items():
-        tensors.fill_tensor_proto(np.asarray(value), request.inputs[key])
-    return request
-
-
-def regression_request(model_name: str, signature_name: str, examples: list,
-                       version: int | None = None) -> regression_pb2.RegressionRequest:
-    request = regression_pb2.RegressionRequest()
-    _fill_model_spec(request.model_spec, model_name, signature_name, version)
-    request.input.example_list.examples.extend(examples)
-    return request

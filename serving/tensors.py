@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2, regression_pb2
 
 from serving.errors import invalid
 
@@ -256,3 +257,30 @@ def json_to_output(value: Any, dtype: np.dtype | type) -> np.ndarray:
     out = np.empty(len(flat), dtype=object)
     out[:] = [decode_b64(v, "output") if isinstance(v, dict) else v.encode() for v in flat]
     return out.reshape(shape)
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+def _fill_model_spec(spec, model_name: str, signature_name: str, version: int | None) -> None:
+    spec.name = model_name
+    spec.signature_name = signature_name
+    if version is not None:
+        spec.version.value = version
+
+
+def predict_request(model_name: str, signature_name: str, inputs: dict[str, np.ndarray],
+                    version: int | None = None) -> predict_pb2.PredictRequest:
+    """A PredictRequest for numpy inputs (warmup files, clients)."""
+    request = predict_pb2.PredictRequest()
+    _fill_model_spec(request.model_spec, model_name, signature_name, version)
+    for key, value in inputs.items():
+        fill_tensor_proto(np.asarray(value), request.inputs[key])
+    return request
+
+
+def regression_request(model_name: str, signature_name: str, examples: list,
+                       version: int | None = None) -> regression_pb2.RegressionRequest:
+    request = regression_pb2.RegressionRequest()
+    _fill_model_spec(request.model_spec, model_name, signature_name, version)
+    request.input.example_list.examples.extend(examples)
+    return request

@@ -24,13 +24,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 from models import features
 from pipeline import configs
 from serving import tensors
-from serving.model_manager import (
-    REGRESS_METHOD,
-    WARMUP_FILE,
-    predict_request,
-    regression_request,
-    serve_meta_graph,
-)
+from serving.model_manager import REGRESS_METHOD, WARMUP_FILE, serve_meta_graph
+from serving.tensors import predict_request, regression_request
 
 _LOG = logging.getLogger(__name__)
 BATCH_SIZES = (1, 4)
