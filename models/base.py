@@ -61,10 +61,17 @@ class Biases(tf.keras.layers.Layer):
         self.movie_bias = oov_embedding(num_movies, 1)
         self.global_bias = tf.Variable(float(global_mean), name="global_bias")
 
+    def user(self, users: tf.Tensor) -> tf.Tensor:
+        """b_u of user indices [N]: float32 [N], 0 for OOV."""
+        return tf.squeeze(self.user_bias(users), -1) * known(users, self.num_users)
+
+    def movie(self, movies: tf.Tensor) -> tf.Tensor:
+        """b_m of movie indices [N]: float32 [N], 0 for OOV."""
+        return tf.squeeze(self.movie_bias(movies), -1) * known(movies, self.num_movies)
+
     def call(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        users, movies = inputs[features.USER_IDX], inputs[features.MOVIE_IDX]
-        b_u = tf.squeeze(self.user_bias(users), -1) * known(users, self.num_users)
-        b_m = tf.squeeze(self.movie_bias(movies), -1) * known(movies, self.num_movies)
+        b_u = self.user(inputs[features.USER_IDX])
+        b_m = self.movie(inputs[features.MOVIE_IDX])
         return self.global_bias + b_u + b_m, b_u * b_u + b_m * b_m
 
 
@@ -94,6 +101,25 @@ class RatingModel(tfrs.Model):
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return self.forward(inputs, training)[0]
+
+    # Scoring a whole catalogue, for `recommend`. Like a TFRS BruteForce index: what depends on
+    # the movies only is computed once, when the model is exported, not at every request.
+
+    def movie_side(self, movies: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """What `score_catalogue` needs of each movie. Input: the movie features of
+        features.MODEL_INPUTS (all but the user index), each [M, ...]; output: tensors [M, ...].
+        This default keeps the features; factorised models return their movie vectors."""
+        return dict(movies)
+
+    def score_catalogue(self, users: tf.Tensor, side: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Scaled ratings of each user index [B] for each movie of `side` (see movie_side):
+        float32 [B, M], equal to `call` on each of the B * M pairs. This default runs exactly
+        that; factorised models override it with a matrix product."""
+        batch, count = tf.shape(users)[0], tf.shape(side[features.MOVIE_IDX])[0]
+        pairs = {k: tf.tile(v, tf.concat([[batch], tf.ones(tf.rank(v) - 1, tf.int32)], 0))
+                 for k, v in side.items()}
+        pairs[features.USER_IDX] = tf.repeat(users, count)
+        return tf.reshape(self(pairs, training=False), [batch, count])
 
     @tf.autograph.experimental.do_not_convert
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:

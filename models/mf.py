@@ -22,6 +22,12 @@ class BiasBaseline(RatingModel):
     def forward(self, inputs, training):
         return self.biases(inputs)
 
+    def movie_side(self, movies):
+        return {"bias": self.biases.movie(movies[features.MOVIE_IDX])}
+
+    def score_catalogue(self, users, side):
+        return self.biases.global_bias + self.biases.user(users)[:, None] + side["bias"][None, :]
+
 
 class BiasedMF(RatingModel):
     """mu + b_u + b_m + <p_u, q_m>, optionally through a sigmoid into the rating range.
@@ -48,14 +54,32 @@ class BiasedMF(RatingModel):
         self.implicit = (None if history is None
                          else ImplicitUser(num_users, num_movies, embedding_dim, history))
 
-    def forward(self, inputs, training):
-        users, movies = inputs[features.USER_IDX], inputs[features.MOVIE_IDX]
+    def _user(self, users: tf.Tensor) -> tf.Tensor:
+        """p_u of user indices [N]: float32 [N, dim], zeros for OOV."""
         p = self.user_factors(users)
         if self.implicit is not None:
             p += self.implicit(users)
-        p *= known(users, self.num_users)[:, None]
-        q = self.movie_factors(movies) * known(movies, self.num_movies)[:, None]
+        return p * known(users, self.num_users)[:, None]
+
+    def _movie(self, movies: tf.Tensor) -> tf.Tensor:
+        """q_m of movie indices [N]: float32 [N, dim], zeros for OOV."""
+        return self.movie_factors(movies) * known(movies, self.num_movies)[:, None]
+
+    def _output(self, logit: tf.Tensor) -> tf.Tensor:
+        return tf.sigmoid(logit) if self.squash else logit
+
+    def forward(self, inputs, training):
+        p, q = self._user(inputs[features.USER_IDX]), self._movie(inputs[features.MOVIE_IDX])
         bias, penalty = self.biases(inputs)
         logit = bias + tf.reduce_sum(p * q, axis=-1)
-        predictions = tf.sigmoid(logit) if self.squash else logit
-        return predictions, penalty + tf.reduce_sum(p * p, -1) + tf.reduce_sum(q * q, -1)
+        return self._output(logit), penalty + tf.reduce_sum(p * p, -1) + tf.reduce_sum(q * q, -1)
+
+    def movie_side(self, movies):
+        movie_idx = movies[features.MOVIE_IDX]
+        return {"bias": self.biases.movie(movie_idx), "factors": self._movie(movie_idx)}
+
+    def score_catalogue(self, users, side):
+        # [B, dim] x [M, dim]^T: one matrix product instead of B * M embedding lookups.
+        logit = (self.biases.global_bias + self.biases.user(users)[:, None] + side["bias"][None, :]
+                 + tf.matmul(self._user(users), side["factors"], transpose_b=True))
+        return self._output(logit)

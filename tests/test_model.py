@@ -81,6 +81,31 @@ def test_unknown_ids_get_global_mean_plus_the_known_side_bias(mf):
     assert model(inputs).numpy() == pytest.approx([mu + b_m, mu], abs=1e-6)
 
 
+@pytest.mark.parametrize("overrides", [
+    {"model_type": "bias"}, {"model_type": "mf"}, {"model_type": "mf", "squash": True},
+    {"model_type": "mf", "implicit": True}, {"model_type": "neural"}])
+def test_scoring_the_catalogue_equals_scoring_every_pair(overrides):
+    """score_catalogue over movie_side (a matrix product for bias and MF) is what `call` gives
+    pair by pair, OOV users and movies included."""
+    columns, genres, years = planted_ratings(n=500)
+    hp = HParams(embedding_dim=8, **overrides)
+    history = user_history(columns[features.USER_IDX], columns[features.MOVIE_IDX], N_USERS)
+    model = trainer.build_model(hp, N_USERS, N_MOVIES, 0.6, history)
+    model(columns)  # builds the weights, which then get values far from their initialisers
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape) for w in model.get_weights()])
+    users = np.array([0, 17, N_USERS], np.int64)  # the last is the OOV bucket
+    movies = {features.MOVIE_IDX: np.append(np.arange(N_MOVIES), N_MOVIES).astype(np.int64),
+              features.GENRES_XF: np.vstack([genres, genres[:1]]),
+              features.YEAR_XF: np.append(years, 0.5).astype(np.float32)}
+    grid = model.score_catalogue(tf.constant(users), model.movie_side(movies)).numpy()
+    count = N_MOVIES + 1
+    pairs = {k: np.concatenate([v] * len(users)) for k, v in movies.items()}
+    pairs[features.USER_IDX] = np.repeat(users, count)
+    np.testing.assert_allclose(grid, model(pairs).numpy().reshape(len(users), count),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_hparams_reject_unknown_keys_models_and_losses():
     with pytest.raises(ValueError, match="unknown hyper-parameters \\['embeding_dim'\\]"):
         HParams.from_config({"embeding_dim": 8})
