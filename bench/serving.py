@@ -5,7 +5,8 @@
 
 Starts the development server (python -m serving.server) on loopback with the newest pushed
 version, then for each workload -- predict 1 pair, predict 100 pairs, recommend k=10 over the
-whole catalogue (when the model has the recommend signature) -- and each transport runs 1, 8 and
+whole catalogue (when the model has the recommend signature), and over gRPC and REST the model
+status call, which runs no model (the transport's floor) -- and each transport runs 1, 8 and
 32 concurrent clients: serving.client.Client over gRPC and over REST, each client keeping its
 connection open, and the same call in-process (serving.model_manager.Servable: the server's own
 code path without a network). Clients run in 4 worker processes (threads within), started once
@@ -41,7 +42,8 @@ from pipeline import configs  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "serving.json"
 WORKERS = 4
 WARMUP_S = 1.0
-WORKLOADS = ("predict 1 pair", "predict 100 pairs", "recommend k=10")
+# "model status" runs no model: the transport's own floor (gRPC GetModelStatus, REST GET status).
+WORKLOADS = ("predict 1 pair", "predict 100 pairs", "recommend k=10", "model status")
 TRANSPORTS = ("in-process", "grpc", "rest")
 
 # --- worker processes (spawned: no TensorFlow state inherited) --------------------------------
@@ -103,6 +105,8 @@ def _caller(workload: str):
         return naive
     from serving.client import Client
     client = Client(transport, port=_STATE["port"], timeout=10, retries=0)
+    if workload == "model status":
+        return client.status
     if workload.startswith("recommend"):
         return lambda: client.recommend(rng.choice(users), 10)
     return lambda: client.predict(list(zip(*ids(), strict=True)))
@@ -309,7 +313,9 @@ def main() -> int:
             elif transport == "grpc naive":
                 proc, ports = _start([sys.executable, __file__, "--naive-server", model_dir])
                 port = ports["grpc_port"]
-            chosen = ["predict 1 pair"] if transport == "grpc naive" else workloads
+            chosen = (["predict 1 pair"] if transport == "grpc naive"
+                      else [w for w in workloads if transport != "in-process"
+                            or w != "model status"])
             cells = [(w, c, args.soak_seconds if (c == max(args.concurrency)
                                                   and w == "predict 1 pair"
                                                   and transport in ("grpc", "rest"))
