@@ -262,7 +262,21 @@ def write_doc(results: dict) -> None:
             load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
             lines.append(f"| {workload} | {transport} | " + " | ".join(
                 fmt(cells.get(c)) for c in concurrency) + f" | {errors} | {load} |")
-    lines += ["", *results.get("notes", []), ""]
+    floors = {r["transport"]: r["p50_ms"] for r in rows
+              if r["workload"] == "model status" and r["clients"] == 1}
+    one_pair = {r["transport"]: r["p50_ms"] for r in rows
+                if r["workload"] == "predict 1 pair" and r["clients"] == 1}
+    notes = list(results.get("notes", []))
+    if {"grpc", "rest"} <= floors.keys() and {"grpc", "rest", "in-process"} <= one_pair.keys():
+        notes.append(
+            f"One client, p50: the model status call, which runs no model, takes "
+            f"{floors['grpc']:.2f} ms over gRPC and {floors['rest']:.2f} ms over REST: that is "
+            f"each Python server's own round trip. One pair in-process takes "
+            f"{one_pair['in-process']:.2f} ms, over gRPC {one_pair['grpc']:.2f} ms and over REST "
+            f"{one_pair['rest']:.2f} ms.")
+    for note in notes:
+        lines += ["", note]
+    lines.append("")
     docs.write_section("serving", "\n".join(lines))
 
 
