@@ -26,7 +26,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -159,12 +158,6 @@ def run_ours(model_type: str, encoded: Encoded, seed: int, overrides: dict):
     return trainer.predict_stars(model, encoded.test), seconds, hp
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -255,7 +248,7 @@ def main() -> None:
                     break  # deterministic: one seed is enough
     summary = summarize(runs)
     meta = {
-        "date": datetime.date.today().isoformat(), "commit": git_commit(),
+        "date": datetime.date.today().isoformat(), "commit": docs.git_commit(),
         "machine": f"{os.cpu_count()}-core {platform.machine()} ({platform.platform()})",
         "command": "python bench/accuracy.py " + " ".join(sys.argv[1:]),
         "seeds": seeds, "hparams": hparams_used,

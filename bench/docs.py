@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def git_commit() -> str:
+    """The checkout's short commit hash, which every result records ("unknown" outside git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=DOC.parents[1],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def write_section(name: str, text: str, heading: str = "") -> None:

@@ -99,8 +99,7 @@ def main() -> int:
         "data": data_dir.name,
         "modes": previous.get("modes", {}) if previous.get("data") == data_dir.name else {},
     }
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
+    commit = docs.git_commit()
     for mode in args.modes:
         workers = 1 if mode == "in_memory" else args.workers
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:

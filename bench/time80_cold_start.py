@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -128,8 +127,7 @@ def main() -> int:
     bound = (1 - known_share) * best_cold + known_share * best_known
     needed_known = (TARGET_MAE - (1 - known_share) * best_cold) / known_share
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
+    commit = docs.git_commit()
     result = {
         "command": "python bench/time80_cold_start.py", "date": time.strftime("%Y-%m-%d"),
         "commit": commit, "test_ratings": len(test), "new_user_ratings": int(is_new.sum()),
