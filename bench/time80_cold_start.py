@@ -102,10 +102,11 @@ def main() -> int:
     best_constant = min(constants, key=lambda c: mae(c, actual))
     rows[f"best constant, {best_constant:.2f} (oracle)"] = mae(best_constant, actual)
     regs = (1, 2, 5, 10, 25)
-    by_reg = {reg: mae(mu + cold.movieId.map(movie_bias(train, mu, reg)).fillna(0).to_numpy(),
-                       actual) for reg in regs}
+    predictions = {reg: mu + cold.movieId.map(movie_bias(train, mu, reg)).fillna(0)
+                   for reg in regs}
+    by_reg = {reg: mae(p.to_numpy(), actual) for reg, p in predictions.items()}
     reg = min(by_reg, key=by_reg.get)
-    base = mu + cold.movieId.map(movie_bias(train, mu, reg)).fillna(0)
+    base = predictions[reg]
     rows[f"global mean + movie bias (train, shrinkage {reg}; best of {regs})"] = by_reg[reg]
     rows["calibrated (oracle): best monotone remap of the above, fitted on the test labels"] = \
         calibrated_oracle(base.to_numpy(), actual)
