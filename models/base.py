@@ -69,6 +69,10 @@ class Biases(tf.keras.layers.Layer):
         """b_m of movie indices [N]: float32 [N], 0 for OOV."""
         return tf.squeeze(self.movie_bias(movies), -1) * known(movies, self.num_movies)
 
+    def grid(self, users: tf.Tensor, movie_bias: tf.Tensor) -> tf.Tensor:
+        """mu + b_u + b_m for user indices [B] and movie biases [M] (see `movie`): [B, M]."""
+        return self.global_bias + self.user(users)[:, None] + movie_bias[None, :]
+
     def call(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         b_u = self.user(inputs[features.USER_IDX])
         b_m = self.movie(inputs[features.MOVIE_IDX])

@@ -26,7 +26,7 @@ class BiasBaseline(RatingModel):
         return {"bias": self.biases.movie(movies[features.MOVIE_IDX])}
 
     def score_catalogue(self, users, side):
-        return self.biases.global_bias + self.biases.user(users)[:, None] + side["bias"][None, :]
+        return self.biases.grid(users, side["bias"])
 
 
 class BiasedMF(RatingModel):
@@ -80,6 +80,6 @@ class BiasedMF(RatingModel):
 
     def score_catalogue(self, users, side):
         # [B, dim] x [M, dim]^T: one matrix product instead of B * M embedding lookups.
-        logit = (self.biases.global_bias + self.biases.user(users)[:, None] + side["bias"][None, :]
+        logit = (self.biases.grid(users, side["bias"])
                  + tf.matmul(self._user(users), side["factors"], transpose_b=True))
         return self._output(logit)
