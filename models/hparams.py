@@ -20,11 +20,13 @@ class RetrievalHParams:
     on a validation split cut from the training data.
     """
 
-    embedding_dim: int = 256
-    history_dropout: float = 0.3  # each history entry dropped at random in training
+    embedding_dim: int = 512
+    history_dropout: float = 0.5  # each history entry dropped at random in training
     temperature: float = 1.0  # logits are divided by it in the softmax
     # The batch's positives as negatives too, besides the catalogue (mixed negative sampling).
     in_batch_negatives: bool = False
+    # Negatives per batch drawn uniformly from the catalogue; 0: the whole catalogue.
+    sampled_negatives: int = 0
     learning_rate: float = 3e-3
     learning_rate_decay: float = 0.7  # the rate is multiplied by this after each epoch
     batch_size: int = 1024

@@ -101,7 +101,7 @@ class RetrievalModel(tfrs.Model):
 
     def __init__(self, num_movies: int, history: tf.RaggedTensor, movie_counts: np.ndarray, *,
                  dim: int, history_dropout: float, temperature: float,
-                 in_batch_negatives: bool = False):
+                 in_batch_negatives: bool = False, sampled_negatives: int = 0):
         super().__init__()
         self.num_movies = num_movies
         self.history_dropout = history_dropout
@@ -116,10 +116,12 @@ class RetrievalModel(tfrs.Model):
         self.movie_tower = MovieTower(num_movies, dim, (log_pop - log_pop.mean()).astype(
             np.float32))
         self.catalogue = tf.range(num_movies, dtype=tf.int64)
+        self.sampled_negatives = sampled_negatives
         # Top-k accuracy of the held-out positive among all movies, on validation only.
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=100)
+        ks = sorted({min(k, num_movies) for k in (10, 100)})
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=ks[-1])
         self.task = tfrs.tasks.Retrieval(
-            metrics=tfrs.metrics.FactorizedTopK(candidates=self.index, ks=(10, 100)),
+            metrics=tfrs.metrics.FactorizedTopK(candidates=self.index, ks=ks),
             temperature=temperature, remove_accidental_hits=True,
             loss=None if in_batch_negatives else CatalogueSoftmax())
 
@@ -183,8 +185,14 @@ class RetrievalModel(tfrs.Model):
                  else self.query(self.histories(users)))
         catalogue = self.candidates()
         positives = tf.gather(catalogue, movies)
-        loss = self.task(query, tf.concat([positives, catalogue], axis=0),
-                         candidate_ids=tf.concat([movies, self.catalogue], axis=0),
+        negatives, negative_ids = catalogue, self.catalogue
+        if training and self.sampled_negatives:
+            # Movies drawn uniformly: every movie equally likely, so no log-q correction.
+            negative_ids = tf.random.uniform([self.sampled_negatives], 0, self.num_movies,
+                                             dtype=tf.int64)
+            negatives = tf.gather(catalogue, negative_ids)
+        loss = self.task(query, tf.concat([positives, negatives], axis=0),
+                         candidate_ids=tf.concat([movies, negative_ids], axis=0),
                          compute_metrics=False)
         if training:
             return loss

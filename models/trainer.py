@@ -110,7 +110,8 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     model = RetrievalModel(num_movies, history, np.bincount(fit_movies, minlength=num_movies),
                            dim=hp.embedding_dim, history_dropout=hp.history_dropout,
                            temperature=hp.temperature,
-                           in_batch_negatives=hp.in_batch_negatives)
+                           in_batch_negatives=hp.in_batch_negatives,
+                           sampled_negatives=hp.sampled_negatives)
     model.compile(optimizer=tf.keras.optimizers.Adam(hp.learning_rate))
     relevant: dict[int, set[int]] = {}
     for user, movie in zip(val[features.USER_IDX], val[features.MOVIE_IDX], strict=True):
