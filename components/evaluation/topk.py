@@ -53,9 +53,6 @@ COVERAGE = "coverage"
 METRIC_TITLES = {results.NDCG: "NDCG@{k}", "precision": "precision@{k}", "recall": "recall@{k}",
                  "map": "MAP@{k}", COVERAGE: "coverage"}
 RECOMMEND_SIGNATURE = "recommend"
-# The EvalSettings fields this component reads (the rest would only bust its cache).
-SETTINGS_FIELDS = ("topk_k", "min_ndcg_over_popularity", "max_ndcg_regression_vs_blessed",
-                   "user_activity_edges")
 TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
 # NDCGs are means of float sums: differences at a rule's bound are off by ~1e-17.
 _ROUNDING = 1e-9
@@ -63,7 +60,7 @@ _ROUNDING = 1e-9
 
 @dataclasses.dataclass(frozen=True)
 class TopKSettings:
-    """The EvalSettings fields of SETTINGS_FIELDS (components never import pipeline.configs;
+    """The EvalSettings fields this component reads (components never import pipeline.configs;
     the defaults and their reasons are there)."""
 
     topk_k: int
@@ -81,8 +78,10 @@ class TopKSettings:
 
 
 def settings_json(settings) -> str:
-    """The component's `eval_settings` parameter from a pipeline.configs.EvalSettings."""
-    return json.dumps({f: getattr(settings, f) for f in SETTINGS_FIELDS}, sort_keys=True)
+    """The component's `eval_settings` parameter from a pipeline.configs.EvalSettings: only the
+    TopKSettings fields, so that changing an RMSE rule does not rerun the top-k evaluation."""
+    return json.dumps({f.name: getattr(settings, f.name)
+                       for f in dataclasses.fields(TopKSettings)}, sort_keys=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,31 +172,29 @@ def recommend_lists(model_dir: str, user_ids: np.ndarray, k: int, batch_size: in
     return lists
 
 
+def bucket_masks(users: EvalUsers, edges: Sequence[int]) -> dict[str, np.ndarray]:
+    """{OVERALL | activity bucket: which users are in it, bool [U]}, in order, non-empty only."""
+    buckets = users.buckets(edges)
+    masks = {OVERALL: np.ones(len(buckets), bool)}
+    masks.update({b: buckets == b for b in bucket_labels(edges)})
+    return {name: mask for name, mask in masks.items() if mask.any()}
+
+
 def score_lists(lists: np.ndarray, users: EvalUsers, k: int, catalogue_size: int,
                 edges: Sequence[int]) -> dict[str, dict[str, float]]:
     """{OVERALL | activity bucket: {metric: value}} of one model's lists ([U, k]): the means of
     ranking_metrics.METRICS and coverage; buckets without users are left out."""
     per_user = ranking_metrics.per_user(lists, users.relevant, k)
-    buckets = users.buckets(edges)
-    scores = {}
-    for name in [OVERALL, *bucket_labels(edges)]:
-        mask = np.ones(len(buckets), bool) if name == OVERALL else buckets == name
-        if mask.any():
-            scores[name] = {**ranking_metrics.mean(per_user, mask),
-                            COVERAGE: ranking_metrics.coverage(lists[mask], k, catalogue_size)}
-    return scores
+    return {name: {**ranking_metrics.mean(per_user, mask),
+                   COVERAGE: ranking_metrics.coverage(lists[mask], k, catalogue_size)}
+            for name, mask in bucket_masks(users, edges).items()}
 
 
 def user_counts(users: EvalUsers, edges: Sequence[int]) -> dict[str, dict[str, int]]:
     """{OVERALL | activity bucket: {"users": U, "relevant": eval ratings}}, non-empty only."""
-    buckets = users.buckets(edges)
     relevant = np.array([len(r) for r in users.relevant], np.int64)
-    counts = {}
-    for name in [OVERALL, *bucket_labels(edges)]:
-        mask = np.ones(len(buckets), bool) if name == OVERALL else buckets == name
-        if mask.any():
-            counts[name] = {"users": int(mask.sum()), "relevant": int(relevant[mask].sum())}
-    return counts
+    return {name: {"users": int(mask.sum()), "relevant": int(relevant[mask].sum())}
+            for name, mask in bucket_masks(users, edges).items()}
 
 
 def check_rules(ndcg: dict[str, float], settings: TopKSettings) -> list[results.Failure]:
