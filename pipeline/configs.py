@@ -71,8 +71,10 @@ HPARAMS = model_hparams(MODEL_TYPE)
 # movie biases, no factors.
 BASELINE_HPARAMS = MODEL_HPARAMS["bias"]
 # `--force-bad-model` (local runner, tests): overrides of the candidate's hyper-parameters that
-# make it bad on purpose (untrained: it predicts about the global mean), to see it refused.
-FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0}
+# make it bad on purpose, to see it refused: untrained, it predicts about the global mean, and
+# without a retrieval stage it ranks the catalogue by those predictions, about at random (an
+# untrained retrieval stage would still rank by popularity, where its movie bias starts).
+FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0, "retrieval": None}
 
 
 @dataclasses.dataclass(frozen=True)
