@@ -73,13 +73,16 @@ HPARAMS = model_hparams(MODEL_TYPE)
 # movie biases, no factors.
 BASELINE_HPARAMS = MODEL_HPARAMS["bias"]
 # `--force-bad-model` (local runner, tests): overrides of the candidate's hyper-parameters that
-# make it bad on purpose (untrained: it predicts about the global mean), to see it refused.
-FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0}
+# make it bad on purpose, to see it refused: untrained, it predicts about the global mean, and
+# without a retrieval stage it ranks the catalogue by those predictions, about at random (an
+# untrained retrieval stage would still rank by popularity, where its movie bias starts).
+FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0, "retrieval": None}
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """The Evaluator's blessing rules and slices: the candidate is pushed only when all hold.
+    """The blessing rules and slices of the Evaluators and the TopKEvaluator: the candidate is
+    pushed only when all hold.
 
     RMSEs are in stars, on the eval split. Measured on ml-latest-small's time split, where 90% of
     the eval ratings come from users unseen in training: the biased MF scored 1.0043 vs the bias
@@ -103,6 +106,19 @@ class EvalSettings:
     # bounds of the buckets after the first ("0", "1-19", "20-100", "101+"). "0" is cold start.
     user_activity_edges: tuple[int, ...] = (1, 20, 101)
     movie_popularity_edges: tuple[int, ...] = (1, 20, 101)
+    # Top-k rules (TopKEvaluator): the candidate's `recommend` top `topk_k` for every user with
+    # train ratings and >= 1 eval rating, every eval rating relevant; NDCG@k over those users.
+    # Only 28 users qualify on ml-latest-small's time split, so NDCG moves by whole hundredths
+    # with a single user's list. The product serves top-k lists: that is what these rules judge.
+    topk_k: int = 10
+    # Rule 4: NDCG@k at least this much above the popularity baseline's (the k most-rated train
+    # movies the user has not rated): 0, a recommender that ranks worse than the most-rated
+    # list is not worth serving. Measured on ml-latest-small's time split: popularity 0.110, the
+    # MF ranking the catalogue by predicted rating 0.003.
+    min_ndcg_over_popularity: float = 0.0
+    # Rule 5: NDCG@k at most this much below the latest blessed model's; skipped on the first
+    # run. Not 0: NDCG over few users is noisier than RMSE over all ratings.
+    max_ndcg_regression_vs_blessed: float = 0.005
 
     def __post_init__(self):
         for name in ("min_improvement_over_baseline", "max_regression_vs_blessed",
@@ -110,9 +126,14 @@ class EvalSettings:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"EvalSettings.{name} must be in [0, 1) stars, "
                                  f"got {getattr(self, name)}")
-        if self.genre_min_examples < 1:
-            raise ValueError("EvalSettings.genre_min_examples must be >= 1, "
-                             f"got {self.genre_min_examples}")
+        for name in ("min_ndcg_over_popularity", "max_ndcg_regression_vs_blessed"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"EvalSettings.{name} must be in [0, 1) (NDCG), "
+                                 f"got {getattr(self, name)}")
+        for name in ("genre_min_examples", "topk_k"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"EvalSettings.{name} must be an integer >= 1, "
+                                 f"got {getattr(self, name)}")
         for name in ("user_activity_edges", "movie_popularity_edges"):
             check_edges(getattr(self, name), f"EvalSettings.{name}")
 

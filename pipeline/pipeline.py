@@ -3,6 +3,7 @@
 MovieLensExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
 -> Transform -> Trainer + BaselineTrainer (bias only) + LatestBlessedModelResolver
 -> Evaluator (vs the bias baseline) + BlessedModelEvaluator (vs the latest blessed model)
+   + TopKEvaluator (top-k lists vs popularity and the latest blessed model)
 -> BlessingGate -> Pusher -> EvaluationReportGen
 """
 
@@ -28,7 +29,7 @@ from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import Channel, standard_artifacts
 
 from components.anomalies_gate import AnomaliesGate
-from components.evaluation import results
+from components.evaluation import results, topk
 from components.evaluation.blessing_gate import BlessingGate
 from components.evaluation.metrics import RMSEIfEnoughExamples, RootMeanSquaredError
 from components.evaluation.report import EvaluationReportGen
@@ -47,6 +48,7 @@ BASELINE_TRAINER_ID = "BaselineTrainer"
 BLESSED_MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
 BLESSED_MODEL_EVALUATOR_ID = "BlessedModelEvaluator"
 BLESSING_GATE_ID = "BlessingGate"
+TOPK_EVALUATOR_ID = "TopKEvaluator"
 
 
 def code_fingerprint() -> str:
@@ -210,12 +212,22 @@ def create_pipeline(
         eval_config=eval_configs[results.LATEST_BLESSED],
         example_splits=["eval"],
     ).with_id(BLESSED_MODEL_EVALUATOR_ID)
+    # What users get: the candidate's `recommend` top k vs the most-rated movies and the blessed
+    # model's top k, per user; TFMA's per-example metrics cannot rank a catalogue.
+    topk_evaluator = topk.TopKEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        blessed_model=blessed_model_resolver.outputs["model"],
+        eval_settings=topk.settings_json(eval_settings),
+    ).with_id(TOPK_EVALUATOR_ID)
     gate = BlessingGate(
         model=trainer.outputs["model"],
         baseline_evaluation=evaluator.outputs["evaluation"],
         baseline_blessing=evaluator.outputs["blessing"],
         blessed_evaluation=blessed_evaluator.outputs["evaluation"],
         blessed_blessing=blessed_evaluator.outputs["blessing"],
+        topk_evaluation=topk_evaluator.outputs["evaluation"],
+        topk_blessing=topk_evaluator.outputs["blessing"],
     ).with_id(BLESSING_GATE_ID)
 
     pusher = Pusher(
@@ -229,6 +241,7 @@ def create_pipeline(
     report = EvaluationReportGen(
         baseline_evaluation=evaluator.outputs["evaluation"],
         blessed_evaluation=blessed_evaluator.outputs["evaluation"],
+        topk_evaluation=topk_evaluator.outputs["evaluation"],
         blessing=gate.outputs["blessing"],
         pushed_model=pusher.outputs["pushed_model"],
         eval_settings=json.dumps(dataclasses.asdict(eval_settings), sort_keys=True),
@@ -239,7 +252,7 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                     transform, trainer, baseline_trainer, blessed_model_resolver, evaluator,
-                    blessed_evaluator, gate, pusher, report],
+                    blessed_evaluator, topk_evaluator, gate, pusher, report],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [],

@@ -9,10 +9,10 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.evaluation import blessing_gate, results
+from components.evaluation import blessing_gate, results, topk
 from components.evaluation.report import REPORT_FILE, EvaluationReport
 from models import features
-from pipeline.pipeline import BLESSED_MODEL_EVALUATOR_ID, BLESSING_GATE_ID
+from pipeline.pipeline import BLESSED_MODEL_EVALUATOR_ID, BLESSING_GATE_ID, TOPK_EVALUATOR_ID
 
 
 @dataclasses.dataclass
@@ -25,6 +25,8 @@ class RunSummary:
     # slice name ("overall" or a genre) -> metric name -> value, of the candidate; the bias
     # baseline's and the latest blessed model's RMSE as "baseline_rmse" and "blessed_rmse".
     metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # The TopKEvaluator's metrics of the candidate, popularity and the latest blessed model.
+    top_k: topk.TopKEvaluation | None = None
     # One message per failed blessing rule and slice, naming the EvalSettings field.
     failures: list[str] = dataclasses.field(default_factory=list)
     # component id -> (execution state name, wall seconds), in execution order
@@ -114,6 +116,9 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
         summary.evaluation_uri = evaluation.uri
         summary.metrics = load_slice_metrics(
             evaluation.uri, blessed_evaluation.uri if blessed_evaluation else None)
+    topk_evaluation = _output(outputs, TOPK_EVALUATOR_ID, "ModelEvaluation")
+    if topk_evaluation is not None:
+        summary.top_k = topk.TopKEvaluation.load(topk_evaluation.uri)
     report = _output(outputs, "EvaluationReportGen", EvaluationReport.TYPE_NAME)
     if report is not None:
         summary.report_path = os.path.join(report.uri, REPORT_FILE)
@@ -139,6 +144,8 @@ def format_summary(summary: RunSummary) -> str:
                      f"{m.get(results.EXAMPLE_COUNT, 0):8,.0f} "
                      f"{m.get('baseline_rmse', math.nan):7.4f}"
                      + (f" {m.get('blessed_rmse', math.nan):7.4f}" if has_blessed else ""))
+    if summary.top_k is not None:
+        lines += format_top_k(summary.top_k)
     if summary.blessed:
         lines.append("Model BLESSED: every blessing rule holds.")
     elif summary.blessed is False:
@@ -151,3 +158,20 @@ def format_summary(summary: RunSummary) -> str:
     if summary.report_path:
         lines.append(f"Report: {summary.report_path}")
     return "\n".join(lines)
+
+
+def format_top_k(top_k: topk.TopKEvaluation) -> list[str]:
+    """A few lines: each model's overall top-k metrics, then its NDCG per user-activity bucket."""
+    k, buckets = top_k.k, top_k.buckets()[1:]
+    users = ", ".join(f"{b}: {top_k.counts[b]['users']:,}" for b in buckets)
+    titles = [t.format(k=k) for t in topk.METRIC_TITLES.values()]
+    lines = [f"Top-{k} recommendations for the {top_k.counts[topk.OVERALL]['users']:,} users "
+             f"with train and eval ratings; then NDCG@{k} by user activity ({users} users):",
+             f"  {'model':<20}" + "".join(f" {t:>12}" for t in titles)
+             + "".join(f" {b:>8}" for b in buckets)]
+    for model in top_k.models:
+        lines.append(f"  {results.MODEL_TITLES[model]:<20}"
+                     + "".join(f" {top_k.value(model, topk.OVERALL, m):12.4f}"
+                               for m in topk.METRIC_TITLES)
+                     + "".join(f" {top_k.value(model, b, results.NDCG):8.4f}" for b in buckets))
+    return lines

@@ -64,13 +64,17 @@ def test_genre_rule_only_applies_to_genre_slices_and_overall_rmse_rule_only_over
     assert validate(results.BIAS_BASELINE, genre, results.RMSE, 2.0, 1.0) == []
 
 
-def test_the_gate_needs_both_evaluators_and_skips_a_missing_blessed_model():
-    assert blessing_gate.decide(True, None) is True  # first run: nothing blessed before
-    assert blessing_gate.decide(True, True) is True
-    assert blessing_gate.decide(True, False) is False
-    assert blessing_gate.decide(False, True) is False
+def test_the_gate_needs_all_three_evaluators_and_skips_a_missing_blessed_model():
+    assert blessing_gate.decide(True, None, True) is True  # first run: nothing blessed before
+    assert blessing_gate.decide(True, True, True) is True
+    assert blessing_gate.decide(True, False, True) is False
+    assert blessing_gate.decide(False, True, True) is False
+    assert blessing_gate.decide(True, True, False) is False  # the top-k rules alone refuse it
+    assert blessing_gate.decide(True, None, False) is False
     with pytest.raises(blessing_gate.EvaluatorVerdictError, match="bias baseline"):
-        blessing_gate.decide(None, True)
+        blessing_gate.decide(None, True, True)
+    with pytest.raises(blessing_gate.EvaluatorVerdictError, match="TopKEvaluator"):
+        blessing_gate.decide(True, True, None)
 
 
 def test_every_rule_names_an_eval_settings_field():
@@ -81,7 +85,10 @@ def test_every_rule_names_an_eval_settings_field():
 @pytest.mark.parametrize("field, value", [("genre_tolerance", -0.1),
                                           ("min_improvement_over_baseline", 2.0),
                                           ("genre_min_examples", 0),
-                                          ("user_activity_edges", (20, 1))])
+                                          ("user_activity_edges", (20, 1)),
+                                          ("topk_k", 0), ("topk_k", 2.5),
+                                          ("min_ndcg_over_popularity", -0.01),
+                                          ("max_ndcg_regression_vs_blessed", 1.0)])
 def test_eval_settings_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"EvalSettings.{field}"):
         dataclasses.replace(configs.EVAL, **{field: value})

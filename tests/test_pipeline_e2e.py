@@ -3,8 +3,8 @@
 Four runs share one metadata store: a good model is blessed and pushed; a second run compares
 the candidate with the first run's blessed model (and blesses it again); a third run is served
 from the cache; a deliberately bad candidate (untrained) is refused, not pushed, and the summary
-names the failed thresholds. Data with an out-of-range rating stops before Transform with a
-message naming the feature.
+names the failed thresholds, the top-k rules' included. Data with an out-of-range rating stops
+before Transform with a message naming the feature.
 """
 
 import collections
@@ -18,11 +18,11 @@ from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components.anomalies_gate import DataAnomaliesError
-from components.evaluation import results
+from components.evaluation import results, topk
 from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES
-from components.evaluation.report import REPORT_FILE
+from components.evaluation.report import REPORT_FILE, TOPK_PLOT_FILE
 from components.movielens_example_gen import parsing, slicing
-from models import features
+from models import features, ranking_metrics
 from pipeline import configs, report
 from pipeline.pipeline import create_pipeline
 
@@ -30,8 +30,8 @@ pytestmark = pytest.mark.e2e
 
 COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
               "AnomaliesGate", "Transform", "Trainer", "BaselineTrainer",
-              "LatestBlessedModelResolver", "Evaluator", "BlessedModelEvaluator", "BlessingGate",
-              "Pusher", "EvaluationReportGen"}
+              "LatestBlessedModelResolver", "Evaluator", "BlessedModelEvaluator", "TopKEvaluator",
+              "BlessingGate", "Pusher", "EvaluationReportGen"}
 # The fixture's genres have 60-100 eval ratings: check the genre rule on those with >= 50.
 EVAL_SETTINGS = dataclasses.replace(configs.EVAL, genre_min_examples=50)
 BAD_HPARAMS = dataclasses.replace(configs.HPARAMS, **configs.FORCED_BAD_MODEL_OVERRIDES)
@@ -76,7 +76,8 @@ def executions_of_latest_run(root):
 
 
 def pushed_versions(root):
-    return sorted((root / "serving_model" / configs.MODEL_NAME).iterdir())
+    base = root / "serving_model" / configs.MODEL_NAME
+    return sorted(base.iterdir()) if base.exists() else []  # none before a first push
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,12 @@ def test_the_model_was_blessed_and_pushed_with_genre_metrics(runs):
     assert {"Drama", "Comedy", "(no genres listed)"} <= set(summary.metrics)
     assert sum(m[results.EXAMPLE_COUNT] for k, m in summary.metrics.items() if k != "overall") \
         >= overall[results.EXAMPLE_COUNT]  # multi-valued: a movie counts in each of its genres
+    # Top-k: the candidate ranks better than the most-rated movies; nothing blessed before.
+    top_k = summary.top_k
+    assert top_k.models == [results.CANDIDATE, results.POPULARITY]
+    assert top_k.value(results.CANDIDATE, topk.OVERALL, results.NDCG) >= top_k.value(
+        results.POPULARITY, topk.OVERALL, results.NDCG) + EVAL_SETTINGS.min_ndcg_over_popularity
+    assert top_k.counts[topk.OVERALL]["users"] >= 90 and top_k.cold_start_users == 1
 
 
 def test_the_pushed_model_answers_both_signatures(runs):
@@ -151,6 +158,11 @@ def test_the_second_run_compares_with_the_first_runs_blessed_model(runs):
     assert second.states["Trainer"] == "CACHED"
     overall = second.summary.metrics["overall"]
     assert overall["blessed_rmse"] == pytest.approx(overall[results.RMSE], abs=1e-9)
+    top_k = second.summary.top_k
+    assert top_k.models == [results.CANDIDATE, results.POPULARITY, results.LATEST_BLESSED]
+    assert top_k.metrics[results.LATEST_BLESSED] == top_k.metrics[results.CANDIDATE]
+    assert second.output("TopKEvaluator", "ModelBlessing").custom_properties[
+        "baseline_model_id"].int_value == first_model.id
     assert second.summary.blessed is True and second.summary.pushed_to
     assert len(second.versions) == 2
 
@@ -174,12 +186,20 @@ def test_a_bad_model_is_refused_and_not_pushed_with_the_failed_thresholds_named(
     assert bad.versions == history["third"].versions
     text = report.format_summary(bad.summary)
     assert "Model NOT blessed" in text and "Nothing was pushed" in text
-    # Worse than the bias baseline overall and on genres, and worse than the blessed model.
+    # Worse than the bias baseline overall and on genres, and worse than the blessed model, in
+    # rating error and in top-k ranking (an untrained model ranks at random).
     for setting in ("min_improvement_over_baseline", "max_regression_vs_blessed",
-                    "genre_tolerance"):
+                    "genre_tolerance", "min_ndcg_over_popularity",
+                    "max_ndcg_regression_vs_blessed"):
         assert f"EvalSettings.{setting}" in text, setting
     overall = bad.summary.metrics["overall"]
     assert overall[results.RMSE] > overall["baseline_rmse"]
+    ndcg = {m: bad.summary.top_k.value(m, topk.OVERALL, results.NDCG)
+            for m in bad.summary.top_k.models}
+    assert ndcg[results.CANDIDATE] < ndcg[results.POPULARITY] - 0.05
+    assert ndcg[results.CANDIDATE] < ndcg[results.LATEST_BLESSED] - 0.05
+    assert bad.output("TopKEvaluator", "ModelBlessing").custom_properties[
+        "blessed"].int_value == 0
     # Compared with the last good model; the refused one will not be the next run's reference.
     blessing = bad.output("BlessedModelEvaluator", "ModelBlessing")
     assert blessing.custom_properties["baseline_model_id"].int_value == \
@@ -201,9 +221,21 @@ def test_the_report_shows_the_verdict_rules_and_slices(runs):
     for feature in (features.GENRES, features.USER_ACTIVITY, features.MOVIE_POPULARITY):
         png = open(good.report_path.replace(REPORT_FILE, f"rmse_by_{feature}.png"), "rb").read()
         assert png.startswith(b"\x89PNG") and len(png) > 5000, feature
+    k = EVAL_SETTINGS.topk_k
+    assert f"## Top-{k} recommendations" in text
+    for model in ("candidate", "popularity baseline", "latest blessed model"):
+        assert f" | {model} | " in text, model
+    assert f"| **overall** | {good.top_k.counts[topk.OVERALL]['users']} |" in text
+    png = open(good.report_path.replace(REPORT_FILE, TOPK_PLOT_FILE), "rb").read()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    summary_text = report.format_summary(good)
+    assert f"Top-{k} recommendations for the {good.top_k.counts[topk.OVERALL]['users']} users" \
+        in summary_text
+    assert summary_text.index("Top-") > summary_text.index("Eval split, candidate")
     bad_text = open(bad.report_path).read()
     assert bad_text.startswith("# Evaluation report: model NOT BLESSED")
     assert "EvalSettings.min_improvement_over_baseline" in bad_text
+    assert "EvalSettings.min_ndcg_over_popularity" in bad_text
 
 
 def _split_records(run, split):
@@ -249,6 +281,40 @@ def test_genre_and_activity_slice_metrics_equal_a_computation_by_hand(runs):
                 gated = rmse if member.sum() >= EVAL_SETTINGS.genre_min_examples else 0.0
                 assert evaluation.value(key, model, RMSE_IF_ENOUGH_EXAMPLES) == \
                     pytest.approx(gated, rel=1e-4)
+
+
+def test_top_k_metrics_equal_a_computation_by_hand(runs):
+    _, _, history = runs
+    first = history["first"]
+    k, edges = EVAL_SETTINGS.topk_k, EVAL_SETTINGS.user_activity_edges
+
+    def pairs(split):
+        return [(_int(f, features.USER_ID), _int(f, features.MOVIE_ID)) for f in (
+            tf.train.Example.FromString(r).features.feature for r in _split_records(first, split))]
+
+    seen, relevant = collections.defaultdict(set), collections.defaultdict(set)
+    for user, movie in pairs("train"):
+        seen[user].add(movie)
+    for user, movie in pairs("eval"):
+        relevant[user].add(movie)
+    users = sorted(set(seen) & set(relevant))
+    counts = collections.Counter(movie for _, movie in pairs("train"))
+    popular = sorted(counts, key=lambda m: (-counts[m], m))
+    lists = {results.POPULARITY: [[m for m in popular if m not in seen[u]][:k] for u in users]}
+    saved = tf.saved_model.load(f"{first.output('Trainer', 'Model').uri}/Format-Serving")
+    lists[results.CANDIDATE] = saved.signatures["recommend"](
+        user_id=tf.constant(users, tf.int64), k=tf.fill([len(users)], k))["movie_ids"].numpy()
+    assert all(not set(row) & seen[u] for row, u in zip(lists[results.CANDIDATE], users,
+                                                        strict=True))
+    buckets = np.array([slicing.bucket_label(len(seen[u]), edges) for u in users])
+    top_k = first.summary.top_k
+    for model, rows in lists.items():
+        ndcg = ranking_metrics.per_user(rows, [relevant[u] for u in users], k)["ndcg"]
+        assert top_k.value(model, topk.OVERALL, results.NDCG) == pytest.approx(ndcg.mean())
+        for bucket in set(buckets):
+            assert top_k.value(model, bucket, results.NDCG) == pytest.approx(
+                ndcg[buckets == bucket].mean()), (model, bucket)
+            assert top_k.counts[bucket]["users"] == (buckets == bucket).sum()
 
 
 def test_anomalous_data_stops_the_pipeline_before_transform(tmp_path):

@@ -1,9 +1,11 @@
 """EvaluationReport: a Markdown page and PNG plots that show why a model was or was not blessed.
 
 For each run: the verdict and where the model was pushed, every blessing rule with its values,
-and per-slice tables and plots (genre, user activity, movie popularity) of the candidate's RMSE
-next to the bias baseline's and the latest blessed model's, with example counts. Written into
-the component's output artifact, next to the pipeline's other outputs.
+per-slice tables and plots (genre, user activity, movie popularity) of the candidate's RMSE
+next to the bias baseline's and the latest blessed model's, with example counts, and the top-k
+metrics of the candidate's recommendations next to the popularity baseline's and the latest
+blessed model's, overall and per user activity, with a plot of NDCG@k. Written into the
+component's output artifact, next to the pipeline's other outputs.
 """
 
 
@@ -26,13 +28,14 @@ from tfx.dsl.component.experimental.annotations import (  # noqa: E402
 from tfx.dsl.component.experimental.decorators import component  # noqa: E402
 from tfx.types import artifact, standard_artifacts  # noqa: E402
 
-from components.evaluation import blessing_gate, results  # noqa: E402
+from components.evaluation import blessing_gate, results, topk  # noqa: E402
 from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
 from models import features  # noqa: E402
 
 REPORT_FILE = "report.md"
+TOPK_PLOT_FILE = f"ndcg_by_{features.USER_ACTIVITY}.png"
 _COLORS = {results.CANDIDATE: "#1f77b4", results.BIAS_BASELINE: "#ff7f0e",
-           results.LATEST_BLESSED: "#2ca02c"}
+           results.LATEST_BLESSED: "#2ca02c", results.POPULARITY: "#9467bd"}
 
 
 class EvaluationReport(artifact.Artifact):
@@ -48,9 +51,10 @@ def _fmt(value: float, spec: str = ".4f") -> str:
 
 class _Report:
     def __init__(self, vs_baseline: results.Evaluation, vs_blessed: results.Evaluation,
-                 settings: dict):
+                 top_k: topk.TopKEvaluation, settings: dict):
         self.vs_baseline = vs_baseline
         self.vs_blessed = vs_blessed
+        self.top_k = top_k
         self.settings = settings
         self.has_blessed = vs_blessed.baseline == results.LATEST_BLESSED
 
@@ -84,7 +88,7 @@ class _Report:
                                                                       results.BIAS_BASELINE)
         rows = [
             "| rule | setting | result | values |", "|---|---|---|---|",
-            f"| overall RMSE at least a margin below the bias baseline's | "
+            f"| {results.RULES[(results.BIAS_BASELINE, results.RMSE)].title} | "
             f"min_improvement_over_baseline = {s['min_improvement_over_baseline']} | "
             f"{'FAIL' if ('min_improvement_over_baseline', overall) in failed else 'pass'} | "
             f"candidate {_fmt(cand)}, bias baseline {_fmt(bias)}, change "
@@ -100,7 +104,7 @@ class _Report:
                       f"{s['max_regression_vs_blessed']:+.4f})")
         else:
             result, values = "skipped", "no model blessed before this run"
-        rows.append(f"| overall RMSE not worse than the latest blessed model's | "
+        rows.append(f"| {results.RULES[(results.LATEST_BLESSED, results.RMSE)].title} | "
                     f"max_regression_vs_blessed = {s['max_regression_vs_blessed']} | {result} | "
                     f"{values} |")
         checked = [v for v in self.slice_values(features.GENRES)
@@ -121,7 +125,82 @@ class _Report:
                     f"{s['genre_tolerance']}, genre_min_examples = {s['genre_min_examples']} | "
                     f"{'FAIL' if genre_failures else 'pass'} | {values} (allowed <= "
                     f"{s['genre_tolerance']:+.4f}) |")
+        return rows + self.topk_rules()
+
+    def topk_rules(self) -> list[str]:
+        """Markdown table rows of the TopKEvaluator's rules."""
+        top_k, rows = self.top_k, []
+        failed = {f.rule.setting for f in top_k.failures}
+        cand = top_k.value(results.CANDIDATE, topk.OVERALL, results.NDCG)
+        for baseline, setting, allowed in (
+                (results.POPULARITY, "min_ndcg_over_popularity",
+                 self.settings["min_ndcg_over_popularity"]),
+                (results.LATEST_BLESSED, "max_ndcg_regression_vs_blessed",
+                 -self.settings["max_ndcg_regression_vs_blessed"])):
+            if baseline in top_k.models:
+                base = top_k.value(baseline, topk.OVERALL, results.NDCG)
+                result = "FAIL" if setting in failed else "pass"
+                values = (f"candidate NDCG@{top_k.k} {_fmt(cand)}, "
+                          f"{results.MODEL_TITLES[baseline]} {_fmt(base)}, change "
+                          f"{_fmt(cand - base, '+.4f')} (allowed >= {allowed + 0.0:+.4f})")
+            else:
+                result, values = "skipped", "no model blessed before this run"
+            rows.append(f"| {results.RULES[(baseline, results.NDCG)].title} | {setting} = "
+                        f"{self.settings[setting]} | {result} | {values} |")
         return rows
+
+    def topk_section(self) -> list[str]:
+        """The top-k metrics per model, overall and per user activity, as Markdown."""
+        top_k, k = self.top_k, self.top_k.k
+        overall = top_k.counts[topk.OVERALL]
+        lines = [
+            f"## Top-{k} recommendations", "",
+            f"Each model's top {k} for the {overall['users']:,} users with train ratings and at "
+            f"least one eval rating ({overall['relevant']:,} eval ratings, all relevant): the "
+            f"candidate's and the latest blessed model's `recommend`, and the popularity "
+            f"baseline: the {k} most-rated train movies the user has not rated. "
+            f"{top_k.cold_start_users:,} eval users without train ratings (cold start) are not "
+            f"counted. Coverage: distinct recommended movies / the {top_k.catalogue_size:,} "
+            f"movies rated in either split.", "",
+            "| user activity | users | eval ratings | model | "
+            + " | ".join(t.format(k=k) for t in topk.METRIC_TITLES.values()) + " |",
+            "|---|---:|---:|---|" + "---:|" * len(topk.METRIC_TITLES)]
+        for bucket in top_k.buckets():
+            counts = top_k.counts[bucket]
+            for i, model in enumerate(top_k.models):
+                head = ([f"**{bucket}**" if bucket == topk.OVERALL else bucket,
+                         f"{counts['users']:,}", f"{counts['relevant']:,}"] if i == 0
+                        else ["", "", ""])
+                cells = [*head, results.MODEL_TITLES[model],
+                         *(_fmt(top_k.value(model, bucket, m)) for m in topk.METRIC_TITLES)]
+                lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+    def topk_plot(self, path: str) -> None:
+        """NDCG@k per user-activity bucket (overall first), one bar per model; users below."""
+        top_k = self.top_k
+        buckets = top_k.buckets()
+        fig, (top, bottom) = plt.subplots(
+            2, 1, figsize=(max(6.0, 1.2 * len(buckets) + 2), 6.5), sharex=True,
+            gridspec_kw={"height_ratios": [3, 1]})
+        width = 0.8 / len(top_k.models)
+        xs = range(len(buckets))
+        for i, model in enumerate(top_k.models):
+            top.bar([x + (i - (len(top_k.models) - 1) / 2) * width for x in xs],
+                    [top_k.value(model, b, results.NDCG) for b in buckets], width,
+                    label=results.MODEL_TITLES[model], color=_COLORS[model])
+        top.set_ylabel(f"NDCG@{top_k.k}")
+        top.set_title(f"Top-{top_k.k} NDCG by user activity (train ratings)")
+        top.legend(loc="upper left", fontsize="small")
+        top.grid(axis="y", alpha=0.3)
+        bottom.bar(list(xs), [top_k.counts[b]["users"] for b in buckets], color="#7f7f7f")
+        bottom.set_ylabel("users")
+        bottom.set_xticks(list(xs))
+        bottom.set_xticklabels(buckets)
+        fig.tight_layout()
+        with tf.io.gfile.GFile(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        plt.close(fig)
 
     def table(self, feature: str, title: str) -> list[str]:
         models = self.models()
@@ -187,10 +266,10 @@ SLICINGS = ((features.GENRES, "genre"), (features.USER_ACTIVITY, "user activity 
 
 
 def write_report(output_dir: str, vs_baseline: results.Evaluation,
-                 vs_blessed: results.Evaluation, blessed: bool, failures: Sequence[str],
-                 pushed_to: str | None, settings: dict) -> str:
+                 vs_blessed: results.Evaluation, top_k: topk.TopKEvaluation, blessed: bool,
+                 failures: Sequence[str], pushed_to: str | None, settings: dict) -> str:
     """Writes report.md and its PNGs into output_dir; returns the report's path."""
-    report = _Report(vs_baseline, vs_blessed, settings)
+    report = _Report(vs_baseline, vs_blessed, top_k, settings)
     tf.io.gfile.makedirs(output_dir)
     verdict = "BLESSED" if blessed else "NOT BLESSED"
     lines = [f"# Evaluation report: model {verdict}", ""]
@@ -208,8 +287,12 @@ def write_report(output_dir: str, vs_baseline: results.Evaluation,
         report.plot(feature, title, os.path.join(output_dir, png))
         lines += [f"## By {title}", "", *report.table(feature, title), "", f"![{title}]({png})",
                   ""]
+    report.topk_plot(os.path.join(output_dir, TOPK_PLOT_FILE))
+    lines += [*report.topk_section(), "",
+              f"![top-{top_k.k} NDCG by user activity]({TOPK_PLOT_FILE})", ""]
     lines += ["Evaluations (TFMA): candidate vs bias baseline `" + vs_baseline.uri + "`; "
-              "candidate vs latest blessed model `" + vs_blessed.uri + "`.", ""]
+              "candidate vs latest blessed model `" + vs_blessed.uri + "`. Top-k: `"
+              + top_k.uri + "`.", ""]
     path = os.path.join(output_dir, REPORT_FILE)
     with tf.io.gfile.GFile(path, "w") as f:
         f.write("\n".join(lines))
@@ -220,6 +303,7 @@ def write_report(output_dir: str, vs_baseline: results.Evaluation,
 def EvaluationReportGen(  # noqa: N802 - TFX component names are classes
     baseline_evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
     blessed_evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
+    topk_evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
     blessing: InputArtifact[standard_artifacts.ModelBlessing],
     pushed_model: InputArtifact[standard_artifacts.PushedModel],
     report: OutputArtifact[EvaluationReport],
@@ -232,6 +316,7 @@ def EvaluationReportGen(  # noqa: N802 - TFX component names are classes
     write_report(
         report.uri, results.load_evaluation(baseline_evaluation.uri),
         results.load_evaluation(blessed_evaluation.uri),
+        topk.TopKEvaluation.load(topk_evaluation.uri),
         blessed=blessing.get_int_custom_property(blessing_gate.BLESSED_KEY) == 1,
         failures=[f for f in failures.split("\n") if f],
         pushed_to=(pushed_model.get_string_custom_property("pushed_destination")

@@ -1,8 +1,8 @@
 """Reading what the Evaluators wrote: metrics per slice and model, and failed blessing rules.
 
-Names shared by the EvalConfigs (pipeline/pipeline.py), the BlessingGate, the report and the
-run summary live here: the TFMA model names of the candidate and its two baselines, the metrics,
-and the blessing rules with the EvalSettings field each one is configured by.
+Names shared by the EvalConfigs (pipeline/pipeline.py), the TopKEvaluator, the BlessingGate, the
+report and the run summary live here: the model names of the candidate and its baselines, the
+metrics, and the blessing rules with the EvalSettings field each one is configured by.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ from components.evaluation.metrics import RMSE, RMSE_IF_ENOUGH_EXAMPLES
 CANDIDATE = "candidate"
 BIAS_BASELINE = "bias_baseline"
 LATEST_BLESSED = "latest_blessed"
+# The TopKEvaluator's baseline: the k most-rated train-split movies the user has not rated.
+POPULARITY = "popularity"
 MODEL_TITLES = {CANDIDATE: "candidate", BIAS_BASELINE: "bias baseline",
-                LATEST_BLESSED: "latest blessed model"}
+                LATEST_BLESSED: "latest blessed model", POPULARITY: "popularity baseline"}
 
 MAE = "mean_absolute_error"
 EXAMPLE_COUNT = "example_count"
+# The top-k rules' metric (models.ranking_metrics.METRICS), at k = EvalSettings.topk_k.
+NDCG = "ndcg"
 
 # A slice: (feature, value), or OVERALL.
 SliceKey = tuple[str, str]
@@ -38,7 +42,8 @@ class Rule:
     setting: str  # the field of pipeline.configs.EvalSettings that configures it
 
 
-# (baseline model name, metric name) -> the blessing rule its threshold implements.
+# (baseline model name, metric name) -> the blessing rule its threshold implements: TFMA change
+# thresholds on RMSE (pipeline.make_eval_configs), and the TopKEvaluator's NDCG@k rules.
 RULES = {
     (BIAS_BASELINE, RMSE): Rule("overall RMSE at least a margin below the bias baseline's",
                                 "min_improvement_over_baseline"),
@@ -47,6 +52,10 @@ RULES = {
     (BIAS_BASELINE, RMSE_IF_ENOUGH_EXAMPLES): Rule(
         "RMSE of every genre with enough eval ratings within a tolerance of the bias baseline's",
         "genre_tolerance"),
+    (POPULARITY, NDCG): Rule("overall top-k NDCG at least a margin above the popularity "
+                             "baseline's", "min_ndcg_over_popularity"),
+    (LATEST_BLESSED, NDCG): Rule("overall top-k NDCG at most a tolerance below the latest "
+                                 "blessed model's", "max_ndcg_regression_vs_blessed"),
 }
 
 
@@ -65,17 +74,22 @@ class Failure:
     candidate_value: float
     baseline_value: float
     change: float  # candidate - baseline
-    allowed_change: float  # the change must be <= this (lower is better)
+    # The change must be <= this (lower is better: RMSE), or >= it when higher_is_better (NDCG).
+    allowed_change: float
+    higher_is_better: bool = False
 
     @property
     def excess(self) -> float:
-        return self.change - self.allowed_change
+        """How far the change missed the allowed one, > 0."""
+        missed = self.change - self.allowed_change
+        return -missed if self.higher_is_better else missed
 
     def message(self) -> str:
+        bound = ">=" if self.higher_is_better else "<="
         return (f"{self.rule.title} (EvalSettings.{self.rule.setting}) failed on "
                 f"{slice_name(self.slice)}: {self.metric} {self.candidate_value:.4f} vs "
                 f"{MODEL_TITLES[self.baseline]} {self.baseline_value:.4f}, change "
-                f"{self.change:+.4f}, allowed <= {self.allowed_change + 0.0:+.4f}: off by "
+                f"{self.change:+.4f}, allowed {bound} {self.allowed_change + 0.0:+.4f}: off by "
                 f"{self.excess:.4f}")
 
 

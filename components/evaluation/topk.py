@@ -1,0 +1,325 @@
+"""TopKEvaluator: the candidate's top-k recommendations against the popularity baseline and the
+latest blessed model, and the top-k blessing rules.
+
+Users consume the `recommend` signature's top k of the pushed model, and a full-catalogue ranking
+per user is not a per-example metric, so TFMA does not fit. Protocol, on the ExampleGen's splits:
+- users: those with ratings in the train split and at least one in the eval split (a user
+  without train ratings is cold start: `recommend` gives them the same list as anyone unseen);
+- relevant: every movie the user rated in the eval split;
+- lists: the k movies each model's `recommend` returns (it leaves out the user's train movies);
+  the popularity baseline's are the k most-rated train-split movies the user has not rated there;
+- metrics (models.ranking_metrics): precision, recall, NDCG and MAP at k, averaged over users,
+  and catalogue coverage (distinct recommended movies / movies rated in either split, the
+  exported model's catalogue); overall and per user-activity bucket (train ratings of the user,
+  the ExampleGen's buckets).
+Rules (EvalSettings, rule texts in results.RULES): overall NDCG@k >= the popularity baseline's +
+min_ndcg_over_popularity, and >= the latest blessed model's - max_ndcg_regression_vs_blessed
+(skipped when no model was blessed before).
+"""
+
+# No `from __future__ import annotations`: TFX's @component reads the annotations as types.
+import collections
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from tfx.components.evaluator import constants as evaluator_constants
+from tfx.dsl.component.experimental.annotations import (
+    InputArtifact,
+    OutputArtifact,
+    Parameter,
+)
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import path_utils
+
+from components.evaluation import results
+from components.movielens_example_gen.slicing import bucket_label, bucket_labels
+from models import features, ranking_metrics
+from models.ranking_metrics import PAD
+
+_LOG = logging.getLogger(__name__)
+METRICS_FILE = "topk_metrics.json"
+# The bucket of every user, next to the activity buckets.
+OVERALL = "overall"
+COVERAGE = "coverage"
+# Every metric of a model's lists, in report order, with its title ({k}: the k of the lists):
+# ranking_metrics.METRICS and coverage.
+METRIC_TITLES = {results.NDCG: "NDCG@{k}", "precision": "precision@{k}", "recall": "recall@{k}",
+                 "map": "MAP@{k}", COVERAGE: "coverage"}
+RECOMMEND_SIGNATURE = "recommend"
+TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
+# NDCGs are means of float sums: differences at a rule's bound are off by ~1e-17.
+_ROUNDING = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKSettings:
+    """The EvalSettings fields this component reads (components never import pipeline.configs;
+    the defaults and their reasons are there)."""
+
+    topk_k: int
+    min_ndcg_over_popularity: float
+    max_ndcg_regression_vs_blessed: float
+    user_activity_edges: tuple[int, ...]
+
+    def __post_init__(self):
+        # A JSON list in; EvalSettings validated the values.
+        object.__setattr__(self, "user_activity_edges", tuple(self.user_activity_edges))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TopKSettings":
+        return cls(**json.loads(text))
+
+
+def settings_json(settings) -> str:
+    """The component's `eval_settings` parameter from a pipeline.configs.EvalSettings: only the
+    TopKSettings fields, so that changing an RMSE rule does not rerun the top-k evaluation."""
+    return json.dumps({f.name: getattr(settings, f.name)
+                       for f in dataclasses.fields(TopKSettings)}, sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratings:
+    """Who rated what in one split: int64 [N] each."""
+
+    user_ids: np.ndarray
+    movie_ids: np.ndarray
+
+
+def read_ratings(examples: standard_artifacts.Examples, split: str,
+                 batch_size: int = 16384) -> Ratings:
+    """The user_id and movie_id of every tf.Example of a split (gzipped TFRecords)."""
+    pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no examples match {pattern}")
+    spec = {k: tf.io.FixedLenFeature([], tf.int64) for k in (features.USER_ID, features.MOVIE_ID)}
+    users, movies = [], []
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
+        parsed = tf.io.parse_example(batch, spec)
+        users.append(parsed[features.USER_ID].numpy())
+        movies.append(parsed[features.MOVIE_ID].numpy())
+    return Ratings(np.concatenate(users), np.concatenate(movies))
+
+
+@dataclasses.dataclass
+class EvalUsers:
+    """The users the top-k metrics average over, in ascending id order (U of them)."""
+
+    user_ids: np.ndarray  # int64 [U]
+    seen: list[set[int]]  # U sets: the user's train-split movies
+    relevant: list[set[int]]  # U sets: the user's eval-split movies, all relevant
+    train_counts: np.ndarray  # int64 [U]: the user's train-split ratings
+    cold_start_users: int  # eval-split users without train ratings, left out
+
+    def buckets(self, edges: Sequence[int]) -> np.ndarray:
+        """The user-activity bucket label of each user; str [U]."""
+        return np.array([bucket_label(int(n), edges) for n in self.train_counts])
+
+
+def eval_users(train: Ratings, eval_: Ratings) -> EvalUsers:
+    """The users with train ratings and >= 1 eval rating, with their seen and relevant movies."""
+    seen: dict[int, set[int]] = collections.defaultdict(set)
+    for user, movie in zip(train.user_ids.tolist(), train.movie_ids.tolist(), strict=True):
+        seen[user].add(movie)
+    relevant: dict[int, set[int]] = collections.defaultdict(set)
+    for user, movie in zip(eval_.user_ids.tolist(), eval_.movie_ids.tolist(), strict=True):
+        relevant[user].add(movie)
+    users = sorted(u for u in relevant if u in seen)
+    return EvalUsers(
+        user_ids=np.array(users, np.int64), seen=[seen[u] for u in users],
+        relevant=[relevant[u] for u in users],
+        train_counts=np.array([len(seen[u]) for u in users], np.int64),
+        cold_start_users=len(relevant) - len(users))
+
+
+def popularity_order(train_movie_ids: np.ndarray) -> np.ndarray:
+    """Movie ids by number of train ratings, most first; ties by smaller id. int64 [M]."""
+    movies, counts = np.unique(train_movie_ids, return_counts=True)
+    # lexsort sorts by its last key first: count descending, then id ascending.
+    return movies[np.lexsort((movies, -counts))]
+
+
+def popularity_lists(order: np.ndarray, seen: Sequence[set[int]], k: int) -> np.ndarray:
+    """For each user, the first k movies of `order` they have not seen; int64 [U, k], PAD where
+    fewer than k are left."""
+    lists = np.full((len(seen), k), PAD, np.int64)
+    for u, movies in enumerate(seen):
+        # At most len(movies) of the first len(movies) + k can be seen ones.
+        unseen = [m for m in order[:len(movies) + k].tolist() if m not in movies][:k]
+        lists[u, :len(unseen)] = unseen
+    return lists
+
+
+def recommend_lists(model_dir: str, user_ids: np.ndarray, k: int, batch_size: int = 256
+                    ) -> np.ndarray:
+    """The `recommend` signature's top k of a serving SavedModel for each user; int64 [U, k],
+    PAD where the catalogue has fewer than k movies the user has not rated."""
+    recommend = tf.saved_model.load(model_dir).signatures[RECOMMEND_SIGNATURE]
+    lists = np.full((len(user_ids), k), PAD, np.int64)
+    for start in range(0, len(user_ids), batch_size):
+        batch = user_ids[start:start + batch_size]
+        movie_ids = recommend(user_id=tf.constant(batch, tf.int64),
+                              k=tf.fill([len(batch)], tf.constant(k, tf.int32)))["movie_ids"]
+        movie_ids = movie_ids.numpy()[:, :k]
+        lists[start:start + len(batch), :movie_ids.shape[1]] = movie_ids
+    return lists
+
+
+def bucket_masks(users: EvalUsers, edges: Sequence[int]) -> dict[str, np.ndarray]:
+    """{OVERALL | activity bucket: which users are in it, bool [U]}, in order, non-empty only."""
+    buckets = users.buckets(edges)
+    masks = {OVERALL: np.ones(len(buckets), bool)}
+    masks.update({b: buckets == b for b in bucket_labels(edges)})
+    return {name: mask for name, mask in masks.items() if mask.any()}
+
+
+def score_lists(lists: np.ndarray, users: EvalUsers, k: int, catalogue_size: int,
+                edges: Sequence[int]) -> dict[str, dict[str, float]]:
+    """{OVERALL | activity bucket: {metric: value}} of one model's lists ([U, k]): the means of
+    ranking_metrics.METRICS and coverage; buckets without users are left out."""
+    per_user = ranking_metrics.per_user(lists, users.relevant, k)
+    return {name: {**ranking_metrics.mean(per_user, mask),
+                   COVERAGE: ranking_metrics.coverage(lists[mask], k, catalogue_size)}
+            for name, mask in bucket_masks(users, edges).items()}
+
+
+def user_counts(users: EvalUsers, edges: Sequence[int]) -> dict[str, dict[str, int]]:
+    """{OVERALL | activity bucket: {"users": U, "relevant": eval ratings}}, non-empty only."""
+    relevant = np.array([len(r) for r in users.relevant], np.int64)
+    return {name: {"users": int(mask.sum()), "relevant": int(relevant[mask].sum())}
+            for name, mask in bucket_masks(users, edges).items()}
+
+
+def check_rules(ndcg: dict[str, float], settings: TopKSettings) -> list[results.Failure]:
+    """The failed top-k rules, given each model's overall NDCG@k ({model name: value};
+    LATEST_BLESSED absent: that rule is skipped)."""
+    allowed = {results.POPULARITY: settings.min_ndcg_over_popularity}
+    if results.LATEST_BLESSED in ndcg:
+        allowed[results.LATEST_BLESSED] = -settings.max_ndcg_regression_vs_blessed
+    candidate = ndcg[results.CANDIDATE]
+    failures = []
+    for baseline, allowed_change in allowed.items():
+        change = candidate - ndcg[baseline]
+        # Rounding must not fail a change exactly at the bound; a NaN fails.
+        if not change >= allowed_change - _ROUNDING:
+            failures.append(results.Failure(
+                rule=results.RULES[(baseline, results.NDCG)], baseline=baseline,
+                slice=results.OVERALL, metric=f"NDCG@{settings.topk_k}",
+                candidate_value=candidate, baseline_value=ndcg[baseline], change=change,
+                allowed_change=allowed_change, higher_is_better=True))
+    return failures
+
+
+@dataclasses.dataclass
+class TopKEvaluation:
+    """What the TopKEvaluator wrote (METRICS_FILE)."""
+
+    uri: str
+    k: int
+    catalogue_size: int
+    models: list[str]  # CANDIDATE, POPULARITY and, after the first run, LATEST_BLESSED
+    # model name -> OVERALL | activity bucket -> metric (METRICS, COVERAGE) -> value
+    metrics: dict[str, dict[str, dict[str, float]]]
+    # OVERALL | activity bucket -> {"users": ..., "relevant": ...}
+    counts: dict[str, dict[str, int]]
+    cold_start_users: int
+    blessed: bool
+    failures: list[results.Failure]
+
+    def value(self, model: str, bucket: str, metric: str) -> float:
+        return self.metrics.get(model, {}).get(bucket, {}).get(metric, float("nan"))
+
+    def buckets(self) -> list[str]:
+        """OVERALL, then the activity buckets with users, in order."""
+        return list(self.counts)
+
+    def to_json(self) -> str:
+        fields = dataclasses.asdict(self)
+        del fields["uri"]
+        return json.dumps(fields, indent=2) + "\n"
+
+    @classmethod
+    def load(cls, uri: str) -> "TopKEvaluation":
+        with tf.io.gfile.GFile(os.path.join(uri, METRICS_FILE)) as f:
+            fields = json.load(f)
+        fields["failures"] = [
+            results.Failure(**{**f, "rule": results.Rule(**f["rule"]),
+                               "slice": tuple(f["slice"])})
+            for f in fields["failures"]]
+        return cls(uri=uri, **fields)
+
+
+def evaluate(train: Ratings, eval_: Ratings, model_dirs: dict[str, str],
+             settings: TopKSettings, uri: str = "", batch_size: int = 256) -> TopKEvaluation:
+    """Scores the popularity baseline and each SavedModel of `model_dirs` ({CANDIDATE: dir,
+    optionally LATEST_BLESSED: dir}) and checks the rules."""
+    k, edges = settings.topk_k, settings.user_activity_edges
+    users = eval_users(train, eval_)
+    if not len(users.user_ids):
+        raise ValueError("no user has ratings in both the train and the eval split: top-k "
+                         "recommendations cannot be evaluated")
+    catalogue_size = len(np.union1d(train.movie_ids, eval_.movie_ids))
+    lists = {results.POPULARITY: popularity_lists(popularity_order(train.movie_ids),
+                                                  users.seen, k)}
+    by_dir: dict[str, np.ndarray] = {}
+    for name, model_dir in model_dirs.items():
+        if model_dir not in by_dir:  # the blessed model is often the (cached) candidate
+            start = time.time()
+            by_dir[model_dir] = recommend_lists(model_dir, users.user_ids, k, batch_size)
+            _LOG.info("recommend of %s for %d users in %.1f s", name, len(users.user_ids),
+                      time.time() - start)
+        lists[name] = by_dir[model_dir]
+    models = [m for m in (results.CANDIDATE, results.POPULARITY, results.LATEST_BLESSED)
+              if m in lists]
+    metrics = {m: score_lists(lists[m], users, k, catalogue_size, edges) for m in models}
+    failures = check_rules({m: metrics[m][OVERALL][results.NDCG] for m in models}, settings)
+    return TopKEvaluation(uri=uri, k=k, catalogue_size=catalogue_size, models=models,
+                          metrics=metrics, counts=user_counts(users, edges),
+                          cold_start_users=users.cold_start_users, blessed=not failures,
+                          failures=failures)
+
+
+@component
+def TopKEvaluator(  # noqa: N802 - TFX component names are classes
+    examples: InputArtifact[standard_artifacts.Examples],
+    model: InputArtifact[standard_artifacts.Model],
+    evaluation: OutputArtifact[standard_artifacts.ModelEvaluation],
+    blessing: OutputArtifact[standard_artifacts.ModelBlessing],
+    eval_settings: Parameter[str],
+    blessed_model: InputArtifact[standard_artifacts.Model] = None,
+    batch_size: Parameter[int] = 256,
+) -> None:
+    """Top-k metrics of `model`, the popularity baseline and `blessed_model` (none on the first
+    run) and the verdict of the top-k rules; `eval_settings` is settings_json(EvalSettings)."""
+    settings = TopKSettings.from_json(eval_settings)
+    model_dirs = {results.CANDIDATE: path_utils.serving_model_path(model.uri)}
+    if blessed_model is not None:
+        model_dirs[results.LATEST_BLESSED] = path_utils.serving_model_path(blessed_model.uri)
+    result = evaluate(read_ratings(examples, TRAIN_SPLIT), read_ratings(examples, EVAL_SPLIT),
+                      model_dirs, settings, uri=evaluation.uri, batch_size=batch_size)
+    tf.io.gfile.makedirs(evaluation.uri)
+    with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_FILE), "w") as f:
+        f.write(result.to_json())
+    # The TFX Evaluator's blessing properties: the BlessingGate reads the verdict as it reads
+    # the Evaluators' (blessing_gate.evaluator_verdict).
+    blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+                                     int(result.blessed))
+    blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,
+                                     model.id)
+    blessing.set_string_custom_property(
+        evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+    if blessed_model is not None:
+        blessing.set_int_custom_property(
+            evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, blessed_model.id)
+    _LOG.info("Top-%d NDCG over %d users: %s%s", settings.topk_k,
+              result.counts[OVERALL]["users"],
+              ", ".join(f"{results.MODEL_TITLES[m]} {result.value(m, OVERALL, results.NDCG):.4f}"
+                        for m in result.models),
+              "".join(f"\n  {f.message()}" for f in result.failures))

@@ -1,0 +1,216 @@
+"""The TopKEvaluator's logic on inputs small enough to check by hand: which users count, the
+popularity baseline, the buckets, calling `recommend` in batches, the rules, the report."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.evaluation import report, results, topk
+from models import ranking_metrics
+from models.ranking_metrics import PAD
+from pipeline import configs
+from pipeline import report as run_report
+
+# Train: user 1 rated movies 10 and 20, user 2 movie 10, user 3 movie 30 (no eval ratings).
+# Eval: user 1 rated 30 and 40, user 2 movie 20, user 9 movie 10 (no train ratings: cold start).
+TRAIN = topk.Ratings(np.array([1, 1, 2, 3]), np.array([10, 20, 10, 30]))
+EVAL = topk.Ratings(np.array([1, 1, 2, 9]), np.array([30, 40, 20, 10]))
+# Buckets "0", "1", "2+": user 2 has one train rating, user 1 two.
+SETTINGS = topk.TopKSettings(topk_k=2, min_ndcg_over_popularity=0.0,
+                             max_ndcg_regression_vs_blessed=0.01, user_activity_edges=(1, 2))
+NDCG_HIT_AT_1_OF_2 = 1 / (1 + 1 / math.log2(3))  # one hit at rank 1, two relevant movies
+
+
+def test_users_with_train_and_eval_ratings_count_and_cold_start_users_are_counted_apart():
+    users = topk.eval_users(TRAIN, EVAL)
+    assert users.user_ids.tolist() == [1, 2]
+    assert users.seen == [{10, 20}, {10}]
+    assert users.relevant == [{30, 40}, {20}]
+    assert users.train_counts.tolist() == [2, 1]
+    assert users.cold_start_users == 1
+    assert users.buckets(SETTINGS.user_activity_edges).tolist() == ["2+", "1"]
+    assert users.buckets((1, 20, 101)).tolist() == ["1-19", "1-19"]
+
+
+def test_popularity_ranks_by_train_ratings_with_ties_by_id():
+    # 10: 2 ratings; 20, 30: one each.
+    assert topk.popularity_order(TRAIN.movie_ids).tolist() == [10, 20, 30]
+    assert topk.popularity_order(np.array([7, 5, 5, 9, 7, 3])).tolist() == [5, 7, 3, 9]
+
+
+def test_popularity_lists_leave_out_the_users_train_movies_and_pad():
+    order = np.array([10, 20, 30])
+    lists = topk.popularity_lists(order, [{10, 20}, {10}, set()], k=2)
+    assert lists.tolist() == [[30, PAD], [20, 30], [10, 20]]
+
+
+class _FixedRecommender(tf.Module):
+    """A `recommend` signature that returns fixed lists: K = max(k), at most the lists' width.
+    Counts its calls, to see the batches."""
+
+    def __init__(self, lists: dict[int, list[int]]):
+        super().__init__()
+        users = sorted(lists)
+        self.index = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(users, tf.int64), tf.range(len(users), dtype=tf.int64)), -1)
+        self.lists = tf.constant([lists[u] for u in users], tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id"),
+                                  tf.TensorSpec([None], tf.int32, name="k")])
+    def recommend(self, user_id, k):
+        width = tf.minimum(tf.reduce_max(k), tf.shape(self.lists)[1])
+        return {"movie_ids": tf.gather(self.lists, self.index.lookup(user_id))[:, :width]}
+
+
+def save_recommender(path, lists) -> str:
+    module = _FixedRecommender(lists)
+    tf.saved_model.save(module, str(path), signatures={"recommend": module.recommend})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def candidate_dir(tmp_path_factory):
+    # User 1: both relevant movies; user 2: no hit.
+    return save_recommender(tmp_path_factory.mktemp("candidate"), {1: [40, 30], 2: [30, 40]})
+
+
+def test_recommend_is_called_in_batches_and_short_lists_are_padded(tmp_path):
+    model_dir = save_recommender(tmp_path, {u: [u * 10, u * 10 + 1] for u in range(1, 6)})
+    lists = topk.recommend_lists(model_dir, np.array([5, 1, 3, 2, 4]), k=3, batch_size=2)
+    assert lists.tolist() == [[50, 51, PAD], [10, 11, PAD], [30, 31, PAD], [20, 21, PAD],
+                              [40, 41, PAD]]
+    assert topk.recommend_lists(model_dir, np.array([2]), k=1).tolist() == [[20]]
+
+
+def test_metrics_per_model_and_bucket_by_hand(candidate_dir):
+    result = topk.evaluate(TRAIN, EVAL, {results.CANDIDATE: candidate_dir}, SETTINGS)
+    assert result.models == [results.CANDIDATE, results.POPULARITY]
+    assert result.catalogue_size == 4  # 10, 20, 30, 40
+    assert result.cold_start_users == 1
+    assert result.counts == {topk.OVERALL: {"users": 2, "relevant": 3},
+                             "1": {"users": 1, "relevant": 1}, "2+": {"users": 1, "relevant": 2}}
+    cand = result.metrics[results.CANDIDATE]
+    # User 1 (bucket 2+) gets [40, 30]: both hits. User 2 (bucket 1) gets [30, 40]: none.
+    assert cand["2+"] == pytest.approx(
+        {"precision": 1.0, "recall": 1.0, "ndcg": 1.0, "map": 1.0, "coverage": 0.5})
+    assert cand["1"] == pytest.approx(
+        {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0, "coverage": 0.5})
+    assert cand[topk.OVERALL] == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "ndcg": 0.5, "map": 0.5, "coverage": 0.5})
+    # Popularity [10, 20, 30]: user 1 gets [30, PAD] (one hit of two), user 2 [20, 30] (a hit
+    # at rank 1, the only relevant movie).
+    pop = result.metrics[results.POPULARITY]
+    assert pop["2+"] == pytest.approx({"precision": 0.5, "recall": 0.5, "ndcg": NDCG_HIT_AT_1_OF_2,
+                                       "map": 0.5, "coverage": 0.25})
+    assert pop["1"] == pytest.approx(
+        {"precision": 0.5, "recall": 1.0, "ndcg": 1.0, "map": 1.0, "coverage": 0.5})
+    assert pop[topk.OVERALL]["ndcg"] == pytest.approx((NDCG_HIT_AT_1_OF_2 + 1) / 2)
+    assert pop[topk.OVERALL]["coverage"] == 0.5  # 20, 30
+    # The candidate ranks worse than popularity: refused by that rule alone.
+    assert not result.blessed
+    assert [f.rule.setting for f in result.failures] == ["min_ndcg_over_popularity"]
+
+
+def test_the_blessed_model_is_scored_and_its_rule_checked(candidate_dir):
+    settings = dataclasses.replace(SETTINGS, min_ndcg_over_popularity=0.0)
+    result = topk.evaluate(TRAIN, EVAL, {results.CANDIDATE: candidate_dir,
+                                         results.LATEST_BLESSED: candidate_dir}, settings)
+    assert result.models == [results.CANDIDATE, results.POPULARITY, results.LATEST_BLESSED]
+    assert result.metrics[results.LATEST_BLESSED] == result.metrics[results.CANDIDATE]
+    assert {f.rule.setting for f in result.failures} == {"min_ndcg_over_popularity"}
+
+
+def test_no_user_in_both_splits_is_an_error_that_says_so(candidate_dir):
+    with pytest.raises(ValueError, match="no user has ratings in both"):
+        topk.evaluate(TRAIN, topk.Ratings(np.array([9]), np.array([10])),
+                      {results.CANDIDATE: candidate_dir}, SETTINGS)
+
+
+RULES = topk.TopKSettings(topk_k=10, min_ndcg_over_popularity=0.02,
+                          max_ndcg_regression_vs_blessed=0.005, user_activity_edges=(1,))
+
+
+@pytest.mark.parametrize("candidate, failed", [
+    (0.22, []), (0.2201, []), (0.2199, ["min_ndcg_over_popularity"]),
+    (0.1, ["min_ndcg_over_popularity"]), (math.nan, ["min_ndcg_over_popularity"])])
+def test_ndcg_must_beat_popularity_by_the_margin_and_the_blessed_rule_is_skipped(candidate,
+                                                                                   failed):
+    failures = topk.check_rules({results.CANDIDATE: candidate, results.POPULARITY: 0.2}, RULES)
+    assert [f.rule.setting for f in failures] == failed
+
+
+@pytest.mark.parametrize("candidate, failed", [(0.30, False), (0.296, False), (0.2949, True)])
+def test_ndcg_may_drop_below_the_blessed_models_by_the_tolerance(candidate, failed):
+    failures = topk.check_rules({results.CANDIDATE: candidate, results.POPULARITY: 0.1,
+                                 results.LATEST_BLESSED: 0.3}, RULES)
+    assert [f.rule.setting for f in failures] == (["max_ndcg_regression_vs_blessed"]
+                                                  if failed else [])
+
+
+def test_a_failure_names_the_rule_its_setting_and_the_direction():
+    (failure,) = topk.check_rules({results.CANDIDATE: 0.1, results.POPULARITY: 0.25}, RULES)
+    assert failure.excess == pytest.approx(0.17)
+    assert failure.message() == (
+        "overall top-k NDCG at least a margin above the popularity baseline's "
+        "(EvalSettings.min_ndcg_over_popularity) failed on overall: NDCG@10 0.1000 vs "
+        "popularity baseline 0.2500, change -0.1500, allowed >= +0.0200: off by 0.1700")
+
+
+def test_the_evaluation_survives_its_json(candidate_dir, tmp_path):
+    result = topk.evaluate(TRAIN, EVAL, {results.CANDIDATE: candidate_dir}, SETTINGS,
+                           uri=str(tmp_path))
+    (tmp_path / topk.METRICS_FILE).write_text(result.to_json())
+    assert topk.TopKEvaluation.load(str(tmp_path)) == result
+
+
+def test_settings_come_from_eval_settings_and_metric_names_from_ranking_metrics():
+    settings = topk.TopKSettings.from_json(topk.settings_json(configs.EVAL))
+    assert settings.topk_k == configs.EVAL.topk_k == 10
+    assert settings.user_activity_edges == configs.EVAL.user_activity_edges
+    assert list(topk.METRIC_TITLES) == [results.NDCG, "precision", "recall", "map",
+                                        topk.COVERAGE]
+    assert set(topk.METRIC_TITLES) == {*ranking_metrics.METRICS, topk.COVERAGE}
+
+
+def _rmse_evaluation(uri, baseline):
+    """A TFMA evaluation as results.load_evaluation returns it: overall and one bucket."""
+    metrics = {key: {model: {results.RMSE: 1.0, results.MAE: 0.8, results.EXAMPLE_COUNT: 10}
+                     for model in (results.CANDIDATE, baseline) if model}
+               for key in (results.OVERALL, ("user_activity", "1-19"))}
+    return results.Evaluation(uri=uri, models=[results.CANDIDATE] + ([baseline] * bool(baseline)),
+                              metrics=metrics, validation_ok=None, failures=[])
+
+
+def test_the_report_and_the_run_summary_show_the_top_k_table_and_rules(candidate_dir,
+                                                                        tmp_path):
+    top_k = topk.evaluate(TRAIN, EVAL, {results.CANDIDATE: candidate_dir}, SETTINGS,
+                          uri="topk-uri")
+    settings = {**dataclasses.asdict(configs.EVAL), **dataclasses.asdict(SETTINGS)}
+    path = report.write_report(
+        str(tmp_path), _rmse_evaluation("a", results.BIAS_BASELINE), _rmse_evaluation("b", None),
+        top_k, blessed=False, failures=[f.message() for f in top_k.failures], pushed_to=None,
+        settings=settings)
+    text = open(path).read()
+    assert "## Top-2 recommendations" in text
+    assert ("| **overall** | 2 | 3 | candidate | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 |"
+            in text)
+    assert f"|  |  |  | popularity baseline | {(NDCG_HIT_AT_1_OF_2 + 1) / 2:.4f} |" in text
+    assert "| 2+ | 1 | 2 | candidate | 1.0000 |" in text
+    assert ("| overall top-k NDCG at least a margin above the popularity baseline's | "
+            "min_ndcg_over_popularity = 0.0 | FAIL |") in text
+    assert ("| overall top-k NDCG at most a tolerance below the latest blessed model's | "
+            "max_ndcg_regression_vs_blessed = 0.01 | skipped |") in text
+    assert "1 eval users without train ratings (cold start)" in text
+    png = (tmp_path / report.TOPK_PLOT_FILE).read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+    lines = run_report.format_top_k(top_k)
+    assert lines[0].startswith("Top-2 recommendations for the 2 users")
+    assert "1: 1, 2+: 1 users" in lines[0]
+    assert lines[1].split() == ["model", "NDCG@2", "precision@2", "recall@2", "MAP@2",
+                                "coverage", "1", "2+"]
+    assert lines[2].split() == ["candidate", *["0.5000"] * 5, "0.0000", "1.0000"]
+    assert lines[3].split()[:3] == ["popularity", "baseline", f"{(NDCG_HIT_AT_1_OF_2 + 1) / 2:.4f}"]
