@@ -11,8 +11,9 @@ Signatures (batch size B):
       [B, K], "titles": string [B, K]}, the K = max(k) best movies of the catalogue for each user,
       best first, excluding the movies the user rated in training; `ratings` is the rating
       model's prediction. With a retrieval stage (two-stage): the retrieval model's top N over
-      the whole catalogue, ordered by retrieval logit + rating_weight * predicted stars; a user
-      never seen in training gets the retrieval model's popularity bias order. Without one: the
+      the whole catalogue, ordered by retrieval logit + rating_weight * predicted stars (then,
+      for K > N, the next movies in retrieval order); a user never seen in training gets the
+      retrieval model's popularity bias order. Without one: the
       catalogue ranked by predicted rating. k is per row so that TF Serving's batching can merge
       requests; each client keeps the first k of its row.
   regress: inputs, string [B] serialized tf.Examples -> {"outputs": float32 [B]}, with method
@@ -211,15 +212,20 @@ class ServingModule(tf.Module):
     def _retrieve_and_rank(self, users: tf.Tensor, count: tf.Tensor
                            ) -> tuple[tf.Tensor, tf.Tensor]:
         """Two stages: the retriever's top N catalogue rows, ordered by retrieval logit +
-        rating_weight * predicted stars. Returns rows [B, count] and their predicted stars."""
+        rating_weight * predicted stars, then (when count > N) the next ones in retrieval order,
+        so that a row's first k never depend on the K it was batched with. Returns rows
+        [B, count] and their predicted stars."""
         histories = ragged_rows(self.history_values, self.history_splits, users)
         logits = self._unseen(users, self.retriever.score(histories, self.retrieval_candidates))
-        retrieved = tf.math.top_k(logits, k=tf.maximum(count, tf.minimum(
-            self.num_candidates, tf.shape(self.movie_ids)[0])))
-        batch, n = tf.shape(users)[0], tf.shape(retrieved.indices)[1]
+        n = tf.minimum(self.num_candidates, tf.shape(self.movie_ids)[0])
+        retrieved = tf.math.top_k(logits, k=tf.maximum(count, n))
+        batch, width = tf.shape(users)[0], tf.shape(retrieved.indices)[1]
         stars = tf.reshape(self._unclipped_stars(self._inputs(
-            tf.repeat(users, n), tf.reshape(retrieved.indices, [-1]))), [batch, n])
-        order = tf.math.top_k(retrieved.values + self.rating_weight * stars, k=count).indices
+            tf.repeat(users, width), tf.reshape(retrieved.indices, [-1]))), [batch, width])
+        ranked = tf.math.top_k(retrieved.values[:, :n] + self.rating_weight * stars[:, :n],
+                               k=n).indices
+        order = tf.concat([ranked, tf.broadcast_to(tf.range(n, width), [batch, width - n])],
+                          axis=1)[:, :count]
         return (tf.gather(retrieved.indices, order, batch_dims=1),
                 tf.gather(stars, order, batch_dims=1))
 

@@ -30,6 +30,9 @@ class RetrievalHParams:
     learning_rate: float = 3e-3
     learning_rate_decay: float = 0.7  # the rate is multiplied by this after each epoch
     batch_size: int = 1024
+    # Smaller batches when the data is small, so that an epoch has at least this many steps
+    # (a few thousand ratings in batches of 1024 would barely train).
+    min_steps_per_epoch: int = 50
     max_epochs: int = 12
     # Early stopping on the validation NDCG@10 of full-catalogue rankings (seen movies excluded).
     early_stopping_patience: int = 2

@@ -126,8 +126,9 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
         tf.keras.callbacks.LearningRateScheduler(
             lambda epoch: hp.learning_rate * hp.learning_rate_decay**epoch),
     ]
+    batch_size = min(hp.batch_size, max(1, len(fit_users) // hp.min_steps_per_epoch))
     start = time.time()
-    model.fit(data.to_dataset(fit, hp.batch_size, shuffle_seed=hp.seed),
+    model.fit(data.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
               validation_data=data.to_dataset(val, 8192), epochs=hp.max_epochs,
               callbacks=callbacks, verbose=verbose)
     _LOG.info("Trained the retrieval model on %d interactions in %.1f s", len(fit_users),

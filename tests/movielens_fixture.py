@@ -33,8 +33,10 @@ def _title(i: int, year: int | None) -> str:
 
 
 def choice_logits(rng: np.random.Generator, n_users: int, n_movies: int, n_tastes: int,
-                  taste_strength: float, popularity_skew: float) -> np.ndarray:
-    """log of the unnormalised probability that each user rates each movie; [n_users, n_movies].
+                  taste_strength: float, popularity_skew: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """log of the unnormalised probability that each user rates each movie, and the tastes'
+    affinities <user_taste, movie_taste>; both [n_users, n_movies].
 
     popularity_m = -popularity_skew * log(rank of m), ranks a random permutation (Zipf); tastes:
     each user and movie belongs to one of n_tastes clusters, its taste the cluster's unit vector
@@ -46,19 +48,23 @@ def choice_logits(rng: np.random.Generator, n_users: int, n_movies: int, n_taste
         scale=TASTE_NOISE, size=(n_users, n_tastes))
     movie_taste = centres[rng.integers(n_tastes, size=n_movies)] + rng.normal(
         scale=TASTE_NOISE, size=(n_movies, n_tastes))
-    return popularity[None, :] + taste_strength * user_taste @ movie_taste.T
+    affinity = user_taste @ movie_taste.T
+    return popularity[None, :] + taste_strength * affinity, affinity
 
 
 def write_movielens_fixture(folder: Path, n_users: int = 60, n_movies: int = 90,
                             ratings_per_user: tuple[int, int] = (20, 40), rank: int = 3,
                             noise: float = 0.3, seed: int = 0, line_ending: str = "\r\n",
                             extra_rating_rows: list[str] = (), n_tastes: int = 3,
-                            taste_strength: float = 2.0, popularity_skew: float = 1.0) -> Path:
+                            taste_strength: float = 2.0, popularity_skew: float = 1.0,
+                            taste_in_ratings: float = 0.5) -> Path:
     """Writes ratings.csv and movies.csv into `folder`; returns the folder.
 
     Each user rates a uniform number in `ratings_per_user` of distinct movies, chosen as the
     module docstring says (taste_strength 0 and popularity_skew 0: uniformly at random), at
     uniform random times over ~4 months, so the time split leaves most users in both splits.
+    Ratings follow the planted low-rank model plus `taste_in_ratings` stars per unit of taste
+    affinity: as in MovieLens, people rate the movies of their taste higher.
     """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,7 +72,8 @@ def write_movielens_fixture(folder: Path, n_users: int = 60, n_movies: int = 90,
     movie_factors = rng.normal(size=(n_movies, rank))
     user_bias = rng.normal(scale=0.3, size=n_users)
     movie_bias = rng.normal(scale=0.4, size=n_movies)
-    logits = choice_logits(rng, n_users, n_movies, n_tastes, taste_strength, popularity_skew)
+    logits, affinity = choice_logits(rng, n_users, n_movies, n_tastes, taste_strength,
+                                     popularity_skew)
     movie_ids = np.arange(1, n_movies + 1) * 3  # sparse ids, like MovieLens
 
     with open(folder / "movies.csv", "w", newline="", encoding="utf-8") as f:
@@ -89,7 +96,7 @@ def write_movielens_fixture(folder: Path, n_users: int = 60, n_movies: int = 90,
         for m in chosen:
             score = (3.5 + user_bias[user] + movie_bias[m]
                      + user_factors[user] @ movie_factors[m] / np.sqrt(rank) * 0.8
-                     + rng.normal(scale=noise))
+                     + taste_in_ratings * affinity[user, m] + rng.normal(scale=noise))
             rating = float(np.clip(np.round(score * 2) / 2, features.RATING_MIN,
                                    features.RATING_MAX))
             timestamp = START_TIMESTAMP + int(rng.integers(0, 10_000_000))

@@ -127,6 +127,10 @@ def test_k_above_the_candidate_count_and_predict_ids_keep_working(two_stage):
     out = recommend(loaded, [USER_IDS[3]], RETRIEVAL.num_candidates + 15)
     ids = out["movie_ids"][0]
     assert len(ids) == RETRIEVAL.num_candidates + 15 and len(set(ids)) == len(ids)
+    # A row's first k never depend on the K it is batched with (TF Serving merges requests).
+    for k in (3, RETRIEVAL.num_candidates):
+        np.testing.assert_array_equal(recommend(loaded, [USER_IDS[3]], k)["movie_ids"][0],
+                                      ids[:k])
     rating = loaded.signatures["predict_ids"](
         user_id=tf.constant([USER_IDS[3]], tf.int64),
         movie_id=tf.constant([MOVIE_IDS[0]], tf.int64))["rating"]
