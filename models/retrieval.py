@@ -181,8 +181,12 @@ class RetrievalModel(tfrs.Model):
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         users, movies = inputs[features.USER_IDX], inputs[features.MOVIE_IDX]
         # Training pairs are in the history; validation pairs are not.
-        query = (self.training_query(users, movies) if training
-                 else self.query(self.histories(users)))
+        if training:
+            query = self.training_query(users, movies)
+        else:
+            # Each distinct user once: per pair, a batch of 8192 gathered ~5 GB of histories.
+            unique, position = tf.unique(users)
+            query = tf.gather(self.query(self.histories(unique)), position)
         catalogue = self.candidates()
         positives = tf.gather(catalogue, movies)
         negatives, negative_ids = catalogue, self.catalogue

@@ -95,7 +95,13 @@ class RankingValidation(tf.keras.callbacks.Callback):
         ndcg = ranking_metrics.mean(ranking_metrics.per_user(top, self.relevant, self.k))["ndcg"]
         if logs is not None:
             logs["val_ndcg"] = ndcg
-        _LOG.info("Retrieval epoch %d: validation NDCG@%d %.4f", epoch + 1, self.k, ndcg)
+        # FactorizedTopK's accuracies: is the held-out movie among the top k of the catalogue?
+        accuracies = sorted((len(name), name, value) for name, value in (logs or {}).items()
+                            if name.startswith("val_factorized_top_k/"))
+        top_k = ", ".join(f"{name.split('/')[-1].split('_categorical')[0].replace('_', '-')} "
+                          f"{value:.4f}" for _, name, value in accuracies)
+        _LOG.info("Retrieval epoch %d: validation NDCG@%d %.4f; accuracy %s", epoch + 1, self.k,
+                  ndcg, top_k)
 
 
 def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
@@ -144,8 +150,9 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
     is exported: the rating model, and the retrieval stage of `recommend` when hp.retrieval."""
     num_users = len(user_vocabulary)
     model = train(hp, num_users, num_movies, train_data, log_dir=log_dir, verbose=verbose)
+    # Its progress is RankingValidation's line per epoch: Keras' own would list a dozen metrics.
     retriever = (None if hp.retrieval is None
-                 else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose))
+                 else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose=0))
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     return export.ServingModule(model, user_vocabulary, num_movies, movies, history,
