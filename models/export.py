@@ -32,6 +32,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from models import features
+from models import retrieval as retrieval_stage
 from models.catalogue import Catalogue
 from models.hparams import RetrievalHParams
 from models.retrieval import RetrievalModel, ragged_rows
@@ -103,7 +104,9 @@ class ServingModule(tf.Module):
         lengths = np.bincount(history.value_rowids().numpy()[seen_rows >= 0],
                               minlength=history.nrows().numpy())
         self.seen_splits = tf.constant(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
-        self.retriever = retriever
+        # Of the retriever, serving needs the query tower and the movies' vectors only (not its
+        # training histories, top-k index and metrics).
+        self.query_tower = None if retriever is None else retriever.query_tower
         if retriever is not None:
             self.num_candidates = retrieval.num_candidates
             self.rating_weight = tf.constant(retrieval.rating_weight, tf.float32)
@@ -188,7 +191,7 @@ class ServingModule(tf.Module):
         with tf.control_dependencies(checks):
             users = self.user_index.lookup(user_id)
         count = tf.minimum(tf.reduce_max(k), tf.shape(self.movie_ids)[0])
-        rows, stars = (self._retrieve_and_rank(users, count) if self.retriever is not None
+        rows, stars = (self._retrieve_and_rank(users, count) if self.query_tower is not None
                        else self._rank_by_rating(users, count))
         return {"movie_ids": tf.gather(self.movie_ids, rows),
                 "ratings": _clip(stars),
@@ -216,7 +219,8 @@ class ServingModule(tf.Module):
         so that a row's first k never depend on the K it was batched with. Returns rows
         [B, count] and their predicted stars."""
         histories = ragged_rows(self.history_values, self.history_splits, users)
-        logits = self._unseen(users, self.retriever.score(histories, self.retrieval_candidates))
+        logits = self._unseen(users, retrieval_stage.logits(self.query_tower, histories,
+                                                            self.retrieval_candidates))
         n = tf.minimum(self.num_candidates, tf.shape(self.movie_ids)[0])
         retrieved = tf.math.top_k(logits, k=tf.maximum(count, n))
         batch, width = tf.shape(users)[0], tf.shape(retrieved.indices)[1]

@@ -24,6 +24,19 @@ def ragged_rows(values: tf.Tensor, row_splits: tf.Tensor, rows: tf.Tensor) -> tf
     return tf.gather(tf.RaggedTensor.from_row_splits(values, row_splits, validate=False), rows)
 
 
+def with_one(query: tf.Tensor) -> tf.Tensor:
+    """[query, 1]: a dot product with a MovieTower output [embedding, bias] adds the bias."""
+    return tf.concat([query, tf.ones_like(query[:, :1])], axis=1)
+
+
+def logits(query_tower: HistoryTower, histories: tf.RaggedTensor, candidates: tf.Tensor
+           ) -> tf.Tensor:
+    """Retrieval logits of users with these histories (ragged [B, None]) for candidates
+    [M, dim + 1] (MovieTower outputs): float32 [B, M]. What the exported model computes, with
+    the query tower and the candidates alone."""
+    return tf.matmul(with_one(query_tower(histories)), candidates, transpose_b=True)
+
+
 class HistoryTower(tf.keras.layers.Layer):
     """A user as the movies they rated: |H|^-1/2 * sum over H of w_j * e_j.
 
@@ -130,11 +143,7 @@ class RetrievalModel(tfrs.Model):
 
     def query(self, histories: tf.RaggedTensor) -> tf.Tensor:
         """[query, 1] of users with these histories: float32 [B, dim + 1]."""
-        return self._with_one(self.query_tower(histories))
-
-    @staticmethod
-    def _with_one(q: tf.Tensor) -> tf.Tensor:
-        return tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
+        return with_one(self.query_tower(histories))
 
     def training_query(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
         """[query, 1] of training pairs: each user's history without the pair's own movie
@@ -157,17 +166,15 @@ class RetrievalModel(tfrs.Model):
         own_weight = 1.0 if keep is None else tf.gather(keep, own)[:, None]
         summed -= own_weight * tf.gather(self.query_tower.embeddings, movies)
         counts = tf.cast(tf.gather(entries.row_lengths(), position), tf.float32) - 1.0
-        return self._with_one(summed * tf.math.rsqrt(tf.maximum(counts, 1.0))[:, None])
+        return with_one(summed * tf.math.rsqrt(tf.maximum(counts, 1.0))[:, None])
 
     def candidates(self) -> tf.Tensor:
         """Every catalogue movie's [embedding, bias]: float32 [num_movies, dim + 1]."""
         return self.movie_tower(self.catalogue)
 
-    def score(self, histories: tf.RaggedTensor, candidates: tf.Tensor | None = None
-              ) -> tf.Tensor:
+    def score(self, histories: tf.RaggedTensor) -> tf.Tensor:
         """Retrieval logits of users with these histories for every movie: float32 [B, M]."""
-        candidates = self.candidates() if candidates is None else candidates
-        return tf.matmul(self.query(histories), candidates, transpose_b=True)
+        return logits(self.query_tower, histories, self.candidates())
 
     def update_index(self) -> None:
         """Points the top-k metric's index at the current movie embeddings."""

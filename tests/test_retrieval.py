@@ -94,8 +94,9 @@ def test_exported_recommend_equals_both_stages_computed_in_process(two_stage):
     np.testing.assert_array_equal(served["movie_ids"], in_process["movie_ids"].numpy())
     # By hand: retrieval logits of every unseen movie, the top N, then logit + w * stars.
     history = user_history(train[features.USER_IDX], train[features.MOVIE_IDX], N_USERS)
-    retriever, model = module.retriever, module.model
-    logits = retriever.score(tf.gather(history, users)).numpy()
+    model, candidates = module.model, module.retrieval_candidates.numpy()
+    pooled = module.query_tower(tf.gather(history, users)).numpy()
+    logits = pooled @ candidates[:, :-1].T + candidates[:, -1]  # [query, 1] . [movie, bias]
     for row, u in enumerate(users):
         seen = history[u].numpy()
         logits[row, seen] = -np.inf
@@ -115,7 +116,7 @@ def test_exported_recommend_equals_both_stages_computed_in_process(two_stage):
 def test_an_unknown_user_gets_the_popularity_bias_order(two_stage):
     module, loaded, _, _ = two_stage
     served = recommend(loaded, [987_654], 5)["movie_ids"][0]
-    bias = module.retriever.movie_tower.bias.numpy()
+    bias = module.retrieval_candidates.numpy()[:, -1]
     # An empty history is a zero query: the retrieval logits are the movie biases alone; with
     # rating_weight > 0 the ranker reorders the top N, so compare the retrieved set.
     top_n = set(MOVIE_IDS[np.argsort(-bias)[:RETRIEVAL.num_candidates]])
