@@ -40,6 +40,7 @@ import platform
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,16 @@ MODEL_LABELS = {
     "bpr": "implicit BPR (tuned)",
     "knn": "implicit item kNN (tuned)",
     "svd": "Surprise SVD (accuracy.py settings), by predicted rating",
-    "ours": "ours: rating model's recommend (HPARAMS)",
-    "two_stage": "ours: retrieval + ranking recommend",
+    "ours": "ours, rating-only: exported recommend (configs.HPARAMS)",
+    "two_stage": "ours, two-stage: retrieval + rating recommend",
 }
 # The pipeline.configs.MODEL_HPARAMS entry of the two-stage model, once main has it.
 TWO_STAGE_CONFIG = "two_stage"
 TUNED = ("als", "bpr", "knn")
-# The issue's grids, widened where its best points sat on an edge of the first run (ALS:
-# regularization 1 and alpha 1; BPR: the fewest iterations and the lowest learning rate).
+# The issue's grids, widened where its best points sat on an edge of a first run (ALS:
+# regularization 1 and alpha 1; BPR: the fewest iterations and the lowest learning rate). ALS
+# still picks regularization 10 and alpha 1 everywhere; beyond them (regularization 30 and 100,
+# alpha 0.5, 256 factors) seed 0's validation NDCG@10 was no better on either protocol.
 GRIDS: dict[str, dict[str, Sequence[Any]]] = {
     "als": {"factors": (64, 128), "regularization": (0.01, 0.1, 1.0, 10.0),
             "alpha": (1.0, 3.0, 10.0, 40.0), "iterations": (15, 30)},
@@ -93,6 +96,7 @@ GRIDS: dict[str, dict[str, Sequence[Any]]] = {
             "regularization": (0.001, 0.01), "iterations": (30, 100, 300)},
     "knn": {"K": (20, 50, 100, 200), "weighting": ("cosine", "bm25")},
 }
+GRID_NAMES = {"als": "ALS", "bpr": "BPR", "knn": "kNN"}
 RECOMMEND_BATCH = 256
 
 # Raw user ids [U] -> raw movie ids [U, K], best first, PAD where a list is short.
@@ -446,18 +450,32 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def _fmt(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def _grid_text(grid: dict[str, Sequence[Any]]) -> str:
+    """{"K": (20, 50)} -> "K {20, 50}"; grids of several keys joined by " x "."""
+    def values(xs: Sequence[Any]) -> str:
+        return ", ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in xs)
+
+    return " x ".join(f"{k} {{{values(xs)}}}" for k, xs in grid.items())
+
+
 def params_lines(runs: list[dict]) -> list[str]:
-    """One line per tuned model and protocol: the chosen params of each seed and relevance."""
+    """One line per tuned model and protocol: each distinct choice over seeds and tables, most
+    frequent first, with its count, and the mean tuning time."""
     lines = []
     for protocol, model in itertools.product(PROTOCOLS, TUNED):
         mine = [r for r in runs if r["protocol"] == protocol and r["model"] == model]
         if not mine:
             continue
-        chosen = "; ".join(
-            f"seed {r['seed']} {r['relevance']}: "
-            + ", ".join(f"{k}={v}" for k, v in r["params"].items())
-            for r in mine)
-        lines.append(f"- {protocol}, {MODEL_LABELS[model]}: {chosen}")
+        counts = Counter(_fmt(r["params"]) for r in mine)
+        chosen = "; ".join(f"{p} ({n} of {len(mine)})" for p, n in counts.most_common())
+        tune_seconds = np.mean([r["tune_seconds"] for r in mine])
+        lines.append(f"- {protocol}, {MODEL_LABELS[model]}: {chosen}; "
+                     f"tuning {tune_seconds:.0f} s a split")
     return lines
 
 
@@ -488,7 +506,9 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
                          f"{cells} | {r['train_seconds']:.1f} |")
     tuned = params_lines(runs)
     if tuned:
-        lines += ["", "Chosen hyper-parameters (validation NDCG@10):", "", *tuned]
+        grids = "; ".join(f"{GRID_NAMES[m]} {_grid_text(g)}" for m, g in meta["grids"].items())
+        lines += ["", f"Grids: {grids}. Chosen by validation NDCG@10, per seed and table "
+                  "(each seed's choice in bench/results/ranking.json):", "", *tuned]
     return "\n".join(lines)
 
 
