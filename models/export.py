@@ -9,8 +9,12 @@ Signatures (batch size B):
       not an error (cold start: mu + b_m, plus content for the neural model).
   recommend: user_id int64 [B], k int32 [B] -> {"movie_ids": int64 [B, K], "ratings": float32
       [B, K], "titles": string [B, K]}, the K = max(k) best movies of the catalogue for each user,
-      best first, excluding the movies the user rated in training. k is per row so that TF
-      Serving's batching can merge requests; each client keeps the first k of its row.
+      best first, excluding the movies the user rated in training; `ratings` is the rating
+      model's prediction. With a retrieval stage (two-stage): the retrieval model's top N over
+      the whole catalogue, ordered by retrieval logit + rating_weight * predicted stars; a user
+      never seen in training gets the retrieval model's popularity bias order. Without one: the
+      catalogue ranked by predicted rating. k is per row so that TF Serving's batching can merge
+      requests; each client keeps the first k of its row.
   regress: inputs, string [B] serialized tf.Examples -> {"outputs": float32 [B]}, with method
       name tensorflow/serving/regress so that TF Serving's Regress API and REST :regress work.
 
@@ -28,6 +32,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from models import features
 from models.catalogue import Catalogue
+from models.hparams import RetrievalHParams
+from models.retrieval import RetrievalModel, ragged_rows
 from serving import warmup
 
 PREDICTION_KEY = "rating"
@@ -56,12 +62,20 @@ def _clip(stars: tf.Tensor) -> tf.Tensor:
 
 
 class ServingModule(tf.Module):
-    """Holds the model, the id tables, the catalogue and the seen movies of each user."""
+    """Holds the model, the id tables, the catalogue and the seen movies of each user; with a
+    retriever, the retrieval stage of `recommend` and every user's history in vocabulary indices.
+    The signatures are its tf.functions: callable in-process exactly as they are exported."""
 
     def __init__(self, model: tf.keras.Model, user_vocabulary: list[int], num_movies: int,
-                 catalogue: Catalogue, history: tf.RaggedTensor):
+                 catalogue: Catalogue, history: tf.RaggedTensor,
+                 retriever: RetrievalModel | None = None,
+                 retrieval: RetrievalHParams | None = None):
         super().__init__()
+        if (retriever is None) != (retrieval is None):
+            raise ValueError("a retriever needs its RetrievalHParams, and only then")
         self.model = model
+        self.user_vocabulary = list(user_vocabulary)
+        self.warmup_movie_ids = catalogue.movie_ids[:4]
         self.oov_movie = tf.constant(num_movies, tf.int64)  # the movie vocabulary's OOV index
         num_users = len(user_vocabulary)
         self.user_index = _table(np.asarray(user_vocabulary, np.int64),
@@ -88,6 +102,20 @@ class ServingModule(tf.Module):
         lengths = np.bincount(history.value_rowids().numpy()[seen_rows >= 0],
                               minlength=history.nrows().numpy())
         self.seen_splits = tf.constant(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
+        self.retriever = retriever
+        if retriever is not None:
+            self.num_candidates = retrieval.num_candidates
+            self.rating_weight = tf.constant(retrieval.rating_weight, tf.float32)
+            # The whole train split's histories (the retriever trained on part of them).
+            self.history_values = tf.constant(history.flat_values, tf.int64)
+            self.history_splits = tf.constant(history.row_splits, tf.int64)
+            # Catalogue rows in retrieval space; movies not trained on (OOV index) are never
+            # retrieved: their rows get a bias of -inf.
+            trained = catalogue.movie_idx < num_movies
+            vectors = retriever.candidates().numpy()[np.where(trained, catalogue.movie_idx, 0)]
+            vectors[~trained] = 0.0
+            vectors[~trained, -1] = -np.inf
+            self.retrieval_candidates = tf.constant(vectors, tf.float32)
 
     def _inputs(self, users: tf.Tensor, rows: tf.Tensor) -> dict[str, tf.Tensor]:
         """Model inputs for user vocabulary indices [N] and catalogue rows [N] (-1: unknown)."""
@@ -158,19 +186,42 @@ class ServingModule(tf.Module):
         ]
         with tf.control_dependencies(checks):
             users = self.user_index.lookup(user_id)
-        num_movies = tf.shape(self.movie_ids)[0]
+        count = tf.minimum(tf.reduce_max(k), tf.shape(self.movie_ids)[0])
+        rows, stars = (self._retrieve_and_rank(users, count) if self.retriever is not None
+                       else self._rank_by_rating(users, count))
+        return {"movie_ids": tf.gather(self.movie_ids, rows),
+                "ratings": _clip(stars),
+                "titles": self.titles.lookup(tf.cast(rows, tf.int64))}
+
+    def _unseen(self, users: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
+        """Scores [B, M] of catalogue rows with the movies each user rated in training at -inf
+        (OOV users have none)."""
+        seen = ragged_rows(self.seen_values, self.seen_splits, users)
+        seen_at = tf.stack([seen.value_rowids(), seen.flat_values], axis=1)
+        return tf.tensor_scatter_nd_update(scores, seen_at,
+                                           tf.fill(tf.shape(seen.flat_values), -np.inf))
+
+    def _rank_by_rating(self, users: tf.Tensor, count: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The catalogue rows [B, count] of the best predicted ratings, and those (unclipped)."""
         # Ranked by the unclipped score: clipped, every movie above 5 stars would tie at 5.0.
         scores = features.unscale_rating(self.model.score_catalogue(users, self.catalogue_side))
-        # Movies the user rated in training drop out (OOV users have none).
-        seen = tf.gather(tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_splits,
-                                                         validate=False), users)
-        seen_at = tf.stack([seen.value_rowids(), seen.flat_values], axis=1)
-        scores = tf.tensor_scatter_nd_update(
-            scores, seen_at, tf.fill(tf.shape(seen.flat_values), -np.inf))
-        top = tf.math.top_k(scores, k=tf.minimum(tf.reduce_max(k), num_movies))
-        return {"movie_ids": tf.gather(self.movie_ids, top.indices),
-                "ratings": _clip(top.values),
-                "titles": self.titles.lookup(tf.cast(top.indices, tf.int64))}
+        top = tf.math.top_k(self._unseen(users, scores), k=count)
+        return top.indices, top.values
+
+    def _retrieve_and_rank(self, users: tf.Tensor, count: tf.Tensor
+                           ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Two stages: the retriever's top N catalogue rows, ordered by retrieval logit +
+        rating_weight * predicted stars. Returns rows [B, count] and their predicted stars."""
+        histories = ragged_rows(self.history_values, self.history_splits, users)
+        logits = self._unseen(users, self.retriever.score(histories, self.retrieval_candidates))
+        retrieved = tf.math.top_k(logits, k=tf.maximum(count, tf.minimum(
+            self.num_candidates, tf.shape(self.movie_ids)[0])))
+        batch, n = tf.shape(users)[0], tf.shape(retrieved.indices)[1]
+        stars = tf.reshape(self._unclipped_stars(self._inputs(
+            tf.repeat(users, n), tf.reshape(retrieved.indices, [-1]))), [batch, n])
+        order = tf.math.top_k(retrieved.values + self.rating_weight * stars, k=count).indices
+        return (tf.gather(retrieved.indices, order, batch_dims=1),
+                tf.gather(stars, order, batch_dims=1))
 
 
 def _mark_regress_signature(export_dir: str) -> None:
@@ -186,10 +237,8 @@ def _mark_regress_signature(export_dir: str) -> None:
         f.write(proto.SerializeToString())
 
 
-def export_serving_model(model: tf.keras.Model, user_vocabulary: list[int], num_movies: int,
-                         catalogue: Catalogue, history: tf.RaggedTensor, export_dir: str) -> None:
-    """Saves the serving SavedModel; user_vocabulary[i] is the user id of index i."""
-    module = ServingModule(model, user_vocabulary, num_movies, catalogue, history)
+def export_serving_model(module: ServingModule, export_dir: str) -> None:
+    """Saves the serving SavedModel with its signatures and warmup requests."""
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": module.serve_examples,
         "predict_ids": module.predict_ids,
@@ -198,5 +247,5 @@ def export_serving_model(model: tf.keras.Model, user_vocabulary: list[int], num_
     })
     _mark_regress_signature(export_dir)
     # Replayed by TF Serving before a version serves; ids the model knows, so every one succeeds.
-    warmup.write_warmup_requests(export_dir, user_ids=user_vocabulary[:4],
-                                 movie_ids=catalogue.movie_ids[:4])
+    warmup.write_warmup_requests(export_dir, user_ids=module.user_vocabulary[:4],
+                                 movie_ids=module.warmup_movie_ids)

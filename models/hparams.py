@@ -13,6 +13,54 @@ OPTIMIZERS = ("adam", "adagrad", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
+class RetrievalHParams:
+    """The retrieval stage of `recommend` (models/retrieval.py) and how its list is ordered.
+
+    Defaults were tuned with bench/ranking.py on ml-latest-small (docs/benchmarks.md), selected
+    on a validation split cut from the training data.
+    """
+
+    embedding_dim: int = 256
+    history_dropout: float = 0.3  # each history entry dropped at random in training
+    temperature: float = 1.0  # logits are divided by it in the softmax
+    # The batch's positives as negatives too, besides the catalogue (mixed negative sampling).
+    in_batch_negatives: bool = False
+    learning_rate: float = 3e-3
+    learning_rate_decay: float = 0.7  # the rate is multiplied by this after each epoch
+    batch_size: int = 1024
+    max_epochs: int = 12
+    # Early stopping on the validation NDCG@10 of full-catalogue rankings (seen movies excluded).
+    early_stopping_patience: int = 2
+    validation_fraction: float = 0.1  # of the training interactions
+    # Movies retrieved per user for the ranking stage, which orders them by
+    # retrieval logit + rating_weight * predicted stars (0: the retrieval order).
+    num_candidates: int = 100
+    rating_weight: float = 0.0
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if not 0.0 <= self.history_dropout < 1.0:
+            raise ValueError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | RetrievalHParams | None
+                    ) -> RetrievalHParams | None:
+        if config is None or isinstance(config, RetrievalHParams):
+            return config
+        _check_keys(cls, config)
+        return cls(**config)
+
+
+def _check_keys(cls: type, config: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class HParams:
     """Hyper-parameters of the models and their training loop.
 
@@ -36,6 +84,8 @@ class HParams:
     reduce_lr_patience: int = 0
     validation_fraction: float = 0.05  # of the train split, held out for early stopping
     seed: int = 42
+    # The retrieval stage of `recommend`; None: recommend ranks the catalogue by predicted rating.
+    retrieval: RetrievalHParams | None = None
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -46,15 +96,13 @@ class HParams:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         # custom_config travels as JSON, which turns tuples into lists.
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+        object.__setattr__(self, "retrieval", RetrievalHParams.from_config(self.retrieval))
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> HParams:
         """Builds HParams from a Trainer custom_config; unknown keys are an error, not ignored."""
         config = dict(config or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown hyper-parameters {unknown}; known: {sorted(known)}")
+        _check_keys(cls, config)
         return cls(**config)
 
     def to_config(self) -> dict[str, Any]:

@@ -10,11 +10,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from models import catalogue, data, export, features
+from models import catalogue, data, export, features, ranking_metrics
 from models.base import user_history
-from models.hparams import HParams
+from models.hparams import HParams, RetrievalHParams
 from models.mf import BiasBaseline, BiasedMF
 from models.neural import NeuralRecommender
+from models.retrieval import IndexUpdater, RetrievalModel
 
 _LOG = logging.getLogger(__name__)
 COLUMNS = (*features.MODEL_INPUTS, features.LABEL_XF)
@@ -74,6 +75,81 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     return model
 
 
+class RankingValidation(tf.keras.callbacks.Callback):
+    """Logs `val_ndcg`: NDCG@k of full-catalogue top-k lists on held-out interactions, with the
+    movies of the training history excluded, as `recommend` serves them and bench/ranking.py
+    judges them."""
+
+    def __init__(self, users: np.ndarray, relevant: list[set[int]], k: int = 10):
+        super().__init__()
+        self.users, self.relevant, self.k = users, relevant, k
+
+    def on_epoch_end(self, epoch, logs=None):
+        model: RetrievalModel = self.model
+        histories = model.histories(tf.constant(self.users, tf.int64))
+        scores = model.score(histories)
+        seen = tf.stack([histories.value_rowids(), histories.flat_values], axis=1)
+        scores = tf.tensor_scatter_nd_update(scores, seen,
+                                             tf.fill(tf.shape(seen)[:1], -np.inf))
+        top = tf.math.top_k(scores, self.k).indices.numpy()
+        ndcg = ranking_metrics.mean(ranking_metrics.per_user(top, self.relevant, self.k))["ndcg"]
+        if logs is not None:
+            logs["val_ndcg"] = ndcg
+        _LOG.info("Retrieval epoch %d: validation NDCG@%d %.4f", epoch + 1, self.k, ndcg)
+
+
+def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
+                    train_data: dict[str, np.ndarray], verbose: int = 2) -> RetrievalModel:
+    """Fits the retrieval model on the training interactions, with early stopping on the
+    validation NDCG of a held-out fraction of them (removed from the histories it trains on)."""
+    tf.keras.utils.set_random_seed(hp.seed)
+    pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
+    fit, val = data.holdout(pairs, hp.validation_fraction, hp.seed)
+    fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
+    history = user_history(fit_users, fit_movies, num_users)
+    model = RetrievalModel(num_movies, history, np.bincount(fit_movies, minlength=num_movies),
+                           dim=hp.embedding_dim, history_dropout=hp.history_dropout,
+                           temperature=hp.temperature,
+                           in_batch_negatives=hp.in_batch_negatives)
+    model.compile(optimizer=tf.keras.optimizers.Adam(hp.learning_rate))
+    relevant: dict[int, set[int]] = {}
+    for user, movie in zip(val[features.USER_IDX], val[features.MOVIE_IDX], strict=True):
+        relevant.setdefault(int(user), set()).add(int(movie))
+    val_users = np.array(sorted(relevant), np.int64)
+    callbacks = [
+        IndexUpdater(),
+        RankingValidation(val_users, [relevant[u] for u in val_users]),
+        tf.keras.callbacks.EarlyStopping(monitor="val_ndcg", mode="max",
+                                         patience=hp.early_stopping_patience,
+                                         restore_best_weights=True),
+        tf.keras.callbacks.LearningRateScheduler(
+            lambda epoch: hp.learning_rate * hp.learning_rate_decay**epoch),
+    ]
+    start = time.time()
+    model.fit(data.to_dataset(fit, hp.batch_size, shuffle_seed=hp.seed),
+              validation_data=data.to_dataset(val, 8192), epochs=hp.max_epochs,
+              callbacks=callbacks, verbose=verbose)
+    _LOG.info("Trained the retrieval model on %d interactions in %.1f s", len(fit_users),
+              time.time() - start)
+    return model
+
+
+def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
+                       user_vocabulary: list[int], num_movies: int,
+                       movies: catalogue.Catalogue, log_dir: str | None = None,
+                       verbose: int = 2) -> export.ServingModule:
+    """Trains the configured models on transformed training columns (COLUMNS) and returns what
+    is exported: the rating model, and the retrieval stage of `recommend` when hp.retrieval."""
+    num_users = len(user_vocabulary)
+    model = train(hp, num_users, num_movies, train_data, log_dir=log_dir, verbose=verbose)
+    retriever = (None if hp.retrieval is None
+                 else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose))
+    history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
+                           num_users)
+    return export.ServingModule(model, user_vocabulary, num_movies, movies, history,
+                                retriever=retriever, retrieval=hp.retrieval)
+
+
 def predict_stars(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:
     """Predicted ratings in stars, clipped to the rating range as the serving model does; [N]."""
     scaled = model.predict(data.to_dataset(columns, 8192), verbose=0).reshape(-1)
@@ -100,12 +176,10 @@ def run_fn(fn_args: FnArgs) -> None:
     user_vocabulary = [int(u) for u in
                        tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]
     num_movies = tf_transform_output.vocabulary_size_by_name(features.MOVIE_VOCAB)
-    model = train(hp, len(user_vocabulary), num_movies, train_data, log_dir=fn_args.model_run_dir)
-    _LOG.info("Eval-split RMSE %.4f stars on %d ratings", rmse_in_stars(model, eval_data),
+    module = fit_serving_module(hp, train_data, user_vocabulary, num_movies, movies,
+                                log_dir=fn_args.model_run_dir)
+    _LOG.info("Eval-split RMSE %.4f stars on %d ratings", rmse_in_stars(module.model, eval_data),
               len(eval_data[features.LABEL_XF]))
-    history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
-                           len(user_vocabulary))
-    export.export_serving_model(model, user_vocabulary, num_movies, movies, history,
-                                fn_args.serving_model_dir)
+    export.export_serving_model(module, fn_args.serving_model_dir)
     _LOG.info("Exported the serving model (%d movies in its catalogue) to %s", len(movies),
               fn_args.serving_model_dir)

@@ -107,7 +107,7 @@ def test_scoring_the_catalogue_equals_scoring_every_pair(overrides):
 
 
 def test_hparams_reject_unknown_keys_models_and_losses():
-    with pytest.raises(ValueError, match="unknown hyper-parameters \\['embeding_dim'\\]"):
+    with pytest.raises(ValueError, match="unknown HParams fields \\['embeding_dim'\\]"):
         HParams.from_config({"embeding_dim": 8})
     with pytest.raises(ValueError, match="model_type"):
         HParams(model_type="svd")
@@ -136,7 +136,8 @@ def exported(mf, tmp_path_factory):
                         dtype=object))
     history = user_history(train[features.USER_IDX], train[features.MOVIE_IDX], N_USERS)
     path = str(tmp_path_factory.mktemp("export") / "model")
-    export.export_serving_model(model, list(USER_IDS), N_MOVIES, catalogue, history, path)
+    export.export_serving_model(
+        export.ServingModule(model, list(USER_IDS), N_MOVIES, catalogue, history), path)
     return tf.saved_model.load(path), model, catalogue, history, path
 
 

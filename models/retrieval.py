@@ -1,0 +1,202 @@
+"""The retrieval stage of `recommend`: a TFRS two-tower model trained on implicit interactions.
+
+Every training rating is an interaction ("the user chose to watch this"), whatever its value. The
+query tower describes a user by the movies they rated (the user-id embedding of MF memorises a
+user; the history generalises across users and serves new interactions without retraining); the
+candidate tower is a movie embedding plus a popularity bias. `tfrs.tasks.Retrieval` trains them
+with a softmax over the whole catalogue: the catalogue's embeddings are passed as extra negatives
+besides the batch's positives, and the positive's own catalogue copy is removed as an accidental
+hit. At MovieLens sizes (10k-90k movies) the full catalogue is cheaper than sampling and needs no
+log-q correction; for 1M+ movies, sample the extra negatives (see README, "Retrieval at scale").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from models import features
+
+
+def ragged_rows(values: tf.Tensor, row_splits: tf.Tensor, rows: tf.Tensor) -> tf.RaggedTensor:
+    """Rows `rows` [N] of the ragged tensor given by flat `values` and `row_splits`."""
+    return tf.gather(tf.RaggedTensor.from_row_splits(values, row_splits, validate=False), rows)
+
+
+class HistoryTower(tf.keras.layers.Layer):
+    """A user as the movies they rated: |H|^-1/2 * sum over H of w_j * e_j.
+
+    Input: `histories`, ragged int64 [N, None] of movie vocabulary indices; `weights`, float32
+    [total entries of histories] or None (all 1): training zeroes some entries (dropout) and
+    leaves the positive movie out. `counts`: float32 [N], the |H| to normalise by (default:
+    the row lengths). Output: float32 [N, dim]; zeros for an empty history (a new user).
+    """
+
+    def __init__(self, num_movies: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embeddings = self.add_weight(
+            name="history_embeddings", shape=(num_movies, dim),
+            initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
+
+    def call(self, histories: tf.RaggedTensor, weights: tf.Tensor | None = None,
+             counts: tf.Tensor | None = None) -> tf.Tensor:
+        vectors = tf.gather(self.embeddings, histories.flat_values)
+        if weights is not None:
+            vectors *= weights[:, None]
+        summed = tf.math.unsorted_segment_sum(vectors, histories.value_rowids(),
+                                              num_segments=histories.nrows())
+        counts = tf.cast(histories.row_lengths(), tf.float32) if counts is None else counts
+        return summed * tf.math.rsqrt(tf.maximum(counts, 1.0))[:, None]
+
+
+class CatalogueSoftmax(tf.keras.losses.Loss):
+    """Softmax cross-entropy of each pair's positive against the whole catalogue.
+
+    For tfrs.tasks.Retrieval called with candidates [the B positives; the M catalogue movies]:
+    labels are the identity [B, B + M]. The batch's other positives (the first B columns off the
+    diagonal) are dropped: they are catalogue movies already, and counted twice they would push
+    down the movies that are frequent in batches, the popular ones.
+    """
+
+    def __init__(self, name: str = "catalogue_softmax"):
+        super().__init__(name=name, reduction=tf.keras.losses.Reduction.SUM)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        in_batch = tf.range(tf.shape(y_pred)[1]) < tf.shape(y_pred)[0]
+        others = tf.logical_and(in_batch[None, :], tf.equal(y_true, 0.0))
+        logits = tf.where(others, tf.cast(y_pred.dtype.min, y_pred.dtype), y_pred)
+        return tf.nn.softmax_cross_entropy_with_logits(y_true, logits)
+
+
+class MovieTower(tf.keras.layers.Layer):
+    """A movie as an embedding and a bias, concatenated so that a dot product with
+    [query, 1] adds the bias. Input: movie vocabulary indices int64 [N] (< num_movies);
+    output: float32 [N, dim + 1]."""
+
+    def __init__(self, num_movies: int, dim: int, log_popularity: np.ndarray, **kwargs):
+        super().__init__(**kwargs)
+        self.embeddings = self.add_weight(
+            name="movie_embeddings", shape=(num_movies, dim),
+            initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
+        # Starts at the log popularity: the model begins where the popularity list is.
+        self.bias = self.add_weight(
+            name="movie_bias", shape=(num_movies,),
+            initializer=tf.keras.initializers.Constant(log_popularity))
+
+    def call(self, movies: tf.Tensor) -> tf.Tensor:
+        return tf.concat([tf.gather(self.embeddings, movies),
+                          tf.gather(self.bias, movies)[:, None]], axis=1)
+
+
+class RetrievalModel(tfrs.Model):
+    """Two towers over the user's history and the movie, trained with tfrs.tasks.Retrieval.
+
+    `score(users, histories)` gives the retrieval logits of every catalogue movie: float32
+    [B, num_movies]. Training inputs: `user_id_xf`, `movie_id_xf` int64 [B] (vocabulary indices,
+    OOV movies filtered out by the trainer); the histories of the training users are held by the
+    model (`history`, ragged [num_users + OOV, None]) and replaced at export by the whole train
+    split's (see `export.ServingModule`).
+    """
+
+    def __init__(self, num_movies: int, history: tf.RaggedTensor, movie_counts: np.ndarray, *,
+                 dim: int, history_dropout: float, temperature: float,
+                 in_batch_negatives: bool = False):
+        super().__init__()
+        self.num_movies = num_movies
+        self.history_dropout = history_dropout
+        self.history_values = tf.constant(history.flat_values, tf.int64)
+        self.history_splits = tf.constant(history.row_splits, tf.int64)
+        # (user, movie) of every history entry as one sorted key, to find a training pair's
+        # entry (base.user_history sorts by user, then movie).
+        self.history_keys = tf.constant(
+            history.value_rowids().numpy() * num_movies + history.flat_values.numpy(), tf.int64)
+        log_pop = np.log1p(np.asarray(movie_counts, np.float64))
+        self.query_tower = HistoryTower(num_movies, dim)
+        self.movie_tower = MovieTower(num_movies, dim, (log_pop - log_pop.mean()).astype(
+            np.float32))
+        self.catalogue = tf.range(num_movies, dtype=tf.int64)
+        # Top-k accuracy of the held-out positive among all movies, on validation only.
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=100)
+        self.task = tfrs.tasks.Retrieval(
+            metrics=tfrs.metrics.FactorizedTopK(candidates=self.index, ks=(10, 100)),
+            temperature=temperature, remove_accidental_hits=True,
+            loss=None if in_batch_negatives else CatalogueSoftmax())
+
+    def histories(self, users: tf.Tensor) -> tf.RaggedTensor:
+        return ragged_rows(self.history_values, self.history_splits, users)
+
+    def query(self, histories: tf.RaggedTensor) -> tf.Tensor:
+        """[query, 1] of users with these histories: float32 [B, dim + 1]."""
+        return self._with_one(self.query_tower(histories))
+
+    @staticmethod
+    def _with_one(q: tf.Tensor) -> tf.Tensor:
+        return tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
+
+    def training_query(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
+        """[query, 1] of training pairs: each user's history without the pair's own movie
+        (else the model learns to find the positive in its input), with history dropout.
+        Each distinct user of the batch is pooled once. Output: float32 [B, dim + 1]."""
+        unique, position = tf.unique(users)
+        entries = ragged_rows(tf.range(tf.size(self.history_values, out_type=tf.int64)),
+                              self.history_splits, unique)
+        # Each history entry dropped at random (as Mult-DAE's input dropout), so the model
+        # cannot lean on any single movie; the kept ones are scaled up to keep the sum's mean.
+        keep = tf.nn.dropout(tf.ones_like(self.history_values, tf.float32),
+                             rate=self.history_dropout) if self.history_dropout else None
+        pooled_entries = entries.with_flat_values(tf.gather(self.history_values,
+                                                            entries.flat_values))
+        summed = self.query_tower(
+            pooled_entries, None if keep is None else tf.gather(keep, entries.flat_values),
+            counts=tf.ones_like(unique, tf.float32))  # the sum: normalised per pair below
+        summed = tf.gather(summed, position)
+        own = tf.searchsorted(self.history_keys, users * self.num_movies + movies)
+        own_weight = 1.0 if keep is None else tf.gather(keep, own)[:, None]
+        summed -= own_weight * tf.gather(self.query_tower.embeddings, movies)
+        counts = tf.cast(tf.gather(entries.row_lengths(), position), tf.float32) - 1.0
+        return self._with_one(summed * tf.math.rsqrt(tf.maximum(counts, 1.0))[:, None])
+
+    def candidates(self) -> tf.Tensor:
+        """Every catalogue movie's [embedding, bias]: float32 [num_movies, dim + 1]."""
+        return self.movie_tower(self.catalogue)
+
+    def score(self, histories: tf.RaggedTensor, candidates: tf.Tensor | None = None
+              ) -> tf.Tensor:
+        """Retrieval logits of users with these histories for every movie: float32 [B, M]."""
+        candidates = self.candidates() if candidates is None else candidates
+        return tf.matmul(self.query(histories), candidates, transpose_b=True)
+
+    def update_index(self) -> None:
+        """Points the top-k metric's index at the current movie embeddings."""
+        self.index.index(self.candidates(), self.catalogue)
+
+    @tf.autograph.experimental.do_not_convert
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.score(self.histories(inputs[features.USER_IDX]))
+
+    @tf.autograph.experimental.do_not_convert
+    def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        users, movies = inputs[features.USER_IDX], inputs[features.MOVIE_IDX]
+        # Training pairs are in the history; validation pairs are not.
+        query = (self.training_query(users, movies) if training
+                 else self.query(self.histories(users)))
+        catalogue = self.candidates()
+        positives = tf.gather(catalogue, movies)
+        loss = self.task(query, tf.concat([positives, catalogue], axis=0),
+                         candidate_ids=tf.concat([movies, self.catalogue], axis=0),
+                         compute_metrics=False)
+        if training:
+            return loss
+        # Updated here, not by the task: with extra negatives, TFRS 0.7.3's Retrieval passes
+        # the ids of every candidate where FactorizedTopK expects the positives' only.
+        with tf.control_dependencies([metric.update_state(query, positives, movies)
+                                      for metric in self.task.factorized_metrics]):
+            return tf.identity(loss)
+
+
+class IndexUpdater(tf.keras.callbacks.Callback):
+    """Re-indexes the movie embeddings before each validation pass (for FactorizedTopK)."""
+
+    def on_test_begin(self, logs=None):
+        self.model.update_index()

@@ -1,0 +1,143 @@
+"""The retrieval stage finds planted tastes, and the exported two-stage `recommend` is exactly the
+in-process retrieval + ranking, with seen movies excluded and unknown users served."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import data, export, features, ranking_metrics, trainer
+from models.base import user_history
+from models.catalogue import Catalogue
+from models.hparams import HParams, RetrievalHParams
+
+N_USERS, N_MOVIES, N_TASTES = 240, 120, 4
+USER_IDS = np.arange(N_USERS, dtype=np.int64) * 5 + 2  # raw ids: not the indices
+MOVIE_IDS = np.arange(N_MOVIES, dtype=np.int64) * 7 + 1
+RETRIEVAL = RetrievalHParams(embedding_dim=16, history_dropout=0.2, learning_rate=1e-2,
+                             learning_rate_decay=0.9, batch_size=256, max_epochs=30,
+                             early_stopping_patience=4, num_candidates=20, rating_weight=0.3)
+HPARAMS = HParams(model_type="mf", embedding_dim=8, batch_size=256, max_epochs=20,
+                  retrieval=RETRIEVAL)
+
+
+def planted_interactions(per_user=30, seed=0):
+    """Transformed columns of users who choose movies of their taste: each user has one of
+    N_TASTES tastes, each movie one; a user picks movies with weight popularity * (12 if the
+    movie is of the user's taste). Ratings follow the same affinity plus noise."""
+    rng = np.random.default_rng(seed)
+    user_taste = rng.integers(0, N_TASTES, N_USERS)
+    movie_taste = np.arange(N_MOVIES) % N_TASTES
+    popularity = 1.0 / np.arange(1, N_MOVIES + 1) ** 0.5  # a long tail
+    users, movies = [], []
+    for u in range(N_USERS):
+        weight = popularity * np.where(movie_taste == user_taste[u], 12.0, 1.0)
+        chosen = rng.choice(N_MOVIES, size=per_user, replace=False, p=weight / weight.sum())
+        users += [u] * per_user
+        movies += list(chosen)
+    users, movies = np.array(users, np.int64), np.array(movies, np.int64)
+    stars = np.clip(3.0 + np.where(movie_taste[movies] == user_taste[users], 1.0, -0.5)
+                    + rng.normal(scale=0.3, size=len(users)), 0.5, 5.0)
+    genres = np.zeros((N_MOVIES, len(features.GENRE_NAMES)), np.float32)
+    genres[np.arange(N_MOVIES), movie_taste] = 1.0
+    return {features.USER_IDX: users, features.MOVIE_IDX: movies,
+            features.GENRES_XF: genres[movies], features.YEAR_XF: np.zeros(len(users), np.float32),
+            features.LABEL_XF: features.scale_rating(stars).astype(np.float32)}, genres
+
+
+def catalogue_of(genres):
+    return Catalogue(movie_ids=MOVIE_IDS, movie_idx=np.arange(N_MOVIES, dtype=np.int64),
+                     genres=genres, years=np.zeros(N_MOVIES, np.float32),
+                     titles=np.array([f"Movie {m}".encode() for m in MOVIE_IDS], dtype=object))
+
+
+@pytest.fixture(scope="module")
+def two_stage(tmp_path_factory):
+    columns, genres = planted_interactions()
+    train, test = data.holdout(columns, 0.2, seed=3)
+    module = trainer.fit_serving_module(HPARAMS, train, list(USER_IDS), N_MOVIES,
+                                        catalogue_of(genres), verbose=0)
+    path = str(tmp_path_factory.mktemp("two_stage") / "model")
+    export.export_serving_model(module, path)
+    return module, tf.saved_model.load(path), train, test
+
+
+def recommend(signatures_owner, user_ids, k):
+    out = signatures_owner.signatures["recommend"](
+        user_id=tf.constant(user_ids, tf.int64), k=tf.fill([len(user_ids)], tf.constant(k)))
+    return {name: value.numpy() for name, value in out.items()}
+
+
+def test_retrieval_finds_the_planted_tastes_far_above_popularity(two_stage):
+    module, loaded, train, test = two_stage
+    seen = user_history(train[features.USER_IDX], train[features.MOVIE_IDX], N_USERS)
+    relevant = {}
+    for u, m in zip(test[features.USER_IDX], test[features.MOVIE_IDX], strict=True):
+        relevant.setdefault(int(u), set()).add(int(MOVIE_IDS[m]))
+    users = np.array(sorted(relevant))
+    ours = recommend(loaded, USER_IDS[users], 10)["movie_ids"]
+    counts = np.bincount(train[features.MOVIE_IDX], minlength=N_MOVIES)
+    popular = [[MOVIE_IDS[m] for m in np.argsort(-counts, kind="stable")
+                if m not in set(seen[u].numpy())][:10] for u in users]
+    wanted = [relevant[u] for u in users]
+    recall = ranking_metrics.mean(ranking_metrics.per_user(ours, wanted, 10))["recall"]
+    baseline = ranking_metrics.mean(ranking_metrics.per_user(popular, wanted, 10))["recall"]
+    assert recall > 1.5 * baseline and recall > 0.3, (recall, baseline)
+
+
+def test_exported_recommend_equals_both_stages_computed_in_process(two_stage):
+    module, loaded, train, _ = two_stage
+    users = np.array([0, 7, 31, 199])
+    served = recommend(loaded, USER_IDS[users], 10)
+    in_process = module.recommend(user_id=tf.constant(USER_IDS[users]), k=tf.fill([4], 10))
+    np.testing.assert_array_equal(served["movie_ids"], in_process["movie_ids"].numpy())
+    # By hand: retrieval logits of every unseen movie, the top N, then logit + w * stars.
+    history = user_history(train[features.USER_IDX], train[features.MOVIE_IDX], N_USERS)
+    retriever, model = module.retriever, module.model
+    logits = retriever.score(tf.gather(history, users)).numpy()
+    for row, u in enumerate(users):
+        seen = history[u].numpy()
+        logits[row, seen] = -np.inf
+        candidates = np.argsort(-logits[row], kind="stable")[:RETRIEVAL.num_candidates]
+        stars = features.unscale_rating(model({
+            features.USER_IDX: np.full(len(candidates), u), features.MOVIE_IDX: candidates,
+            features.GENRES_XF: module.genres.numpy()[candidates],
+            features.YEAR_XF: np.zeros(len(candidates), np.float32)}).numpy())
+        order = np.argsort(-(logits[row, candidates] + RETRIEVAL.rating_weight * stars),
+                           kind="stable")[:10]
+        np.testing.assert_array_equal(served["movie_ids"][row], MOVIE_IDS[candidates[order]])
+        np.testing.assert_allclose(served["ratings"][row], np.clip(stars[order], 0.5, 5.0),
+                                   rtol=1e-5)
+        assert not set(served["movie_ids"][row]) & set(MOVIE_IDS[seen])
+
+
+def test_an_unknown_user_gets_the_popularity_bias_order(two_stage):
+    module, loaded, _, _ = two_stage
+    served = recommend(loaded, [987_654], 5)["movie_ids"][0]
+    bias = module.retriever.movie_tower.bias.numpy()
+    # An empty history is a zero query: the retrieval logits are the movie biases alone; with
+    # rating_weight > 0 the ranker reorders the top N, so compare the retrieved set.
+    top_n = set(MOVIE_IDS[np.argsort(-bias)[:RETRIEVAL.num_candidates]])
+    assert set(served) <= top_n and len(set(served)) == 5
+
+
+def test_k_above_the_candidate_count_and_predict_ids_keep_working(two_stage):
+    _, loaded, _, _ = two_stage
+    out = recommend(loaded, [USER_IDS[3]], RETRIEVAL.num_candidates + 15)
+    ids = out["movie_ids"][0]
+    assert len(ids) == RETRIEVAL.num_candidates + 15 and len(set(ids)) == len(ids)
+    rating = loaded.signatures["predict_ids"](
+        user_id=tf.constant([USER_IDS[3]], tf.int64),
+        movie_id=tf.constant([MOVIE_IDS[0]], tf.int64))["rating"]
+    assert features.RATING_MIN <= float(rating[0]) <= features.RATING_MAX
+
+
+def test_retrieval_hparams_round_trip_and_refuse_unknown_fields():
+    config = HPARAMS.to_config()
+    assert isinstance(config["retrieval"], dict)
+    assert HParams.from_config(config) == HPARAMS
+    with pytest.raises(ValueError, match="unknown RetrievalHParams fields \\['dim'\\]"):
+        HParams.from_config({**config, "retrieval": {"dim": 3}})
+    with pytest.raises(ValueError, match="num_candidates"):
+        dataclasses.replace(RETRIEVAL, num_candidates=0)
