@@ -26,6 +26,10 @@ implicit's models (ALS, BPR, item kNN) are tuned on a validation split cut from 
 split by the same protocol (rand 80/20 or per-user 75/25 of train, seeded), on validation NDCG@10
 under each table's relevance, then refitted on the whole training split. Every rating is one
 interaction of confidence 1 (ALS scales it by alpha).
+
+Our rows rank with the recommend signature of the module trainer.fit_serving_module returns (what
+the Trainer exports): "ours" with configs.HPARAMS (the rating model ranks the whole catalogue),
+"two_stage" with a retrieval stage (see ours_hparams).
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ MODEL_LABELS = {
     "ours": "ours, rating-only: exported recommend (configs.HPARAMS)",
     "two_stage": "ours, two-stage: retrieval + rating recommend",
 }
-# The pipeline.configs.MODEL_HPARAMS entry of the two-stage model, once main has it.
+# The pipeline.configs.MODEL_HPARAMS entry of the two-stage model (see ours_hparams).
 TWO_STAGE_CONFIG = "two_stage"
 TUNED = ("als", "bpr", "knn")
 # The issue's grids, widened where its best points sat on an edge of a first run (ALS:
@@ -313,17 +317,14 @@ def _catalogue(train: pd.DataFrame, movies: pd.DataFrame):
 
 
 def _ours(hp, train: pd.DataFrame, movies: pd.DataFrame):
-    """The ServingModule the Trainer would export for `hp` trained on `train` (models/trainer.py
-    run_fn): the model trained on the encoded columns, the train vocabularies, the catalogue and
-    each user's training history."""
-    from models import export, features, trainer
-    from models.base import user_history
+    """The ServingModule the Trainer exports for `hp` trained on `train`
+    (trainer.fit_serving_module, as run_fn calls it): rows 'ours' and 'two_stage' both rank with
+    its recommend signature."""
+    from models import trainer
 
     columns, user_vocabulary, num_movies, catalogue = _catalogue(train, movies)
-    model = trainer.train(hp, len(user_vocabulary), num_movies, columns, verbose=0)
-    history = user_history(columns[features.USER_IDX], columns[features.MOVIE_IDX],
-                           len(user_vocabulary))
-    return export.ServingModule(model, user_vocabulary, num_movies, catalogue, history)
+    return trainer.fit_serving_module(hp, columns, user_vocabulary, num_movies, catalogue,
+                                      verbose=0)
 
 
 def serving_recommender(module) -> Recommender:
@@ -343,11 +344,28 @@ def serving_recommender(module) -> Recommender:
 
 
 def ours_hparams(model: str, seed: int):
-    """The pipeline's HParams of our rows, seeded."""
+    """The HParams of our rows, seeded: 'ours' is the pipeline's (configs.HPARAMS, no retrieval
+    stage); 'two_stage' is MODEL_HPARAMS[TWO_STAGE_CONFIG] once configs has it, until then
+    configs.HPARAMS with the default RetrievalHParams."""
+    from models.hparams import RetrievalHParams
     from pipeline import configs
 
-    hp = configs.HPARAMS if model == "ours" else configs.model_hparams(TWO_STAGE_CONFIG)
-    return dataclasses.replace(hp, seed=seed)
+    if model == "ours":
+        return dataclasses.replace(configs.HPARAMS, seed=seed, retrieval=None)
+    hp = configs.MODEL_HPARAMS.get(TWO_STAGE_CONFIG,
+                                   dataclasses.replace(configs.HPARAMS,
+                                                       retrieval=RetrievalHParams()))
+    return dataclasses.replace(hp, seed=seed,
+                               retrieval=dataclasses.replace(hp.retrieval, seed=seed))
+
+
+def two_stage_source() -> str:
+    """Where the two-stage row's HParams come from, for the doc."""
+    from pipeline import configs
+
+    if TWO_STAGE_CONFIG in configs.MODEL_HPARAMS:
+        return f"configs.MODEL_HPARAMS[{TWO_STAGE_CONFIG!r}]"
+    return "RetrievalHParams() (the defaults of models/hparams.py)"
 
 
 def fit_ours(model: str, train: pd.DataFrame, movies: pd.DataFrame, seed: int) -> Recommender:
@@ -482,7 +500,9 @@ def params_lines(runs: list[dict]) -> list[str]:
 def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
     lines = [
         f"Measured {meta['date']} on commit `{meta['commit']}`, {meta['machine']}, with "
-        f"`{meta['command']}` ({meta['wall_seconds'] / 60:.1f} min). k = {K}; mean over seeds "
+        f"`{meta['command']}` ({meta['wall_seconds'] / 60:.1f} min wall"
+        + (f", {meta['cpu_seconds'] / 60:.1f} min CPU" if "cpu_seconds" in meta else "")
+        + f"). k = {K}; mean over seeds "
         f"{meta['seeds']}, ± the spread (max - min). rand80: the fixed split of bench/accuracy.py, "
         "the seeds vary the models' initialisation; strat75: Microsoft Recommenders' "
         "python_stratified_split(ratio=0.75, seed), the seed also changes the split. Users: those "
@@ -490,8 +510,10 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
         "user rated in training. Coverage: distinct recommended movies / distinct movies in the "
         "training split. implicit's models: binary interactions (confidence alpha * 1), tuned "
         "on validation NDCG@10 of a split of the training data by the same protocol, then "
-        "refitted on all of it. Train s: the final fit (ours: training and building the serving "
-        "module), not the tuning.",
+        "refitted on all of it. Ours: the recommend signature of trainer.fit_serving_module's "
+        "module, as exported; rating-only is configs.HPARAMS, two-stage adds "
+        f"{meta.get('two_stage_hparams', 'a retrieval stage')}. Train s: the final fit (ours: "
+        "training and building the serving module), not the tuning.",
     ]
     for relevance in RELEVANCE:
         lines += ["", f"**{relevance}**: {RELEVANCE_LABELS[relevance]}.", "",
@@ -512,14 +534,6 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def available_models() -> tuple[str, ...]:
-    """MODELS less two_stage until pipeline.configs has its HParams."""
-    from pipeline import configs
-
-    return tuple(m for m in MODELS
-                 if m != "two_stage" or TWO_STAGE_CONFIG in configs.MODEL_HPARAMS)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -527,7 +541,7 @@ def main() -> None:
                              "copied there by pipeline.data if missing)")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS),
                         help=f"subset of {','.join(PROTOCOLS)}")
-    parser.add_argument("--models", default=",".join(available_models()),
+    parser.add_argument("--models", default=",".join(MODELS),
                         help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -536,14 +550,13 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in protocols + models:
-        if name not in PROTOCOLS + available_models():
-            parser.error(f"unknown or unavailable protocol or model {name!r} (two_stage needs "
-                         f"pipeline.configs.MODEL_HPARAMS[{TWO_STAGE_CONFIG!r}])")
+        if name not in PROTOCOLS + MODELS:
+            parser.error(f"unknown protocol or model {name!r}")
     from bench import accuracy
     from pipeline.data import ensure_data
 
     ratings, movies = accuracy.load(ensure_data(args.data_dir, dataset="ml-latest-small"))
-    wall = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     runs = []
     for protocol, seed in itertools.product(protocols, seeds):
         train, test = split(ratings, protocol, seed)
@@ -560,9 +573,11 @@ def main() -> None:
         "machine": f"{os.cpu_count()}-core {platform.machine()} ({platform.platform()})",
         "command": "python -m bench.ranking " + " ".join(sys.argv[1:]),
         "seeds": seeds, "k": K, "wall_seconds": time.perf_counter() - wall,
+        "cpu_seconds": time.process_time() - cpu,
         "hparams": {m: {k: v for k, v in ours_hparams(m, 0).to_config().items() if k != "seed"}
                     for m in ("ours", "two_stage") if m in models},
         "grids": {m: GRIDS[m] for m in TUNED if m in models},
+        "two_stage_hparams": two_stage_source(),
     }
     summary = summarize(runs)
     text = markdown(summary, runs, meta)
