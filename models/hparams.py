@@ -33,9 +33,10 @@ class RetrievalHParams:
     early_stopping_patience: int = 2
     validation_fraction: float = 0.1  # of the training interactions
     # Movies retrieved per user for the ranking stage, which orders them by
-    # retrieval logit + rating_weight * predicted stars (0: the retrieval order).
+    # retrieval logit + rating_weight * predicted stars (0: the retrieval order; chosen among
+    # 0-1 on validation NDCG@10, docs/benchmarks.md).
     num_candidates: int = 100
-    rating_weight: float = 0.0
+    rating_weight: float = 0.3
     seed: int = 42
 
     def __post_init__(self):
