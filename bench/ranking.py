@@ -28,8 +28,9 @@ under each table's relevance, then refitted on the whole training split. Every r
 interaction of confidence 1 (ALS scales it by alpha).
 
 Our rows rank with the recommend signature of the module trainer.fit_serving_module returns (what
-the Trainer exports): "ours" with configs.HPARAMS (the rating model ranks the whole catalogue),
-"two_stage" with a retrieval stage (see ours_hparams).
+the Trainer exports): "two_stage" with configs.HPARAMS (a retrieval stage, then the rating
+model), "ours" with the same rating model and no retrieval stage (it ranks the whole catalogue;
+see ours_hparams).
 """
 
 from __future__ import annotations
@@ -83,11 +84,9 @@ MODEL_LABELS = {
     "bpr": "implicit BPR (tuned)",
     "knn": "implicit item kNN (tuned)",
     "svd": "Surprise SVD (accuracy.py settings), by predicted rating",
-    "ours": "ours, rating-only: exported recommend (configs.HPARAMS)",
-    "two_stage": "ours, two-stage: retrieval + rating recommend",
+    "ours": "ours, rating-only: the rating model ranks the catalogue",
+    "two_stage": "ours, two-stage: retrieval, then retrieval logit + rating",
 }
-# The pipeline.configs.MODEL_HPARAMS entry of the two-stage model (see ours_hparams).
-TWO_STAGE_CONFIG = "two_stage"
 TUNED = ("als", "bpr", "knn")
 # The issue's grids, widened where its best points sat on an edge of a first run (ALS:
 # regularization 1 and alpha 1; BPR: the fewest iterations and the lowest learning rate). ALS
@@ -101,7 +100,9 @@ GRIDS: dict[str, dict[str, Sequence[Any]]] = {
     "knn": {"K": (20, 50, 100, 200), "weighting": ("cosine", "bm25")},
 }
 GRID_NAMES = {"als": "ALS", "bpr": "BPR", "knn": "kNN"}
-RECOMMEND_BATCH = 256
+# Users per recommend call: a rating model without a catalogue scorer of its own (neural) runs on
+# users x catalogue pairs, ~10k movies each.
+RECOMMEND_BATCH = 32
 
 # Raw user ids [U] -> raw movie ids [U, K], best first, PAD where a list is short.
 Recommender = Callable[[np.ndarray], np.ndarray]
@@ -344,27 +345,25 @@ def serving_recommender(module) -> Recommender:
 
 
 def ours_hparams(model: str, seed: int):
-    """The HParams of our rows, seeded: 'ours' is the pipeline's (configs.HPARAMS, no retrieval
-    stage); 'two_stage' is MODEL_HPARAMS[TWO_STAGE_CONFIG] once configs has it, until then
-    configs.HPARAMS with the default RetrievalHParams."""
+    """The HParams of our rows, seeded: 'two_stage' is the pipeline's (configs.HPARAMS, with the
+    default RetrievalHParams if it has no retrieval stage), 'ours' the same rating model without
+    the retrieval stage (it ranks the whole catalogue by predicted rating)."""
     from models.hparams import RetrievalHParams
     from pipeline import configs
 
+    hp = dataclasses.replace(configs.HPARAMS, seed=seed)
     if model == "ours":
-        return dataclasses.replace(configs.HPARAMS, seed=seed, retrieval=None)
-    hp = configs.MODEL_HPARAMS.get(TWO_STAGE_CONFIG,
-                                   dataclasses.replace(configs.HPARAMS,
-                                                       retrieval=RetrievalHParams()))
-    return dataclasses.replace(hp, seed=seed,
-                               retrieval=dataclasses.replace(hp.retrieval, seed=seed))
+        return dataclasses.replace(hp, retrieval=None)
+    retrieval = hp.retrieval or RetrievalHParams()
+    return dataclasses.replace(hp, retrieval=dataclasses.replace(retrieval, seed=seed))
 
 
 def two_stage_source() -> str:
-    """Where the two-stage row's HParams come from, for the doc."""
+    """Where the two-stage row's retrieval HParams come from, for the doc."""
     from pipeline import configs
 
-    if TWO_STAGE_CONFIG in configs.MODEL_HPARAMS:
-        return f"configs.MODEL_HPARAMS[{TWO_STAGE_CONFIG!r}]"
+    if configs.HPARAMS.retrieval is not None:
+        return "the retrieval stage of configs.HPARAMS"
     return "RetrievalHParams() (the defaults of models/hparams.py)"
 
 
@@ -511,9 +510,9 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
         "training split. implicit's models: binary interactions (confidence alpha * 1), tuned "
         "on validation NDCG@10 of a split of the training data by the same protocol, then "
         "refitted on all of it. Ours: the recommend signature of trainer.fit_serving_module's "
-        "module, as exported; rating-only is configs.HPARAMS, two-stage adds "
-        f"{meta.get('two_stage_hparams', 'a retrieval stage')}. Train s: the final fit (ours: "
-        "training and building the serving module), not the tuning.",
+        f"module, as exported, with configs.HPARAMS ({meta['ours_model']}): two-stage with "
+        f"{meta['two_stage_hparams']}, rating-only without a retrieval stage. Train s: the final "
+        "fit (ours: training and building the serving module), not the tuning.",
     ]
     for relevance in RELEVANCE:
         lines += ["", f"**{relevance}**: {RELEVANCE_LABELS[relevance]}.", "",
@@ -578,6 +577,7 @@ def main() -> None:
                     for m in ("ours", "two_stage") if m in models},
         "grids": {m: GRIDS[m] for m in TUNED if m in models},
         "two_stage_hparams": two_stage_source(),
+        "ours_model": ours_hparams("ours", 0).model_type,
     }
     summary = summarize(runs)
     text = markdown(summary, runs, meta)
