@@ -22,7 +22,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv data run serve test test-all lint lock clean kubeflow bench-accuracy
+.PHONY: help venv data run serve test test-all lint lock clean kubeflow bench-accuracy bench-ranking
 
 help:
 	@echo "make run    create .venv if needed, get the data, run the pipeline (DATA_DIR=..., RUN_ARGS=...)"
@@ -31,6 +31,7 @@ help:
 	@echo "make data   only fetch ml-latest-small into data/"
 	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (KFP_IMAGE=..., KFP_PIPELINE_ROOT=...)"
 	@echo "make bench-accuracy  our models vs Surprise SVD on 3 protocols, 3 seeds (BENCH_ARGS=...)"
+	@echo "make bench-ranking   top-10 lists: ours vs popularity, implicit, SVD (DATA_DIR=..., BENCH_ARGS=...)"
 	@echo "make lock   re-resolve requirements.in into the pinned requirements.txt"
 	@echo "make clean  remove pipeline outputs (tfx_output/, serving_model/)"
 
@@ -78,6 +79,12 @@ BENCH_ARGS ?=
 bench-accuracy: $(STAMP)
 	$(PY) -m pipeline.data
 	$(PY) bench/accuracy.py $(BENCH_ARGS)
+
+# implicit is for the benchmark only: requirements-bench.txt, installed with the lock as constraints.
+bench-ranking: $(STAMP)
+	$(VENV)/bin/uv pip install --python $(PY) -r requirements-bench.txt -c requirements.txt
+	$(PY) -m pipeline.data $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+	$(PY) -m bench.ranking $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
