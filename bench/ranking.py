@@ -512,7 +512,10 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
         "refitted on all of it. Ours: the recommend signature of trainer.fit_serving_module's "
         f"module, as exported, with configs.HPARAMS ({meta['ours_model']}): two-stage with "
         f"{meta['two_stage_hparams']}, rating-only without a retrieval stage. Train s: the final "
-        "fit (ours: training and building the serving module), not the tuning.",
+        "fit (ours: training and building the serving module), not the tuning."
+        + "".join(f" The {', '.join(kept['models'])} rows are kept from the run of "
+                  f"{kept['date']} at commit `{kept['commit']}` ({kept['command']})."
+                  for kept in meta.get("kept", [])),
     ]
     for relevance in RELEVANCE:
         lines += ["", f"**{relevance}**: {RELEVANCE_LABELS[relevance]}.", "",
@@ -544,6 +547,9 @@ def main() -> None:
                         help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="an earlier results JSON (e.g. bench/results/ranking.json): its "
+                             "runs of the models not rerun here are kept, and the doc says so")
     args = parser.parse_args()
     protocols = [p for p in args.protocols.split(",") if p]
     models = [m for m in args.models.split(",") if m]
@@ -579,6 +585,15 @@ def main() -> None:
         "two_stage_hparams": two_stage_source(),
         "ours_model": ours_hparams("ours", 0).model_type,
     }
+    if args.keep:
+        earlier = json.loads(args.keep.read_text())
+        kept = [r for r in earlier["runs"] if r["model"] not in models]
+        runs = kept + runs
+        meta["kept"] = earlier["meta"].get("kept", []) + [{
+            "models": sorted({r["model"] for r in kept}, key=MODELS.index),
+            **{k: earlier["meta"][k] for k in ("date", "commit", "command")}}]
+        for key in ("hparams", "grids"):
+            meta[key] = {**earlier["meta"].get(key, {}), **meta[key]}
     summary = summarize(runs)
     text = markdown(summary, runs, meta)
     print(text)
