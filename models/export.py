@@ -116,7 +116,8 @@ class ServingModule(tf.Module):
             # Catalogue rows in retrieval space; movies not trained on (OOV index) are never
             # retrieved: their rows get a bias of -inf.
             trained = catalogue.movie_idx < num_movies
-            vectors = retriever.candidates().numpy()[np.where(trained, catalogue.movie_idx, 0)]
+            vectors = retriever.serving_candidates().numpy()[
+                np.where(trained, catalogue.movie_idx, 0)]
             vectors[~trained] = 0.0
             vectors[~trained, -1] = -np.inf
             self.retrieval_candidates = tf.constant(vectors, tf.float32)

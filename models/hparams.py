@@ -20,8 +20,8 @@ class RetrievalHParams:
     on a validation split cut from the training data.
     """
 
-    embedding_dim: int = 512
-    history_dropout: float = 0.5  # each history entry dropped at random in training
+    embedding_dim: int = 256
+    history_dropout: float = 0.3  # each history entry dropped at random in training
     temperature: float = 1.0  # logits are divided by it in the softmax
     # The batch's positives as negatives too, besides the catalogue (mixed negative sampling).
     in_batch_negatives: bool = False
@@ -42,11 +42,19 @@ class RetrievalHParams:
     # 0-1 on validation NDCG@10, docs/benchmarks.md).
     num_candidates: int = 100
     rating_weight: float = 0.3
+    # Serving adds popularity_weight * log(1 + the movie's training ratings) to the retrieval
+    # logits: the best of these on the validation NDCG@10 after training (0: none).
+    popularity_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8)
     seed: int = 42
 
     def __post_init__(self):
         if self.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        # custom_config travels as JSON, which turns tuples into lists.
+        object.__setattr__(self, "popularity_weights",
+                           tuple(float(w) for w in self.popularity_weights))
+        if not self.popularity_weights:
+            raise ValueError("popularity_weights needs at least one value (0.0: no boost)")
         if not 0.0 <= self.history_dropout < 1.0:
             raise ValueError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
 

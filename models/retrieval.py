@@ -125,6 +125,10 @@ class RetrievalModel(tfrs.Model):
         self.history_keys = tf.constant(
             history.value_rowids().numpy() * num_movies + history.flat_values.numpy(), tf.int64)
         log_pop = np.log1p(np.asarray(movie_counts, np.float64))
+        # The boost serving adds to the logits: popularity_weight * log(1 + training ratings),
+        # popularity_weight chosen on validation after training (trainer.train_retrieval).
+        self.log_popularity = log_pop.astype(np.float32)
+        self.popularity_weight = 0.0
         self.query_tower = HistoryTower(num_movies, dim)
         self.movie_tower = MovieTower(num_movies, dim, (log_pop - log_pop.mean()).astype(
             np.float32))
@@ -172,9 +176,19 @@ class RetrievalModel(tfrs.Model):
         """Every catalogue movie's [embedding, bias]: float32 [num_movies, dim + 1]."""
         return self.movie_tower(self.catalogue)
 
-    def score(self, histories: tf.RaggedTensor) -> tf.Tensor:
-        """Retrieval logits of users with these histories for every movie: float32 [B, M]."""
-        return logits(self.query_tower, histories, self.candidates())
+    def serving_candidates(self, popularity_weight: float | None = None) -> tf.Tensor:
+        """candidates() with popularity_weight * log(1 + training ratings) added to each bias
+        (default: the weight chosen on validation): what serving scores. [num_movies, dim + 1]."""
+        weight = self.popularity_weight if popularity_weight is None else popularity_weight
+        boost = np.zeros((self.num_movies, self.movie_tower.embeddings.shape[1] + 1), np.float32)
+        boost[:, -1] = weight * self.log_popularity
+        return self.candidates() + boost
+
+    def score(self, histories: tf.RaggedTensor, popularity_weight: float | None = None
+              ) -> tf.Tensor:
+        """Serving's retrieval logits of users with these histories for every movie: float32
+        [B, M]."""
+        return logits(self.query_tower, histories, self.serving_candidates(popularity_weight))
 
     def update_index(self) -> None:
         """Points the top-k metric's index at the current movie embeddings."""
@@ -182,7 +196,7 @@ class RetrievalModel(tfrs.Model):
 
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return self.score(self.histories(inputs[features.USER_IDX]))
+        return self.score(self.histories(inputs[features.USER_IDX]), popularity_weight=0.0)
 
     @tf.autograph.experimental.do_not_convert
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
