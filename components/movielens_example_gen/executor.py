@@ -233,7 +233,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         movies_path = os.path.join(input_base, parsing.MOVIES_FILE)
         for path in (ratings_path, movies_path):
             if not tf.io.gfile.exists(path):
-                raise FileNotFoundError(
+                raise parsing.MissingInputError(
                     f"{path} not found: the ExampleGen expects a MovieLens 'latest'-format folder "
                     f"with {parsing.RATINGS_FILE} and {parsing.MOVIES_FILE}"
                 )
@@ -343,18 +343,19 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         for message in first:
             _LOG.warning("Skipping bad row: %s", message)
         if total == 0:
-            raise ValueError(f"{ratings_path} has no usable rating ({rating_rejects} rows "
-                             f"rejected, listed in {rejects_path})")
+            raise parsing.InputDataError(
+                f"{ratings_path} has no usable rating ({rating_rejects} rows rejected, listed in "
+                f"{rejects_path})")
         if rating_rejects > config.max_rejected_fraction * (total + rating_rejects):
             lines = [line for path, line, _ in map(_line_of, first) if path == ratings_path]
             shown = ", ".join(map(str, lines[:_NAMED_IN_ERROR]))
             more = (f" and {rating_rejects - len(lines[:_NAMED_IN_ERROR])} more"
                     if rating_rejects > len(lines[:_NAMED_IN_ERROR]) else "")
-            raise ValueError(
+            raise parsing.InputDataError(
                 f"{rating_rejects} of {total + rating_rejects} rows of {ratings_path} could not "
                 f"be used (limit: {config.max_rejected_fraction:.1%}): lines {shown}{more}. "
-                f"Each line and why is in {rejects_path}; fix or delete those lines, or raise "
-                f"SplitConfig.max_rejected_fraction.")
+                f"Each line and why is in {rejects_path}; fix or delete those lines (or raise "
+                f"configs.SPLIT.max_rejected_fraction in pipeline/configs.py).")
 
 
 def _line_of(message: str) -> tuple[str, int, str]:

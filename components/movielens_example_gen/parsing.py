@@ -36,6 +36,18 @@ class BadRowError(ValueError):
     """A row that cannot be turned into an example; the message says where and why."""
 
 
+class InputDataError(ValueError):
+    """The input files cannot make a dataset: a wrong header, too many bad rows, no usable row.
+
+    An expected failure: the local runner prints the message, which says what, where and what to
+    do, without a traceback (README: Failure modes).
+    """
+
+
+class MissingInputError(InputDataError, FileNotFoundError):
+    """ratings.csv or movies.csv is not in the input folder."""
+
+
 @dataclass(frozen=True)
 class Movie:
     movie_id: int
@@ -75,10 +87,10 @@ def _int_field(value: str, field: str, where: str, minimum: int | None = None) -
 
 
 def check_header(header: Iterable[str], expected: tuple[str, ...], path: str) -> None:
-    """Raises ValueError unless the CSV header starts with the expected columns."""
+    """Raises InputDataError unless the CSV header starts with the expected columns."""
     got = tuple(h.strip().lstrip("\ufeff") for h in header)
     if got[: len(expected)] != expected:
-        raise ValueError(
+        raise InputDataError(
             f"{path}: expected a MovieLens header starting with {','.join(expected)!r}, "
             f"got {','.join(got)!r}. Is this a MovieLens 'latest'-format folder?"
         )
@@ -95,7 +107,7 @@ def read_movies(lines: Iterable[str], path: str = MOVIES_FILE
     try:
         check_header(next(reader), MOVIES_HEADER, path)
     except StopIteration:
-        raise ValueError(f"{path}: file is empty") from None
+        raise InputDataError(f"{path}: file is empty") from None
     movies: dict[int, Movie] = {}
     rejected: list[str] = []
     first_line = reader.line_num + 1
