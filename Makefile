@@ -54,6 +54,9 @@ $(STAMP): requirements.txt pyproject.toml
 data: $(STAMP)
 	$(PY) -m pipeline.data $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
+# make exits 2 whenever a recipe fails, whatever its code: `make run` exits 0 (pushed) or 2 (not
+# pushed: refused model or error), and make's "Error N" line shows the runner's own code (1 error,
+# 2 not blessed). Scripts that must tell them apart run `.venv/bin/python -m pipeline.local_runner`.
 run: $(STAMP)
 	$(PY) -m pipeline.local_runner $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(RUN_ARGS)
 

@@ -2,12 +2,18 @@
 
     python -m pipeline.local_runner                      # ml-latest-small, fetched if needed
     python -m pipeline.local_runner --data-dir ~/ml-32m  # any MovieLens "latest"-format folder
+
+Exit codes (README: Failure modes): 0 a model was pushed; 2 the run finished but the candidate was
+not blessed; 1 an error. An expected error (bad data, anomalies, a missing or unreadable file, an
+output folder that cannot be written, a full disk) prints one paragraph and no traceback
+(--verbose adds it); an unexpected one prints its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -27,7 +33,9 @@ from absl import logging as absl_logging  # noqa: E402
 from tfx.orchestration import metadata  # noqa: E402
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
+from components.anomalies_gate import DataAnomaliesError  # noqa: E402
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
+from components.movielens_example_gen.parsing import InputDataError  # noqa: E402
 from pipeline import configs, data, report  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
@@ -64,6 +72,48 @@ def configure_logging(verbose: bool) -> None:
         tf_logger = tf.get_logger()
         tf_logger.handlers.clear()
         tf_logger.setLevel(logging.WARNING)
+
+
+EXIT_PUSHED, EXIT_ERROR, EXIT_NOT_BLESSED = 0, 1, 2
+# OSErrors that are the machine's state, not a bug: say which path and what to do.
+_OS_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space (or pass --output-dir on another disk) and run "
+                  "again; finished components are reused",
+    errno.EDQUOT: "the disk quota is exceeded: free space and run again",
+    errno.EACCES: "permission denied: make it writable (readable, for input files) or pass "
+                  "another --output-dir / --serving-model-dir",
+    errno.EPERM: "operation not permitted: check the path's owner and permissions",
+    errno.EROFS: "the file system is read-only: pass --output-dir / --serving-model-dir elsewhere",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def expected_failure(error: BaseException) -> str | None:
+    """The paragraph to print for an expected failure (what, where, what to do); None when the
+    error is unexpected and its traceback should be shown."""
+    if isinstance(error, DataAnomaliesError):
+        return (f"{error}\nThe data breaks schema/schema.pbtxt: fix the data (or the schema, if "
+                "the data is right) and run again.")
+    if isinstance(error, (InputDataError, data.DataError)):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in _OS_ERRORS:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or error}{where}: {_OS_ERRORS[error.errno]}."
+    if isinstance(error, (tf.errors.NotFoundError, tf.errors.PermissionDeniedError)):
+        return f"{error.message}: check that the path exists and can be read and written."
+    return None
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Raises OSError (EACCES, EROFS, ENOTDIR...) unless `folder`, or the nearest folder above it
+    that exists, can be written: before the run, not after training."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{flag}: not a folder", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"{flag}: cannot write in this folder", str(existing))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,20 +157,32 @@ def beam_args(running_mode: str | None, num_workers: int | None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.verbose)
-    start = time.time()
     try:
-        data_root = data.ensure_data(args.data_dir, dataset=args.dataset, offline=args.offline)
-    except data.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return run(args)
+    except Exception as e:  # noqa: BLE001 - sorted into expected failures and bugs below
+        message = expected_failure(e)
+        if message is None:
+            raise
+        if args.verbose:
+            logging.exception("The run failed")
+        print(f"\nerror: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.time()
+    data_root = data.ensure_data(args.data_dir, dataset=args.dataset, offline=args.offline)
     output_dir = args.output_dir.resolve()
+    serving_model_dir = args.serving_model_dir.resolve()
+    check_writable(output_dir, "--output-dir")
+    check_writable(serving_model_dir, "--serving-model-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     metadata_path = output_dir / "metadata.sqlite"
     hparams = configs.model_hparams(args.model)
     pipeline = create_pipeline(
         data_root=str(data_root),
         pipeline_root=str(output_dir / configs.PIPELINE_NAME),
-        serving_model_dir=str(args.serving_model_dir.resolve()),
+        serving_model_dir=str(serving_model_dir),
         split=dataclasses.replace(configs.SPLIT, method=args.split),
         hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
                  if args.force_bad_model else hparams),
@@ -137,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.format_summary(summary) if summary else "No run recorded.")
     print(f"Pipeline finished in {time.time() - start:.0f} s; ML Metadata: {metadata_path}")
     print("=" * 72)
-    return 0 if summary and summary.pushed_to else 2
+    return EXIT_PUSHED if summary and summary.pushed_to else EXIT_NOT_BLESSED
 
 
 if __name__ == "__main__":

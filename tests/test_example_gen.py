@@ -21,7 +21,7 @@ from models import features
 from pipeline import configs
 
 
-def run_example_gen(data_dir, out_dir, split=None):
+def run_example_gen(data_dir, out_dir, split=None, beam_args=("--runner=DirectRunner",)):
     """Runs the executor as the orchestrator would; returns {split: [tf.train.Example]}."""
     component = MovieLensExampleGen(
         str(data_dir), split=split or SplitConfig(),
@@ -32,7 +32,7 @@ def run_example_gen(data_dir, out_dir, split=None):
     examples = standard_artifacts.Examples()
     examples.uri = str(out_dir)
     context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--runner=DirectRunner"])
+        beam_pipeline_args=list(beam_args))
     executor_lib.Executor(context).Do({}, {"examples": [examples]}, props)
     splits = {}
     for name in ("train", "eval"):
@@ -97,25 +97,81 @@ def test_random_split_is_seeded_and_stable(movielens_dir, tmp_path):
     assert len(first["eval"]) / total == pytest.approx(0.1, abs=0.03)
 
 
-def test_bad_rows_are_skipped_listed_and_good_rows_kept(tmp_path):
-    bad = ["1,3,abc,1200000000", "1,3,4.0", "2,999999,4.0,1200000000"]
-    folder = write_movielens_fixture(tmp_path / "data", extra_rating_rows=bad)
+BAD_ROWS = [
+    "1,3,abc,1200000000",  # not a number
+    "1,3,4.0",  # 3 fields
+    "2,999999,4.0,1200000000",  # unknown movie
+    "",  # an empty line: skipped silently, neither kept nor rejected
+    "1,3,7.5,1200000000",  # parses, but out of the schema's range: quarantined
+    "1,3,-1.0,1200000000",
+    "1,3,,964982703",  # empty rating
+    '"1","3","4.5","1200000000"',  # quoted, still good
+]
+BAD_LINES = {  # the row -> what its rejected_rows.txt entry says after the line number
+    "1,3,abc,1200000000": "field 'rating' is not a number: 'abc'",
+    "1,3,4.0": "expected 4 fields",
+    "2,999999,4.0,1200000000": "field 'movieId': 999999 is not in movies.csv",
+    "1,3,7.5,1200000000": "field 'rating' is out of range 0.5..5: '7.5'",
+    "1,3,-1.0,1200000000": "field 'rating' is out of range 0.5..5: '-1.0'",
+    "1,3,,964982703": "field 'rating' is not a number: ''",
+}
+
+
+def _line_numbers(path, rows):
+    """1-based line numbers of `rows` in the file at `path` (header = line 1)."""
+    lines = path.read_bytes().split(b"\n")
+    return {row: lines.index(row.encode() + b"\r") + 1 for row in rows}
+
+
+@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+def test_bad_rows_are_named_by_file_and_line_and_good_rows_kept(tmp_path, mode):
+    folder = write_movielens_fixture(tmp_path / "data", extra_rating_rows=BAD_ROWS[:4])
+    ratings_csv = folder / "ratings.csv"
+    # A UTF-8 BOM before the header, bad rows in the middle of the file, one not UTF-8: CRLF.
+    head, *rows = ratings_csv.read_bytes().split(b"\r\n")
+    middle = [r.encode() for r in BAD_ROWS[4:]] + [b"1,3,\xff4.0,1200000000"]
+    ratings_csv.write_bytes(b"\r\n".join(
+        [b"\xef\xbb\xbf" + head] + rows[:40] + middle + rows[40:]))
+    beam_args = ["--runner=DirectRunner", f"--direct_running_mode={mode}"]
+    if mode == "multi_processing":
+        beam_args.append("--direct_num_workers=2")
     splits, _ = run_example_gen(folder, tmp_path / "out",
-                                SplitConfig(max_rejected_fraction=0.01))
-    good = len(read_ratings(folder)) - len(bad)
+                                SplitConfig(max_rejected_fraction=0.01), beam_args)
+    lines = _line_numbers(ratings_csv, BAD_LINES)
+    # All lines but the header, the end, the empty line, the bad ones and the one not UTF-8.
+    good = len(ratings_csv.read_bytes().split(b"\r\n")) - 3 - len(BAD_LINES) - 1
     assert len(splits["train"]) + len(splits["eval"]) == good
     rejected = (tmp_path / "out" / executor_lib.REJECTED_FILE).read_text().splitlines()
-    assert len(rejected) == 3
-    assert any("field 'rating' is not a number: 'abc'" in r for r in rejected)
-    assert any("movieId 999999 is not in movies.csv" in r for r in rejected)
-    assert all("ratings.csv row" in r for r in rejected)
+    assert len(rejected) == len(BAD_LINES) + 1
+    for row, why in BAD_LINES.items():
+        expected = f"{ratings_csv} line {lines[row]}: {why}"
+        assert any(r.startswith(expected) and r.endswith(f"(row {row!r})") for r in rejected), (
+            expected, rejected)
+    assert any(r.startswith(f"{ratings_csv} line {41 + len(middle)}: not UTF-8 text")
+               for r in rejected), rejected
+    # The header after a BOM is neither rejected nor a bad header.
+    assert not any(" line 1: " in r or "'userId' is not an integer" in r for r in rejected)
 
 
-def test_too_many_bad_rows_fail_with_a_pointer_to_the_list(tmp_path):
+def test_too_many_bad_rows_fail_naming_the_lines_and_the_list(tmp_path):
     folder = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5),
                                      extra_rating_rows=["x,y,z,w"] * 10)
-    with pytest.raises(ValueError, match=r"10 of \d+ rows of .*ratings.csv could not be used"):
+    with pytest.raises(ValueError, match=(
+            r"10 of \d+ rows of .*ratings.csv could not be used \(limit: 1.0%\): "
+            r"lines 27, 28, 29, 30, 31 and 5 more\. Each line and why is in .*rejected_rows.txt")):
         run_example_gen(folder, tmp_path / "out")
+
+
+def test_movie_rows_are_named_by_their_first_line(tmp_path):
+    folder = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5))
+    with open(folder / "movies.csv", "a", newline="", encoding="utf-8") as f:
+        f.write('x1,"A title,\r\nover two lines (2000)",Drama\r\n0,Zero (2000),Drama\r\n')
+    run_example_gen(folder, tmp_path / "out", SplitConfig(max_rejected_fraction=0.5))
+    rejected = (tmp_path / "out" / executor_lib.REJECTED_FILE).read_text().splitlines()
+    assert rejected == [
+        f"{folder / 'movies.csv'} line 92: field 'movieId' is not an integer: 'x1'",
+        f"{folder / 'movies.csv'} line 94: field 'movieId' is below 1: '0'",
+    ]
 
 
 def test_a_ratings_file_with_only_a_header_is_named(tmp_path):
@@ -159,3 +215,24 @@ def test_slice_buckets_count_train_ratings_only(tmp_path):
             movie_counts[movie], configs.EVAL.movie_popularity_edges).encode()]
         seen.add(activity[0].decode())
     assert seen == {"0", "1-19", "20-100"}
+
+
+def test_offsets_survive_the_reader_splitting_the_file(tmp_path):
+    """Beam reads a large file in parallel bundles: each line's offset must still be its own."""
+    from apache_beam.io import source_test_utils
+
+    path = tmp_path / "ratings.csv"
+    lines = [b"\xef\xbb\xbfuserId,movieId,rating,timestamp"] + [
+        f"{i},3,4.0,{1200000000 + i}".encode() for i in range(1, 200)]
+    data = b"\r\n".join(lines[:100]) + b"\n" + b"\n".join(lines[100:]) + b"\n"  # CRLF, then LF
+    path.write_bytes(data)
+    source = executor_lib._LinesWithOffsets(str(path))
+    bundles = list(source.split(desired_bundle_size=256))
+    assert len(bundles) > 10
+    records = [r for b in bundles for r in source_test_utils.read_from_source(
+        b.source, b.start_position, b.stop_position)]
+    assert [line for _, line in records] == lines[1:]
+    assert all(data[offset:].startswith(line) for offset, line in records)
+    numbered = list(executor_lib._number_rejects(
+        [(offset, "x") for offset, _ in records[::-1]], str(path)))
+    assert numbered == [f"{path} line {n}: x" for n in range(2, 201)]

@@ -69,10 +69,30 @@ def test_read_movies_rejects_a_wrong_header():
         parsing.read_movies(iter(["id,name\n", "1,x\n"]), "m.csv")
 
 
-def test_parse_rating_accepts_crlf_and_keeps_out_of_range_values_for_validation():
+def test_read_movies_names_a_row_by_its_first_line_across_quoted_newlines_and_a_bom():
+    text = "\r\n".join([
+        "movieId,title,genres",
+        '1,"Toy Story,\r\nThe (1995)",Comedy',  # a quoted title over two lines: lines 2-3
+        "x2,Jumanji (1995),Adventure",  # line 4
+        "",  # line 5: empty, skipped silently
+        '"3","Grumpier,\nOld Men (1995)"',  # lines 6-7, two fields
+        "0,Zero (1995),Drama",  # line 8
+    ])
+    movies, rejected = parsing.read_movies(
+        parsing.iter_text_lines(b"\xef\xbb\xbf" + text.encode()), "m.csv")
+    assert sorted(movies) == [1]
+    assert movies[1].title == "Toy Story,\r\nThe (1995)"
+    assert rejected == [
+        "m.csv line 4: field 'movieId' is not an integer: 'x2'",
+        "m.csv line 6: expected 3 fields (movieId,title,genres), got 2",
+        "m.csv line 8: field 'movieId' is below 1: '0'",
+    ]
+
+
+def test_parse_rating_accepts_crlf():
     assert parsing.parse_rating("1,31,2.5,1260759144\r\n") == parsing.Rating(1, 31, 2.5, 1260759144)
-    # Valid row, invalid value: ExampleValidator reports it against the schema's domain.
-    assert parsing.parse_rating("1,31,7.0,1260759144").rating == 7.0
+    assert parsing.parse_rating("1,31,0.5,0").rating == 0.5
+    assert parsing.parse_rating("1,31,5,1").rating == 5.0
 
 
 @pytest.mark.parametrize("line, message", [
@@ -81,12 +101,17 @@ def test_parse_rating_accepts_crlf_and_keeps_out_of_range_values_for_validation(
     ("1,31,nan,1260759144", "field 'rating' is not finite"),
     ("u1,31,2.5,1260759144", "field 'userId' is not an integer: 'u1'"),
     ("1,31,2.5,yesterday", "field 'timestamp' is not an integer"),
+    # Rows that parse but break the schema's domains are quarantined too (README: Failure modes).
+    ("1,31,7.5,1260759144", "field 'rating' is out of range 0.5..5: '7.5'"),
+    ("1,31,-1.0,1260759144", "field 'rating' is out of range 0.5..5: '-1.0'"),
+    ("0,31,2.5,1260759144", "field 'userId' is below 1: '0'"),
+    ("1,31,2.5,-5", "field 'timestamp' is below 0: '-5'"),
 ])
-def test_parse_rating_errors_name_file_row_and_field(line, message):
+def test_parse_rating_errors_name_the_field_and_quote_the_row(line, message):
     with pytest.raises(parsing.BadRowError) as e:
-        parsing.parse_rating(line, "data/ratings.csv")
-    assert str(e.value).startswith(f"data/ratings.csv row {line!r}: ")
-    assert message in str(e.value)
+        parsing.parse_rating(line + "\r\n")
+    assert str(e.value) == f"{message} (row {line!r})" or (
+        message in str(e.value) and str(e.value).endswith(f"(row {line!r})"))
 
 
 def test_to_example_joins_rating_and_movie():

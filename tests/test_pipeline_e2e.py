@@ -3,8 +3,9 @@
 Four runs share one metadata store: a good model is blessed and pushed; a second run compares
 the candidate with the first run's blessed model (and blesses it again); a third run is served
 from the cache; a deliberately bad candidate (untrained) is refused, not pushed, and the summary
-names the failed thresholds, the top-k rules' included. Data with an out-of-range rating stops
-before Transform with a message naming the feature.
+names the failed thresholds, the top-k rules' included. Data with an out-of-range year stops
+before Transform with a message naming the feature (an out-of-range rating would not: the
+ExampleGen quarantines that row, tests/test_example_gen.py).
 """
 
 import collections
@@ -318,11 +319,14 @@ def test_top_k_metrics_equal_a_computation_by_hand(runs):
 
 
 def test_anomalous_data_stops_the_pipeline_before_transform(tmp_path):
+    # A year outside the schema's 1870..2100: a valid row the validator, not the ExampleGen, stops.
     data_dir = write_movielens_fixture(tmp_path / "data",
-                                       extra_rating_rows=["1,3,7.0,1200000001"])
+                                       extra_rating_rows=["1,9999,4.0,1200000001"])
+    with open(data_dir / "movies.csv", "a", newline="", encoding="utf-8") as f:
+        f.write("9999,Ancient (1800),Drama\r\n")
     with pytest.raises(DataAnomaliesError) as e:
         run_pipeline(data_dir, tmp_path)
-    assert "feature 'rating'" in str(e.value)
+    assert "feature 'year'" in str(e.value)
     assert "Out-of-range" in str(e.value) or "out of range" in str(e.value).lower()
     ran = executions_of_latest_run(tmp_path)
     assert "Transform" not in ran and "Trainer" not in ran

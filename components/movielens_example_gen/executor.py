@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -17,6 +18,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
+from apache_beam.coders import coders
+from apache_beam.io import textio
+from apache_beam.io.filesystem import CompressionTypes
 from tfx.components.example_gen import base_example_gen_executor, utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
@@ -30,6 +34,9 @@ _LOG = logging.getLogger(__name__)
 REJECTED_FILE = "rejected_rows.txt"
 SUMMARY_FILE = "split_summary.json"
 _MAX_LOGGED_REJECTS = 20
+# Line numbers of the first rejected rows named in the error when there are too many.
+_NAMED_IN_ERROR = 5
+_SCAN_CHUNK = 1 << 20
 _TRAIN, _EVAL, _REJECTED = 0, 1, 2
 # Execution parameters: JSON lists of bucket edges (see slicing.py).
 USER_ACTIVITY_EDGES_KEY = "user_activity_edges"
@@ -67,8 +74,67 @@ def random_bucket(rating: parsing.Rating, seed: int) -> float:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2.0**64
 
 
+class _ClaimRecorder:
+    """A range tracker that remembers the last position claimed: the start of the record read."""
+
+    def __init__(self, tracker):
+        self._tracker = tracker
+        self.last_claimed = -1
+
+    def try_claim(self, position):
+        claimed = self._tracker.try_claim(position)
+        if claimed:
+            self.last_claimed = position
+        return claimed
+
+    def __getattr__(self, name):
+        return getattr(self._tracker, name)
+
+
+class _LinesWithOffsets(textio._TextSource):  # Beam's text reader with one hook added
+    """A text file as (byte offset of the line, line bytes), header skipped.
+
+    Splittable and streaming like ReadFromText (its bundles are read in parallel), so a line's
+    number is not known where it is read; its offset is, and names it exactly: the rejected rows'
+    offsets become line numbers in one pass over the file (`_number_rejects`). Lines end in \n or
+    \r\n, as for `ReadFromText`. Bytes, not text: a line that is not UTF-8 is a bad row, not a
+    crash of the read.
+    """
+
+    def __init__(self, path: str):
+        super().__init__(path, 0, CompressionTypes.UNCOMPRESSED, True, coders.BytesCoder(),
+                         skip_header_lines=1)
+
+    def read_records(self, file_name, range_tracker):
+        tracker = _ClaimRecorder(range_tracker)
+        for line in super().read_records(file_name, tracker):
+            yield tracker.last_claimed, line
+
+    def default_output_coder(self):
+        return coders.TupleCoder((coders.VarIntCoder(), coders.BytesCoder()))
+
+    def output_type_hint(self):
+        return beam.typehints.Tuple[int, bytes]
+
+
+def _number_rejects(rejects: list[tuple[int, str]], path: str):
+    """(byte offset, message) of rejected ratings.csv lines -> '<path> line N: message', in
+    line order, N counted from 1 (the header) by one streaming pass over the file."""
+    rejects = sorted(rejects)
+    line, scanned = 1, 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        for offset, message in rejects:
+            while scanned < offset:
+                chunk = f.read(min(_SCAN_CHUNK, offset - scanned))
+                if not chunk:
+                    break
+                line += chunk.count(b"\n")
+                scanned += len(chunk)
+            yield f"{path} line {line}: {message}"
+
+
 class _ParseRatings(beam.DoFn):
-    """ratings.csv line -> Rating, or a rejected-row message on the REJECTED output.
+    """(offset, ratings.csv line) -> Rating, or (offset, why) on the REJECTED output.
 
     Each worker reads movies.csv itself in setup(), rather than receiving the movies pickled
     with the DoFn: it is small, and a pickled dict is re-sent for every bundle.
@@ -76,29 +142,29 @@ class _ParseRatings(beam.DoFn):
 
     REJECTED = "rejected"
 
-    def __init__(self, ratings_path: str, movies_path: str):
-        self._ratings_path = ratings_path
+    def __init__(self, movies_path: str):
         self._movies_path = movies_path
 
     def setup(self):
         self._movie_ids = set(parsing.read_movies_file(self._movies_path)[0])
-        self._logged = 0
 
-    def process(self, line: str):
-        if not line.strip():
-            return
+    def process(self, element: tuple[int, bytes]):
+        offset, raw = element
         try:
-            rating = parsing.parse_rating(line, self._ratings_path)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise parsing.BadRowError(f"not UTF-8 text (row {raw!r})") from None
+            if not line.strip():
+                return
+            rating = parsing.parse_rating(line)
             if rating.movie_id not in self._movie_ids:
                 raise parsing.BadRowError(
-                    f"{self._ratings_path} row {line.rstrip()!r}: movieId {rating.movie_id} is "
-                    f"not in {parsing.MOVIES_FILE}")
+                    f"field 'movieId': {rating.movie_id} is not in {parsing.MOVIES_FILE} "
+                    f"(row {line.rstrip()!r})")
         except parsing.BadRowError as e:
             beam.metrics.Metrics.counter("movielens", "rejected_rows").inc()
-            if self._logged < _MAX_LOGGED_REJECTS:
-                self._logged += 1
-                _LOG.warning("Skipping bad row: %s", e)
-            yield beam.pvalue.TaggedOutput(self.REJECTED, str(e))
+            yield beam.pvalue.TaggedOutput(self.REJECTED, (offset, str(e)))
             return
         # A plain tuple: Beam encodes it much faster than a dataclass between stages.
         yield (rating.user_id, rating.movie_id, rating.rating, rating.timestamp)
@@ -167,7 +233,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         movies_path = os.path.join(input_base, parsing.MOVIES_FILE)
         for path in (ratings_path, movies_path):
             if not tf.io.gfile.exists(path):
-                raise FileNotFoundError(
+                raise parsing.MissingInputError(
                     f"{path} not found: the ExampleGen expects a MovieLens 'latest'-format folder "
                     f"with {parsing.RATINGS_FILE} and {parsing.MOVIES_FILE}"
                 )
@@ -177,15 +243,13 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         movies, movie_rejects = parsing.read_movies_file(movies_path)
         _LOG.info("Read %d movies from %s (%d rows rejected)", len(movies), movies_path,
                   len(movie_rejects))
-        for message in movie_rejects[:_MAX_LOGGED_REJECTS]:
-            _LOG.warning("Skipping bad row: %s", message)
         n_movies = len(movies)
         del movies  # workers read their own copy (see _ParseRatings)
 
         parsed = (
             pipeline
-            | "ReadRatings" >> beam.io.ReadFromText(ratings_path, skip_header_lines=1)
-            | "Parse" >> beam.ParDo(_ParseRatings(ratings_path, movies_path)).with_outputs(
+            | "ReadRatings" >> beam.io.Read(_LinesWithOffsets(ratings_path))
+            | "Parse" >> beam.ParDo(_ParseRatings(movies_path)).with_outputs(
                 _ParseRatings.REJECTED, main="ratings")
         )
         ratings = parsed.ratings
@@ -206,9 +270,15 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 lambda row, n: _EVAL if random_bucket(parsing.Rating(*row), seed) < fraction
                 else _TRAIN, 2)
 
+        # All rejected ratings in one list to number their lines: few by design (the run fails
+        # beyond max_rejected_fraction of the rows); a file of garbage fails at its header.
+        rating_rejects = (
+            parsed[_ParseRatings.REJECTED]
+            | "RejectsToList" >> beam.combiners.ToList()
+            | "NumberRejects" >> beam.FlatMap(_number_rejects, ratings_path)
+        )
         rejected = (
-            (parsed[_ParseRatings.REJECTED],
-             pipeline | "MovieRejects" >> beam.Create(movie_rejects))
+            (pipeline | "MovieRejects" >> beam.Create(movie_rejects), rating_rejects)
             | "AllRejects" >> beam.Flatten()
         )
         output_dir = exec_properties["_examples_uri"]
@@ -269,14 +339,37 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                   ", ".join(f"{k}={v}" for k, v in summary["examples"].items()), rejected,
                   rejects_path)
         ratings_path = os.path.join(exec_properties["input_base"], parsing.RATINGS_FILE)
+        first = first_rejects(rejects_path, _MAX_LOGGED_REJECTS) if rejected else []
+        for message in first:
+            _LOG.warning("Skipping bad row: %s", message)
         if total == 0:
-            raise ValueError(f"{ratings_path} has no usable rating ({rating_rejects} rows "
-                             f"rejected, listed in {rejects_path})")
+            raise parsing.InputDataError(
+                f"{ratings_path} has no usable rating ({rating_rejects} rows rejected, listed in "
+                f"{rejects_path})")
         if rating_rejects > config.max_rejected_fraction * (total + rating_rejects):
-            raise ValueError(
+            lines = [line for path, line, _ in map(_line_of, first) if path == ratings_path]
+            shown = ", ".join(map(str, lines[:_NAMED_IN_ERROR]))
+            more = (f" and {rating_rejects - len(lines[:_NAMED_IN_ERROR])} more"
+                    if rating_rejects > len(lines[:_NAMED_IN_ERROR]) else "")
+            raise parsing.InputDataError(
                 f"{rating_rejects} of {total + rating_rejects} rows of {ratings_path} could not "
-                f"be used (limit: {config.max_rejected_fraction:.1%}). The first ones are logged "
-                f"above; all are in {rejects_path}.")
+                f"be used (limit: {config.max_rejected_fraction:.1%}): lines {shown}{more}. "
+                f"Each line and why is in {rejects_path}; fix or delete those lines (or raise "
+                f"configs.SPLIT.max_rejected_fraction in pipeline/configs.py).")
+
+
+def _line_of(message: str) -> tuple[str, int, str]:
+    """'<path> line N: why' -> (path, N, why)."""
+    where, _, why = message.partition(": ")
+    path, _, line = where.rpartition(" line ")
+    return path, int(line) if line.isdigit() else 0, why
+
+
+def first_rejects(rejects_path: str, n: int) -> list[str]:
+    """The n first lines of rejected_rows.txt by (file, line number), read as a stream."""
+    with tf.io.gfile.GFile(rejects_path) as f:
+        return heapq.nsmallest(n, (line.rstrip("\n") for line in f if line.strip()),
+                               key=lambda m: _line_of(m)[:2])
 
 
 def _slice_edges(exec_properties: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:

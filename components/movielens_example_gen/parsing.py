@@ -1,8 +1,13 @@
 """Parsing of MovieLens "latest"-format CSVs (ratings.csv, movies.csv) into tf.Examples.
 
 Pure Python, no Beam: the executor maps these functions over the data and the tests call them
-directly. Every problem is raised as `BadRowError`, whose message names the file, the row and the
-field, so a bad row can be reported and skipped without losing the good ones.
+directly. Every problem is raised as `BadRowError`, whose message names the field and quotes the
+row, so a bad row can be reported (by file and line: movies here, ratings in the executor, which
+knows where each line starts) and skipped without losing the good ones.
+
+Rows that parse but break the schema's domains (schema/schema.pbtxt: a rating outside 0.5..5.0,
+an id below 1, a negative timestamp) are rejected here too: quarantined with their line number
+like any bad row, so that a few typos do not stop the run at the ExampleValidator.
 """
 
 from __future__ import annotations
@@ -29,6 +34,18 @@ _YEAR_RE = re.compile(r"\((\d{4})(?:\s*[-–]\s*\d{4})?\)\s*$")
 
 class BadRowError(ValueError):
     """A row that cannot be turned into an example; the message says where and why."""
+
+
+class InputDataError(ValueError):
+    """The input files cannot make a dataset: a wrong header, too many bad rows, no usable row.
+
+    An expected failure: the local runner prints the message, which says what, where and what to
+    do, without a traceback (README: Failure modes).
+    """
+
+
+class MissingInputError(InputDataError, FileNotFoundError):
+    """ratings.csv or movies.csv is not in the input folder."""
 
 
 @dataclass(frozen=True)
@@ -59,18 +76,21 @@ def split_genres(genres: str) -> tuple[str, ...]:
     return values or (features.NO_GENRES,)
 
 
-def _int_field(value: str, field: str, where: str) -> int:
+def _int_field(value: str, field: str, where: str, minimum: int | None = None) -> int:
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise BadRowError(f"{where}: field {field!r} is not an integer: {value!r}") from None
+        raise BadRowError(f"{where}field {field!r} is not an integer: {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise BadRowError(f"{where}field {field!r} is below {minimum}: {value!r}")
+    return number
 
 
 def check_header(header: Iterable[str], expected: tuple[str, ...], path: str) -> None:
-    """Raises ValueError unless the CSV header starts with the expected columns."""
+    """Raises InputDataError unless the CSV header starts with the expected columns."""
     got = tuple(h.strip().lstrip("\ufeff") for h in header)
     if got[: len(expected)] != expected:
-        raise ValueError(
+        raise InputDataError(
             f"{path}: expected a MovieLens header starting with {','.join(expected)!r}, "
             f"got {','.join(got)!r}. Is this a MovieLens 'latest'-format folder?"
         )
@@ -87,20 +107,23 @@ def read_movies(lines: Iterable[str], path: str = MOVIES_FILE
     try:
         check_header(next(reader), MOVIES_HEADER, path)
     except StopIteration:
-        raise ValueError(f"{path}: file is empty") from None
+        raise InputDataError(f"{path}: file is empty") from None
     movies: dict[int, Movie] = {}
     rejected: list[str] = []
+    first_line = reader.line_num + 1
     for row in reader:
-        where = f"{path} line {reader.line_num}"
+        # A quoted title may span lines: the row is named by the line it starts on.
+        where = f"{path} line {first_line}: "
+        first_line = reader.line_num + 1
         if not row:
             continue
         try:
             if len(row) != 3:
                 raise BadRowError(
-                    f"{where}: expected 3 fields (movieId,title,genres), got {len(row)}")
-            movie_id = _int_field(row[0], "movieId", where)
+                    f"{where}expected 3 fields (movieId,title,genres), got {len(row)}")
+            movie_id = _int_field(row[0], "movieId", where, minimum=1)
             if movie_id in movies:
-                raise BadRowError(f"{where}: duplicate movieId {movie_id}")
+                raise BadRowError(f"{where}duplicate movieId {movie_id}")
             title = row[1].strip()
             movies[movie_id] = Movie(movie_id, title, split_genres(row[2]), parse_year(title))
         except BadRowError as e:
@@ -108,25 +131,35 @@ def read_movies(lines: Iterable[str], path: str = MOVIES_FILE
     return movies, rejected
 
 
-def parse_rating(line: str, path: str = RATINGS_FILE) -> Rating:
-    """Parses one ratings.csv data line ('1,31,2.5,1260759144'); raises BadRowError."""
+def parse_rating(line: str) -> Rating:
+    """Parses one ratings.csv data line ('1,31,2.5,1260759144'); raises BadRowError.
+
+    The error names the field and quotes the row; the caller prefixes the file and line number.
+    """
     line = line.rstrip("\r\n")
+    try:
+        return _parse_rating_fields(line)
+    except BadRowError as e:
+        raise BadRowError(f"{e} (row {line!r})") from None
+
+
+def _parse_rating_fields(line: str) -> Rating:
     row = line.split(",") if '"' not in line else next(csv.reader([line]))
-    where = f"{path} row {line!r}"
     if len(row) != 4:
         raise BadRowError(
-            f"{where}: expected 4 fields (userId,movieId,rating,timestamp), got {len(row)}")
-    user_id = _int_field(row[0], "userId", where)
-    movie_id = _int_field(row[1], "movieId", where)
+            f"expected 4 fields (userId,movieId,rating,timestamp), got {len(row)}")
+    user_id = _int_field(row[0], "userId", "", minimum=1)
+    movie_id = _int_field(row[1], "movieId", "", minimum=1)
     try:
         rating = float(row[2])
     except ValueError:
-        raise BadRowError(f"{where}: field 'rating' is not a number: {row[2]!r}") from None
+        raise BadRowError(f"field 'rating' is not a number: {row[2]!r}") from None
     if not math.isfinite(rating):
-        raise BadRowError(f"{where}: field 'rating' is not finite: {row[2]!r}")
-    # Out-of-range ratings (say 7.0) are kept on purpose: they are valid rows with invalid values,
-    # which the schema's domain catches in ExampleValidator and reports as an anomaly.
-    timestamp = _int_field(row[3], "timestamp", where)
+        raise BadRowError(f"field 'rating' is not finite: {row[2]!r}")
+    if not features.RATING_MIN <= rating <= features.RATING_MAX:
+        raise BadRowError(f"field 'rating' is out of range {features.RATING_MIN:g}.."
+                          f"{features.RATING_MAX:g}: {row[2]!r}")
+    timestamp = _int_field(row[3], "timestamp", "", minimum=0)
     return Rating(user_id, movie_id, rating, timestamp)
 
 

@@ -1,0 +1,105 @@
+"""Failure modes of `python -m pipeline.local_runner` and `make run`: the exit codes, and one
+short paragraph without a traceback for an expected failure (README: Failure modes).
+
+The subprocess tests stop before or at the ExampleGen: seconds, no training.
+"""
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from movielens_fixture import write_movielens_fixture
+
+from components.anomalies_gate import DataAnomaliesError
+from components.movielens_example_gen.parsing import InputDataError, MissingInputError
+from pipeline import data, local_runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_runner(*args, cwd=ROOT):
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--offline", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("error", [
+    DataAnomaliesError("ExampleValidator found anomalies ..."),
+    InputDataError("10 of 35 rows of ratings.csv could not be used"),
+    MissingInputError("ratings.csv not found"),
+    data.DataError("/nowhere is not a MovieLens 'latest'-format folder"),
+    OSError(errno.ENOSPC, "No space left on device", "/out/x"),
+    PermissionError(errno.EACCES, "Permission denied", "/out"),
+    OSError(errno.EROFS, "Read-only file system", "/out"),
+    tf.errors.PermissionDeniedError(None, None, "/data/ratings.csv; Permission denied"),
+])
+def test_expected_failures_get_a_paragraph(error):
+    message = local_runner.expected_failure(error)
+    assert message and "Traceback" not in message
+
+
+@pytest.mark.parametrize("error", [
+    ValueError("a bug"), KeyError("x"), OSError(errno.EIO, "I/O error"),
+    FileNotFoundError(errno.ENOENT, "No such file", "/internal/file"),
+])
+def test_unexpected_errors_keep_their_traceback(error):
+    assert local_runner.expected_failure(error) is None
+
+
+def test_check_writable_refuses_a_path_under_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError) as e:
+        local_runner.check_writable(tmp_path / "file" / "out", "--output-dir")
+    assert "--output-dir" in local_runner.expected_failure(e.value)
+    local_runner.check_writable(tmp_path / "new" / "deeper", "--output-dir")  # creatable: fine
+
+
+def test_a_wrong_data_dir_exits_1_without_a_traceback(tmp_path):
+    result = run_runner("--data-dir", str(tmp_path / "nowhere"),
+                        "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == local_runner.EXIT_ERROR
+    assert "Traceback" not in result.stderr + result.stdout
+    assert f"error: {tmp_path / 'nowhere'}" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_cannot_be_written_exits_1_before_the_run(tmp_path):
+    data_dir = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5))
+    (tmp_path / "file").write_text("")
+    result = run_runner("--data-dir", str(data_dir), "--output-dir", str(tmp_path / "file" / "o"))
+    assert result.returncode == local_runner.EXIT_ERROR
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "--output-dir" in result.stderr and str(tmp_path / "file") in result.stderr
+
+
+def test_too_many_bad_rows_exit_1_with_the_lines_and_no_traceback(tmp_path):
+    data_dir = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5),
+                                       extra_rating_rows=["x,y,z,w"] * 10)
+    result = run_runner("--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"),
+                        "--serving-model-dir", str(tmp_path / "serving"))
+    assert result.returncode == local_runner.EXIT_ERROR, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert (f"error: 10 of 35 rows of {data_dir / 'ratings.csv'} could not be used "
+            "(limit: 1.0%): lines 27, 28, 29, 30, 31 and 5 more.") in result.stderr
+    assert "rejected_rows.txt" in result.stderr
+
+
+def test_make_run_fails_with_make_s_code_and_the_runner_s_paragraph(tmp_path):
+    """make maps every failing recipe to its own exit code 2; its 'Error N' line carries the
+    runner's code, and `.venv/bin/python -m pipeline.local_runner` returns it as is."""
+    stamp = ROOT / ".venv" / ".installed"
+    if not stamp.exists() or any(stamp.stat().st_mtime < (ROOT / f).stat().st_mtime
+                                 for f in ("requirements.txt", "pyproject.toml")):
+        pytest.skip("make run would (re)create .venv first: run `make venv`")
+    result = subprocess.run(
+        ["make", "--no-print-directory", "run", f"DATA_DIR={tmp_path / 'nowhere'}",
+         f"RUN_ARGS=--offline --output-dir {tmp_path / 'out'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert f"error: {tmp_path / 'nowhere'}" in result.stderr
+    assert "Error 1" in result.stderr
