@@ -562,6 +562,7 @@ def main() -> None:
 
     ratings, movies = accuracy.load(ensure_data(args.data_dir, dataset="ml-latest-small"))
     wall, cpu = time.perf_counter(), time.process_time()
+    commit = docs.git_commit()  # the code that runs, not whatever HEAD is when it ends
     runs = []
     for protocol, seed in itertools.product(protocols, seeds):
         train, test = split(ratings, protocol, seed)
@@ -574,7 +575,7 @@ def main() -> None:
                       f"P@{K} {run['precision']:.4f} coverage {run['coverage']:.3f} "
                       f"({run['train_seconds']:.1f} s) {run.get('params', '')}", flush=True)
     meta = {
-        "date": datetime.date.today().isoformat(), "commit": docs.git_commit(),
+        "date": datetime.date.today().isoformat(), "commit": commit,
         "machine": f"{os.cpu_count()}-core {platform.machine()} ({platform.platform()})",
         "command": "python -m bench.ranking " + " ".join(sys.argv[1:]),
         "seeds": seeds, "k": K, "wall_seconds": time.perf_counter() - wall,
