@@ -256,11 +256,8 @@ def main() -> None:
     text = markdown(summary, meta)
     print(text)
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs},
-                                      indent=2) + "\n")
-        docs.write_section("accuracy", text, heading="## Accuracy (bench/accuracy.py)")
-        print(f"Wrote {RESULTS} and {docs.DOC}")
+        docs.write_results(RESULTS, {"meta": meta, "summary": summary, "runs": runs},
+                           "accuracy", text, heading="## Accuracy (bench/accuracy.py)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -28,3 +29,11 @@ def write_section(name: str, text: str, heading: str = "") -> None:
     else:
         doc = doc.rstrip() + "\n\n" + (f"{heading}\n\n" if heading else "") + block + "\n"
     DOC.write_text(doc)
+
+
+def write_results(results: Path, payload: dict, section: str, text: str, heading: str) -> None:
+    """Writes a script's raw results (JSON) and rewrites its section of docs/benchmarks.md."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(payload, indent=2) + "\n")
+    write_section(section, text, heading=heading)
+    print(f"Wrote {results} and {DOC}")

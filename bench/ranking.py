@@ -599,11 +599,8 @@ def main() -> None:
     text = markdown(summary, runs, meta)
     print(text)
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs},
-                                      indent=2) + "\n")
-        docs.write_section("ranking", text, heading="## Top-k ranking (bench/ranking.py)")
-        print(f"Wrote {RESULTS} and {docs.DOC}")
+        docs.write_results(RESULTS, {"meta": meta, "summary": summary, "runs": runs},
+                           "ranking", text, heading="## Top-k ranking (bench/ranking.py)")
 
 
 if __name__ == "__main__":
