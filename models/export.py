@@ -201,10 +201,8 @@ class ServingModule(tf.Module):
     def _unseen(self, users: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
         """Scores [B, M] of catalogue rows with the movies each user rated in training at -inf
         (OOV users have none)."""
-        seen = ragged_rows(self.seen_values, self.seen_splits, users)
-        seen_at = tf.stack([seen.value_rowids(), seen.flat_values], axis=1)
-        return tf.tensor_scatter_nd_update(scores, seen_at,
-                                           tf.fill(tf.shape(seen.flat_values), -np.inf))
+        return retrieval_stage.exclude(scores,
+                                       ragged_rows(self.seen_values, self.seen_splits, users))
 
     def _rank_by_rating(self, users: tf.Tensor, count: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The catalogue rows [B, count] of the best predicted ratings, and those (unclipped)."""

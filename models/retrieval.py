@@ -24,6 +24,13 @@ def ragged_rows(values: tf.Tensor, row_splits: tf.Tensor, rows: tf.Tensor) -> tf
     return tf.gather(tf.RaggedTensor.from_row_splits(values, row_splits, validate=False), rows)
 
 
+def exclude(scores: tf.Tensor, seen: tf.RaggedTensor) -> tf.Tensor:
+    """`scores` [B, M] with each row's `seen` columns (ragged [B, None]) at -inf: movies a user
+    rated in training are never recommended to them."""
+    at = tf.stack([seen.value_rowids(), seen.flat_values], axis=1)
+    return tf.tensor_scatter_nd_update(scores, at, tf.fill(tf.shape(seen.flat_values), -np.inf))
+
+
 def with_one(query: tf.Tensor) -> tf.Tensor:
     """[query, 1]: a dot product with a MovieTower output [embedding, bias] adds the bias."""
     return tf.concat([query, tf.ones_like(query[:, :1])], axis=1)
@@ -105,11 +112,11 @@ class MovieTower(tf.keras.layers.Layer):
 class RetrievalModel(tfrs.Model):
     """Two towers over the user's history and the movie, trained with tfrs.tasks.Retrieval.
 
-    `score(users, histories)` gives the retrieval logits of every catalogue movie: float32
-    [B, num_movies]. Training inputs: `user_id_xf`, `movie_id_xf` int64 [B] (vocabulary indices,
-    OOV movies filtered out by the trainer); the histories of the training users are held by the
-    model (`history`, ragged [num_users + OOV, None]) and replaced at export by the whole train
-    split's (see `export.ServingModule`).
+    `score(histories)` gives the retrieval logits of every catalogue movie: float32
+    [B, num_movies]. Training inputs: `user_id_xf`, `movie_id_xf` int64 [B] (vocabulary indices;
+    the train split has no OOV movie); the histories it trains on are held by the model
+    (`history`, ragged [num_users + OOV, None]); the exported model pools the whole train
+    split's instead (see `export.ServingModule`).
     """
 
     def __init__(self, num_movies: int, history: tf.RaggedTensor, movie_counts: np.ndarray, *,

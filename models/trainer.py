@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from models import catalogue, data, export, features, ranking_metrics
+from models import catalogue, data, export, features, ranking_metrics, retrieval
 from models.base import user_history
 from models.hparams import HParams, RetrievalHParams
 from models.mf import BiasBaseline, BiasedMF
@@ -88,10 +88,7 @@ class RankingValidation(tf.keras.callbacks.Callback):
         """Validation NDCG@k of the model's top k with this popularity boost."""
         model: RetrievalModel = self.model
         histories = model.histories(tf.constant(self.users, tf.int64))
-        scores = model.score(histories, popularity_weight)
-        seen = tf.stack([histories.value_rowids(), histories.flat_values], axis=1)
-        scores = tf.tensor_scatter_nd_update(scores, seen,
-                                             tf.fill(tf.shape(seen)[:1], -np.inf))
+        scores = retrieval.exclude(model.score(histories, popularity_weight), histories)
         top = tf.math.top_k(scores, self.k).indices.numpy()
         return ranking_metrics.mean(ranking_metrics.per_user(top, self.relevant, self.k))["ndcg"]
 
