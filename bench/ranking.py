@@ -332,13 +332,15 @@ def serving_recommender(module) -> Recommender:
     """The exported signature's ranking: module.recommend(user_id, k) in batches."""
     import tensorflow as tf
 
+    from models import contract
+
     def recommend(user_ids: np.ndarray) -> np.ndarray:
         out = []
         for start in range(0, len(user_ids), RECOMMEND_BATCH):
             batch = user_ids[start:start + RECOMMEND_BATCH]
             result = module.recommend(user_id=tf.constant(batch, tf.int64),
                                       k=tf.fill([len(batch)], K))
-            out.append(result["movie_ids"].numpy())
+            out.append(result[contract.MOVIE_IDS].numpy())
         return np.concatenate(out)
 
     return recommend
@@ -540,7 +542,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="ml-latest-small folder (default: data/ml-latest-small, fetched or "
-                             "copied there by pipeline.data if missing)")
+                             "copied there by pipeline.fetch_data if missing)")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS),
                         help=f"subset of {','.join(PROTOCOLS)}")
     parser.add_argument("--models", default=",".join(MODELS),
@@ -558,7 +560,7 @@ def main() -> None:
         if name not in PROTOCOLS + MODELS:
             parser.error(f"unknown protocol or model {name!r}")
     from bench import accuracy
-    from pipeline.data import ensure_data
+    from pipeline.fetch_data import ensure_data
 
     ratings, movies = accuracy.load(ensure_data(args.data_dir, dataset="ml-latest-small"))
     wall, cpu = time.perf_counter(), time.process_time()

@@ -37,6 +37,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import docs  # noqa: E402
+from models import contract  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "serving.json"
@@ -60,7 +61,7 @@ def _init_worker(transport: str, port: int | None, model_dir: str, users: list[i
                   movies=movies)
     if transport == "in-process":
         from serving.model_manager import Servable
-        _STATE["servable"] = Servable(configs.MODEL_NAME, 0, model_dir)
+        _STATE["servable"] = Servable(contract.MODEL_NAME, 0, model_dir)
 
 
 def _caller(workload: str):
@@ -78,17 +79,18 @@ def _caller(workload: str):
     if transport == "in-process":
         servable = _STATE["servable"]
         if workload.startswith("recommend"):
-            return lambda: servable.predict("recommend", {
-                "user_id": np.array([rng.choice(users)], np.int64),
-                "k": np.array([10], np.int32)})
+            return lambda: servable.predict(contract.RECOMMEND, {
+                contract.USER_ID: np.array([rng.choice(users)], np.int64),
+                contract.K: np.array([10], np.int32)})
 
         def predict():
             u, m = ids()
-            return servable.predict("predict_ids", {"user_id": u, "movie_id": m})
+            return servable.predict(contract.PREDICT_IDS, {contract.USER_ID: u,
+                                                           contract.MOVIE_ID: m})
         return predict
     if transport == "grpc naive":
         import grpc
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         from serving import tensors
         stub = prediction_service_pb2_grpc.PredictionServiceStub(
@@ -96,11 +98,8 @@ def _caller(workload: str):
 
         def naive():
             u, m = ids()
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = configs.MODEL_NAME
-            request.model_spec.signature_name = "predict_ids"
-            request.inputs["user_id"].CopyFrom(tensors.to_tensor_proto(u))
-            request.inputs["movie_id"].CopyFrom(tensors.to_tensor_proto(m))
+            request = tensors.predict_request(contract.MODEL_NAME, contract.PREDICT_IDS,
+                                              {contract.USER_ID: u, contract.MOVIE_ID: m})
             return stub.Predict(request, timeout=10)
         return naive
     from serving.client import Client
@@ -164,7 +163,8 @@ def naive_server(model_dir: str) -> None:
 
     class Naive(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
-            signature = model.signatures[request.model_spec.signature_name or "serving_default"]
+            signature = model.signatures[request.model_spec.signature_name
+                                         or contract.SERVING_DEFAULT]
             outputs = signature(**{k: tf.constant(tf.make_ndarray(v))
                                    for k, v in request.inputs.items()})
             response = predict_pb2.PredictResponse()
@@ -307,7 +307,7 @@ def main() -> int:
     model_dir = str(args.model_base_path / str(versions[-1]))
     signatures = set(serve_meta_graph(model_dir).signature_def)
     workloads = [w for w in WORKLOADS if not w.startswith("recommend")
-                 or "recommend" in signatures]
+                 or contract.RECOMMEND in signatures]
     # Ids the model knows: the users and movies of the ratings it was trained on (the catalogue
     # is every movie rated in either split).
     ratings = (args.data_dir / "ratings.csv").read_text().splitlines()[1:]
@@ -357,7 +357,7 @@ def main() -> int:
     results["notes"] = [
         "Transports run one after another, minutes apart: on a shared machine compare rows "
         "together with their load column (the 1-minute load average when each cell started)."]
-    if "recommend" not in signatures:
+    if contract.RECOMMEND not in signatures:
         results["notes"].append("The model has no `recommend` signature: recommend not measured.")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")

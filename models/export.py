@@ -8,7 +8,8 @@ Signatures (batch size B):
       catalogue or a user_id < 1 is an InvalidArgument error; a user never seen in training is
       not an error (cold start: mu + b_m, plus content for the neural model).
   recommend: user_id int64 [B], k int32 [B] -> {"movie_ids": int64 [B, K], "ratings": float32
-      [B, K], "titles": string [B, K]}, the K = max(k) best movies of the catalogue for each user,
+      [B, K], "titles": string [B, K]}, the K = max(k) best movies of the catalogue for each user
+      (k of 1..contract.MAX_K, K at most the catalogue's size),
       best first, excluding the movies the user rated in training; `ratings` is the rating
       model's prediction. With a retrieval stage (two-stage): the retrieval model's top N over
       the whole catalogue, ordered by retrieval logit + rating_weight * predicted stars (then,
@@ -19,8 +20,11 @@ Signatures (batch size B):
   regress: inputs, string [B] serialized tf.Examples -> {"outputs": float32 [B]}, with method
       name tensorflow/serving/regress so that TF Serving's Regress API and REST :regress work.
 
-The id lookups are built from Transform's vocabularies (the same files Transform applied), and the
-movie content from Transform's outputs, so serving sees exactly the features the model trained on.
+The names above are models/contract.py's. Transform's graph is not part of the SavedModel: the id
+lookups are hash tables built from Transform's vocabularies (the same files Transform applied),
+and each movie's content is Transform's output for it, stored in the catalogue; `model_inputs`
+(saved with the model, not a signature) is that input path, and tests/test_transform_parity.py
+checks that it gives exactly Transform's features for every vocabulary entry.
 """
 
 from __future__ import annotations
@@ -31,17 +35,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from models import features
+from models import contract, features, warmup
 from models import retrieval as retrieval_stage
 from models.catalogue import Catalogue
 from models.hparams import RetrievalHParams
 from models.retrieval import RetrievalModel, ragged_rows
-from serving import warmup
-
-PREDICTION_KEY = "rating"
-REGRESS_SIGNATURE = "regress"
-REGRESS_METHOD = "tensorflow/serving/regress"
-SIGNATURES = ("serving_default", "predict_ids", "recommend", REGRESS_SIGNATURE)
 
 
 def _table(keys: np.ndarray, values: np.ndarray, default: int | bytes
@@ -145,23 +143,31 @@ class ServingModule(tf.Module):
 
     def _parse(self, examples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         spec = {k: tf.io.FixedLenFeature([], tf.int64)
-                for k in (features.USER_ID, features.MOVIE_ID)}
+                for k in (contract.USER_ID, contract.MOVIE_ID)}
         parsed = tf.io.parse_example(examples, spec)
-        return parsed[features.USER_ID], parsed[features.MOVIE_ID]
+        return parsed[contract.USER_ID], parsed[contract.MOVIE_ID]
+
+    # Saved with the model but not a signature (TF Serving does not see it): the features the
+    # rating model gets for raw ids, for checking them against Transform's.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name=contract.USER_ID),
+                                  tf.TensorSpec([None], tf.int64, name=contract.MOVIE_ID)],
+                 autograph=False)
+    def model_inputs(self, user_id: tf.Tensor, movie_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._inputs(self.user_index.lookup(user_id), self.movie_row.lookup(movie_id))
 
     # autograph=False: straight-line code; converting the Keras layers costs seconds.
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.EXAMPLES)],
                  autograph=False)
     def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {PREDICTION_KEY: self._predict(*self._parse(examples))}
+        return {contract.RATING: self._predict(*self._parse(examples))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.REGRESS_INPUTS)],
                  autograph=False)
     def regress(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"outputs": self._predict(*self._parse(inputs))}
+        return {contract.REGRESS_OUTPUTS: self._predict(*self._parse(inputs))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id"),
-                                  tf.TensorSpec([None], tf.int64, name="movie_id")],
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name=contract.USER_ID),
+                                  tf.TensorSpec([None], tf.int64, name=contract.MOVIE_ID)],
                  autograph=False)
     def predict_ids(self, user_id: tf.Tensor, movie_id: tf.Tensor) -> dict[str, tf.Tensor]:
         rows = self.movie_row.lookup(movie_id)
@@ -175,17 +181,19 @@ class ServingModule(tf.Module):
                    lambda: tf.boolean_mask(user_id, user_id < 1)),
         ]
         with tf.control_dependencies(checks):
-            return {PREDICTION_KEY: self._stars(self._inputs(self.user_index.lookup(user_id),
-                                                             rows))}
+            return {contract.RATING: self._stars(self._inputs(self.user_index.lookup(user_id),
+                                                              rows))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id"),
-                                  tf.TensorSpec([None], tf.int32, name="k")],
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name=contract.USER_ID),
+                                  tf.TensorSpec([None], tf.int32, name=contract.K)],
                  autograph=False)
     def recommend(self, user_id: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         checks = [
             tf.debugging.assert_equal(tf.shape(user_id), tf.shape(k),
                                       message="user_id and k must have the same length"),
             tf.debugging.Assert(tf.reduce_all(k >= 1), ["k must be >= 1:", k]),
+            _check(tf.reduce_all(k <= contract.MAX_K), f"k must be <= {contract.MAX_K}:",
+                   lambda: tf.boolean_mask(k, k > contract.MAX_K)),
             _check(tf.reduce_all(user_id >= 1), "user_id must be >= 1:",
                    lambda: tf.boolean_mask(user_id, user_id < 1)),
         ]
@@ -194,9 +202,9 @@ class ServingModule(tf.Module):
         count = tf.minimum(tf.reduce_max(k), tf.shape(self.movie_ids)[0])
         rows, stars = (self._retrieve_and_rank(users, count) if self.query_tower is not None
                        else self._rank_by_rating(users, count))
-        return {"movie_ids": tf.gather(self.movie_ids, rows),
-                "ratings": _clip(stars),
-                "titles": self.titles.lookup(tf.cast(rows, tf.int64))}
+        return {contract.MOVIE_IDS: tf.gather(self.movie_ids, rows),
+                contract.RATINGS: _clip(stars),
+                contract.TITLES: self.titles.lookup(tf.cast(rows, tf.int64))}
 
     def _unseen(self, users: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
         """Scores [B, M] of catalogue rows with the movies each user rated in training at -inf
@@ -241,7 +249,7 @@ def _mark_regress_signature(export_dir: str) -> None:
     with tf.io.gfile.GFile(path, "rb") as f:
         proto.ParseFromString(f.read())
     for meta_graph in proto.meta_graphs:
-        meta_graph.signature_def[REGRESS_SIGNATURE].method_name = REGRESS_METHOD
+        meta_graph.signature_def[contract.REGRESS].method_name = contract.REGRESS_METHOD
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(proto.SerializeToString())
 
@@ -249,10 +257,10 @@ def _mark_regress_signature(export_dir: str) -> None:
 def export_serving_model(module: ServingModule, export_dir: str) -> None:
     """Saves the serving SavedModel with its signatures and warmup requests."""
     tf.saved_model.save(module, export_dir, signatures={
-        "serving_default": module.serve_examples,
-        "predict_ids": module.predict_ids,
-        "recommend": module.recommend,
-        REGRESS_SIGNATURE: module.regress,
+        contract.SERVING_DEFAULT: module.serve_examples,
+        contract.PREDICT_IDS: module.predict_ids,
+        contract.RECOMMEND: module.recommend,
+        contract.REGRESS: module.regress,
     })
     _mark_regress_signature(export_dir)
     # Replayed by TF Serving before a version serves; ids the model knows, so every one succeeds.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import data, export, features, trainer
+from models import contract, data, export, features, trainer
 from models.base import user_history
 from models.catalogue import Catalogue
 from models.hparams import HParams
@@ -142,9 +142,9 @@ def exported(mf, tmp_path_factory):
 
 
 def predict_ids(loaded, users, movies):
-    out = loaded.signatures["predict_ids"](user_id=tf.constant(users, tf.int64),
+    out = loaded.signatures[contract.PREDICT_IDS](user_id=tf.constant(users, tf.int64),
                                            movie_id=tf.constant(movies, tf.int64))
-    return out["rating"].numpy()
+    return out[contract.RATING].numpy()
 
 
 def test_reloaded_model_predicts_exactly_what_the_trained_model_does(exported):
@@ -155,13 +155,12 @@ def test_reloaded_model_predicts_exactly_what_the_trained_model_does(exported):
         features.GENRES_XF: catalogue.genres[movies], features.YEAR_XF: catalogue.years[movies]})
     served = predict_ids(loaded, USER_IDS[users], catalogue.movie_ids[movies])
     np.testing.assert_allclose(served, in_process, rtol=1e-6)
-    examples = [tf.train.Example(features=tf.train.Features(feature={
-        "user_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[u])),
-        "movie_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[m])),
-    })).SerializeToString() for u, m in zip(USER_IDS[users], catalogue.movie_ids[movies],
-                                            strict=True)]
-    by_example = loaded.signatures["serving_default"](examples=tf.constant(examples))["rating"]
-    by_regress = loaded.signatures["regress"](inputs=tf.constant(examples))["outputs"]
+    examples = tf.constant([
+        contract.tf_example({contract.USER_ID: u, contract.MOVIE_ID: m}).SerializeToString()
+        for u, m in zip(USER_IDS[users], catalogue.movie_ids[movies], strict=True)])
+    signatures = loaded.signatures
+    by_example = signatures[contract.SERVING_DEFAULT](examples=examples)[contract.RATING]
+    by_regress = signatures[contract.REGRESS](inputs=examples)[contract.REGRESS_OUTPUTS]
     np.testing.assert_array_equal(by_example.numpy(), served)
     np.testing.assert_array_equal(by_regress.numpy(), served)
 
@@ -173,18 +172,21 @@ def test_regress_signature_carries_tf_servings_regress_method_name(exported):
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(tf.io.gfile.GFile(f"{path}/saved_model.pb", "rb").read())
     signatures = proto.meta_graphs[0].signature_def
-    assert signatures["regress"].method_name == "tensorflow/serving/regress"
-    assert set(signatures["regress"].inputs) == {"inputs"}
-    assert set(signatures["regress"].outputs) == {"outputs"}
-    assert set(export.SIGNATURES) <= set(signatures)
+    assert signatures[contract.REGRESS].method_name == contract.REGRESS_METHOD
+    assert set(signatures[contract.REGRESS].inputs) == {contract.REGRESS_INPUTS}
+    assert set(signatures[contract.REGRESS].outputs) == {contract.REGRESS_OUTPUTS}
+    # Exactly the contract's signatures (the loader's init op aside), the others Predict ones.
+    assert {k for k in signatures if not k.startswith("__")} == set(contract.SIGNATURES)
+    assert {signatures[k].method_name for k in contract.SIGNATURES
+            if k != contract.REGRESS} == {contract.PREDICT_METHOD}
 
 
 def test_recommend_is_the_best_unseen_movies_of_the_whole_catalogue(exported):
     loaded, model, catalogue, history, _ = exported
     user = 4
-    out = loaded.signatures["recommend"](user_id=tf.constant([USER_IDS[user]], tf.int64),
+    out = loaded.signatures[contract.RECOMMEND](user_id=tf.constant([USER_IDS[user]], tf.int64),
                                          k=tf.constant([10], tf.int32))
-    ids, ratings = out["movie_ids"].numpy()[0], out["ratings"].numpy()[0]
+    ids, ratings = out[contract.MOVIE_IDS].numpy()[0], out[contract.RATINGS].numpy()[0]
     seen = set(catalogue.movie_ids[history[user].numpy()])
     assert len(ids) == len(set(ids)) == 10 and not set(ids) & seen
     # Brute force: every unseen catalogue movie through predict_ids.
@@ -198,20 +200,20 @@ def test_recommend_is_the_best_unseen_movies_of_the_whole_catalogue(exported):
          features.GENRES_XF: catalogue.genres[rows], features.YEAR_XF: catalogue.years[rows]}
     ).numpy())
     np.testing.assert_array_equal(ids, unseen[np.argsort(-unclipped, kind="stable")[:10]])
-    assert [t.decode() for t in out["titles"].numpy()[0]] == [f"Movie {m}" for m in ids]
+    assert [t.decode() for t in out[contract.TITLES].numpy()[0]] == [f"Movie {m}" for m in ids]
 
 
 def test_recommend_gives_an_unknown_user_the_best_movies_by_bias_and_pads_batches_to_max_k(
         exported):
     loaded, model, catalogue, _, _ = exported
-    out = loaded.signatures["recommend"](user_id=tf.constant([123_456, USER_IDS[0]], tf.int64),
-                                         k=tf.constant([3, 5], tf.int32))
-    assert out["movie_ids"].shape == (2, 5)  # K = max(k); the first client keeps 3
+    out = loaded.signatures[contract.RECOMMEND](
+        user_id=tf.constant([123_456, USER_IDS[0]], tf.int64), k=tf.constant([3, 5], tf.int32))
+    assert out[contract.MOVIE_IDS].shape == (2, 5)  # K = max(k); the first client keeps 3
     mu = float(model.biases.global_bias)
     bias = model.biases.movie_bias.embeddings.numpy()[:N_MOVIES, 0]
     expected = catalogue.movie_ids[np.argsort(-bias)[:5]]
-    np.testing.assert_array_equal(out["movie_ids"].numpy()[0], expected)
-    np.testing.assert_allclose(out["ratings"].numpy()[0],
+    np.testing.assert_array_equal(out[contract.MOVIE_IDS].numpy()[0], expected)
+    np.testing.assert_allclose(out[contract.RATINGS].numpy()[0],
                                np.clip(features.unscale_rating(mu + np.sort(bias)[::-1][:5]),
                                        features.RATING_MIN, features.RATING_MAX), rtol=1e-5)
 
@@ -223,18 +225,37 @@ def test_movies_outside_the_catalogue_and_bad_arguments_are_invalid_argument_err
     with pytest.raises(tf.errors.InvalidArgumentError, match="user_id must be >= 1"):
         predict_ids(loaded, [0], [1])
     with pytest.raises(tf.errors.InvalidArgumentError, match="k must be >= 1"):
-        loaded.signatures["recommend"](user_id=tf.constant([7], tf.int64),
-                                       k=tf.constant([0], tf.int32))
-    # Unknown users are not an error (cold start), and a new movie in the catalogue is scored.
-    assert predict_ids(loaded, [123_456], [NEW_MOVIE_ID]).shape == (1,)
+        loaded.signatures[contract.RECOMMEND](user_id=tf.constant([7], tf.int64),
+                                              k=tf.constant([0], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"k must be <= {contract.MAX_K}"):
+        loaded.signatures[contract.RECOMMEND](user_id=tf.constant([7, 7], tf.int64),
+                                              k=tf.constant([10, 1_000_000], tf.int32))
+
+
+def cold_start_stars(model, movie_idx: int | None) -> float:
+    """What biased MF predicts for an unknown user: mu + b_movie (an unknown movie: mu alone),
+    in stars, clipped as served."""
+    scaled = float(model.biases.global_bias)
+    if movie_idx is not None:
+        scaled += float(model.biases.movie_bias(tf.constant([movie_idx]))[0, 0])
+    return float(np.clip(features.unscale_rating(scaled), features.RATING_MIN,
+                         features.RATING_MAX))
+
+
+def test_an_unknown_user_gets_mu_plus_the_movies_bias(exported):
+    """Cold start is not an error: an unknown user gets mu + b_movie; a new movie of the
+    catalogue (outside the vocabulary) mu alone."""
+    loaded, model, catalogue, _, _ = exported
+    served = predict_ids(loaded, [123_456, 123_456], [catalogue.movie_ids[5], NEW_MOVIE_ID])
+    np.testing.assert_allclose(served, [cold_start_stars(model, int(catalogue.movie_idx[5])),
+                                        cold_start_stars(model, None)], rtol=1e-6)
 
 
 def test_serving_default_never_fails_on_unknown_ids(exported):
-    loaded, *_ = exported
-    example = tf.train.Example(features=tf.train.Features(feature={
-        "user_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
-        "movie_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[123_456_789])),
-    })).SerializeToString()
-    rating = loaded.signatures["serving_default"](examples=tf.constant([example]))["rating"]
-    assert features.RATING_MIN <= float(rating[0]) <= features.RATING_MAX
+    """An invalid user and a movie outside the catalogue: the cold-start prediction, mu."""
+    loaded, model, *_ = exported
+    example = contract.tf_example({contract.USER_ID: 0, contract.MOVIE_ID: 123_456_789})
+    rating = loaded.signatures[contract.SERVING_DEFAULT](
+        examples=tf.constant([example.SerializeToString()]))[contract.RATING]
+    np.testing.assert_allclose(rating.numpy(), [cold_start_stars(model, None)], rtol=1e-6)
 

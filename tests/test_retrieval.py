@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import data, export, features, ranking_metrics, trainer
+from models import contract, data, export, features, ranking_metrics, trainer
 from models.base import user_history
 from models.catalogue import Catalogue
 from models.hparams import HParams, RetrievalHParams
@@ -64,7 +64,7 @@ def two_stage(tmp_path_factory):
 
 
 def recommend(signatures_owner, user_ids, k):
-    out = signatures_owner.signatures["recommend"](
+    out = signatures_owner.signatures[contract.RECOMMEND](
         user_id=tf.constant(user_ids, tf.int64), k=tf.fill([len(user_ids)], tf.constant(k)))
     return {name: value.numpy() for name, value in out.items()}
 
@@ -76,7 +76,7 @@ def test_retrieval_finds_the_planted_tastes_far_above_popularity(two_stage):
     for u, m in zip(test[features.USER_IDX], test[features.MOVIE_IDX], strict=True):
         relevant.setdefault(int(u), set()).add(int(MOVIE_IDS[m]))
     users = np.array(sorted(relevant))
-    ours = recommend(loaded, USER_IDS[users], 10)["movie_ids"]
+    ours = recommend(loaded, USER_IDS[users], 10)[contract.MOVIE_IDS]
     counts = np.bincount(train[features.MOVIE_IDX], minlength=N_MOVIES)
     popular = [[MOVIE_IDS[m] for m in np.argsort(-counts, kind="stable")
                 if m not in set(seen[u].numpy())][:10] for u in users]
@@ -91,7 +91,8 @@ def test_exported_recommend_equals_both_stages_computed_in_process(two_stage):
     users = np.array([0, 7, 31, 199])
     served = recommend(loaded, USER_IDS[users], 10)
     in_process = module.recommend(user_id=tf.constant(USER_IDS[users]), k=tf.fill([4], 10))
-    np.testing.assert_array_equal(served["movie_ids"], in_process["movie_ids"].numpy())
+    np.testing.assert_array_equal(served[contract.MOVIE_IDS],
+                                  in_process[contract.MOVIE_IDS].numpy())
     # By hand: retrieval logits of every unseen movie, the top N, then logit + w * stars.
     history = user_history(train[features.USER_IDX], train[features.MOVIE_IDX], N_USERS)
     model, candidates = module.model, module.retrieval_candidates.numpy()
@@ -107,15 +108,15 @@ def test_exported_recommend_equals_both_stages_computed_in_process(two_stage):
             features.YEAR_XF: np.zeros(len(candidates), np.float32)}).numpy())
         order = np.argsort(-(logits[row, candidates] + RETRIEVAL.rating_weight * stars),
                            kind="stable")[:10]
-        np.testing.assert_array_equal(served["movie_ids"][row], MOVIE_IDS[candidates[order]])
-        np.testing.assert_allclose(served["ratings"][row], np.clip(stars[order], 0.5, 5.0),
+        np.testing.assert_array_equal(served[contract.MOVIE_IDS][row], MOVIE_IDS[candidates[order]])
+        np.testing.assert_allclose(served[contract.RATINGS][row], np.clip(stars[order], 0.5, 5.0),
                                    rtol=1e-5)
-        assert not set(served["movie_ids"][row]) & set(MOVIE_IDS[seen])
+        assert not set(served[contract.MOVIE_IDS][row]) & set(MOVIE_IDS[seen])
 
 
 def test_an_unknown_user_gets_the_popularity_bias_order(two_stage):
     module, loaded, _, _ = two_stage
-    served = recommend(loaded, [987_654], 5)["movie_ids"][0]
+    served = recommend(loaded, [987_654], 5)[contract.MOVIE_IDS][0]
     bias = module.retrieval_candidates.numpy()[:, -1]
     # An empty history is a zero query: the retrieval logits are the movie biases alone; with
     # rating_weight > 0 the ranker reorders the top N, so compare the retrieved set.
@@ -126,15 +127,15 @@ def test_an_unknown_user_gets_the_popularity_bias_order(two_stage):
 def test_k_above_the_candidate_count_and_predict_ids_keep_working(two_stage):
     _, loaded, _, _ = two_stage
     out = recommend(loaded, [USER_IDS[3]], RETRIEVAL.num_candidates + 15)
-    ids = out["movie_ids"][0]
+    ids = out[contract.MOVIE_IDS][0]
     assert len(ids) == RETRIEVAL.num_candidates + 15 and len(set(ids)) == len(ids)
     # A row's first k never depend on the K it is batched with (TF Serving merges requests).
     for k in (3, RETRIEVAL.num_candidates):
-        np.testing.assert_array_equal(recommend(loaded, [USER_IDS[3]], k)["movie_ids"][0],
+        np.testing.assert_array_equal(recommend(loaded, [USER_IDS[3]], k)[contract.MOVIE_IDS][0],
                                       ids[:k])
-    rating = loaded.signatures["predict_ids"](
+    rating = loaded.signatures[contract.PREDICT_IDS](
         user_id=tf.constant([USER_IDS[3]], tf.int64),
-        movie_id=tf.constant([MOVIE_IDS[0]], tf.int64))["rating"]
+        movie_id=tf.constant([MOVIE_IDS[0]], tf.int64))[contract.RATING]
     assert features.RATING_MIN <= float(rating[0]) <= features.RATING_MAX
 
 

@@ -40,7 +40,7 @@ from tfx.utils import path_utils
 
 from components.evaluation import results
 from components.movielens_example_gen.slicing import bucket_label, bucket_labels
-from models import features, ranking_metrics
+from models import contract, features, ranking_metrics
 from models.ranking_metrics import PAD
 
 _LOG = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ COVERAGE = "coverage"
 # ranking_metrics.METRICS and coverage.
 METRIC_TITLES = {results.NDCG: "NDCG@{k}", "precision": "precision@{k}", "recall": "recall@{k}",
                  "map": "MAP@{k}", COVERAGE: "coverage"}
-RECOMMEND_SIGNATURE = "recommend"
 TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
 # NDCGs are means of float sums: differences at a rule's bound are off by ~1e-17.
 _ROUNDING = 1e-9
@@ -161,12 +160,12 @@ def recommend_lists(model_dir: str, user_ids: np.ndarray, k: int, batch_size: in
                     ) -> np.ndarray:
     """The `recommend` signature's top k of a serving SavedModel for each user; int64 [U, k],
     PAD where the catalogue has fewer than k movies the user has not rated."""
-    recommend = tf.saved_model.load(model_dir).signatures[RECOMMEND_SIGNATURE]
+    recommend = tf.saved_model.load(model_dir).signatures[contract.RECOMMEND]
     lists = np.full((len(user_ids), k), PAD, np.int64)
     for start in range(0, len(user_ids), batch_size):
         batch = user_ids[start:start + batch_size]
         movie_ids = recommend(user_id=tf.constant(batch, tf.int64),
-                              k=tf.fill([len(batch)], tf.constant(k, tf.int32)))["movie_ids"]
+                              k=tf.fill([len(batch)], tf.constant(k, tf.int32)))[contract.MOVIE_IDS]
         movie_ids = movie_ids.numpy()[:, :k]
         lists[start:start + len(batch), :movie_ids.shape[1]] = movie_ids
     return lists
