@@ -1,7 +1,8 @@
 """Pipeline configuration: names, paths and parameters in one place.
 
-Every runner (local, Kubeflow) and the tests build the pipeline from these values; command-line
-flags of the runners override a few of them.
+Every runner (local, Kubeflow) and the tests pass these values to `create_pipeline`; command-line
+flags of the runners override a few of them. The names the models package shares with its users
+(the served model's name, signatures, the Trainer's custom_config key) are models/contract.py's.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from pathlib import Path
 
 from components.movielens_example_gen.config import SplitConfig
 from components.movielens_example_gen.slicing import check_edges
+from models import contract
 from models.hparams import HParams, RetrievalHParams
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PIPELINE_NAME = "movielens-tfx"
-# The name TensorFlow Serving serves the model under (models.config, clients, REST URLs).
-MODEL_NAME = "movielens"
 
 # Data: the default dataset, where it is downloaded, and local copies tried before the network.
 DATASET = "ml-latest-small"
@@ -30,7 +30,7 @@ LOCAL_DATA_MIRRORS = [Path(p) for p in os.environ.get("MOVIELENS_MIRROR", "").sp
 
 # Outputs: artifacts and ML Metadata under tfx_output/, pushed models under serving_model/.
 OUTPUT_DIR = REPO_ROOT / "tfx_output"
-SERVING_MODEL_DIR = REPO_ROOT / "serving_model" / MODEL_NAME
+SERVING_MODEL_DIR = REPO_ROOT / "serving_model" / contract.MODEL_NAME
 SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
 
 # Module functions, by dotted name: they are imported from the installed project
@@ -153,12 +153,19 @@ class ServingSettings:
     host: str = "127.0.0.1"
     # Inside the TF Serving container: the model base path (the Pusher's serving_model/movielens
     # is mounted here) and the folder holding models.config, batching and monitoring files.
-    container_model_base_path: str = f"/models/{MODEL_NAME}"
+    container_model_base_path: str = f"/models/{contract.MODEL_NAME}"
     container_config_dir: str = "/config"
     # TF Serving's Prometheus endpoint on the REST port (monitoring.config).
     prometheus_path: str = "/monitoring/prometheus/metrics"
     # How often a new version is looked for (TF Serving's --file_system_poll_wait_seconds).
     poll_seconds: float = 1.0
+    # Rows (pairs, users, examples) one request may have: TF Serving's batching refuses a larger
+    # request (serving/batching_parameters.txt, checked to agree), and so does the development
+    # server, with the same INVALID_ARGUMENT.
+    max_batch_size: int = 2048
+    # The development server refuses a REST body or gRPC message above this unread (HTTP 413,
+    # RESOURCE_EXHAUSTED): 2,048 rows of tf.Examples take ~100 KB, a million pairs ~16 MB.
+    max_request_bytes: int = 8 << 20
 
 
 SERVING = ServingSettings()
@@ -186,7 +193,7 @@ class KubeflowSettings:
     data_root: str = os.environ.get("KFP_DATA_ROOT") or f"gs://YOUR_BUCKET/movielens/{DATASET}"
     # TF Serving loads from here (serving/ mounts or syncs this path).
     serving_model_dir: str = (os.environ.get("KFP_SERVING_MODEL_DIR")
-                              or f"gs://YOUR_BUCKET/serving_model/{MODEL_NAME}")
+                              or f"gs://YOUR_BUCKET/serving_model/{contract.MODEL_NAME}")
     # Built from kubeflow/Dockerfile: TFX 1.16 image + this project installed.
     image: str = os.environ.get("KFP_IMAGE") or "ghcr.io/YOUR_ORG/movielens-tfx:0.1.0"
     # Where kubeflow/Dockerfile puts the curated schema inside the image.

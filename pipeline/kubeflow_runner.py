@@ -29,7 +29,7 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
 from tfx.orchestration.pipeline import Pipeline  # noqa: E402
 
 from pipeline import configs  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline.pipeline import TRAINER_ID, create_pipeline  # noqa: E402
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 PIPELINE_SPEC_FILE = "pipeline.json"
@@ -41,15 +41,22 @@ DATA_ROOT_PARAMETER = "data_root"
 def build_pipeline(settings: configs.KubeflowSettings) -> Pipeline:
     """The local pipeline with the cluster's locations, image paths and Beam arguments."""
     pipeline = create_pipeline(
+        pipeline_name=configs.PIPELINE_NAME,
+        pipeline_root=settings.pipeline_root,
         data_root=data_types.RuntimeParameter(
             name=DATA_ROOT_PARAMETER, ptype=str, default=settings.data_root),
-        pipeline_root=settings.pipeline_root,
-        serving_model_dir=settings.serving_model_dir,
         schema_path=settings.schema_path,
+        serving_model_dir=settings.serving_model_dir,
+        preprocessing_fn=configs.PREPROCESSING_FN,
+        run_fn=configs.RUN_FN,
+        split=configs.SPLIT,
+        hparams=configs.HPARAMS,
+        baseline_hparams=configs.BASELINE_HPARAMS,
+        eval_settings=configs.EVAL,
         beam_pipeline_args=list(settings.beam_pipeline_args),
     )
     if settings.trainer_gpus:
-        trainer = next(c for c in pipeline.components if c.id == "Trainer")
+        trainer = next(c for c in pipeline.components if c.id == TRAINER_ID)
         trainer.with_platform_config(ResourceSpec(accelerator=ResourceSpec.AcceleratorConfig(
             type="nvidia.com/gpu", count=settings.trainer_gpus)))
     return pipeline

@@ -36,7 +36,7 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E40
 from components.anomalies_gate import DataAnomaliesError  # noqa: E402
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
 from components.movielens_example_gen.parsing import InputDataError  # noqa: E402
-from pipeline import configs, data, report  # noqa: E402
+from pipeline import configs, fetch_data, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
 # absl INFO lines worth a person's attention: which component runs, and the outcome.
@@ -94,7 +94,7 @@ def expected_failure(error: BaseException) -> str | None:
     if isinstance(error, DataAnomaliesError):
         return (f"{error}\nThe data breaks schema/schema.pbtxt: fix the data (or the schema, if "
                 "the data is right) and run again.")
-    if isinstance(error, (InputDataError, data.DataError)):
+    if isinstance(error, (InputDataError, fetch_data.DataError)):
         return str(error)
     if isinstance(error, OSError) and error.errno in _OS_ERRORS:
         where = f" ({error.filename})" if error.filename else ""
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     start = time.time()
-    data_root = data.ensure_data(args.data_dir, dataset=args.dataset, offline=args.offline)
+    data_root = fetch_data.ensure_data(args.data_dir, dataset=args.dataset, offline=args.offline)
     output_dir = args.output_dir.resolve()
     serving_model_dir = args.serving_model_dir.resolve()
     check_writable(output_dir, "--output-dir")
@@ -180,12 +180,18 @@ def run(args: argparse.Namespace) -> int:
     metadata_path = output_dir / "metadata.sqlite"
     hparams = configs.model_hparams(args.model)
     pipeline = create_pipeline(
-        data_root=str(data_root),
+        pipeline_name=configs.PIPELINE_NAME,
         pipeline_root=str(output_dir / configs.PIPELINE_NAME),
+        data_root=str(data_root),
+        schema_path=str(configs.SCHEMA_PATH),
         serving_model_dir=str(serving_model_dir),
+        preprocessing_fn=configs.PREPROCESSING_FN,
+        run_fn=configs.RUN_FN,
         split=dataclasses.replace(configs.SPLIT, method=args.split),
         hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
                  if args.force_bad_model else hparams),
+        baseline_hparams=configs.BASELINE_HPARAMS,
+        eval_settings=configs.EVAL,
         beam_pipeline_args=beam_args(args.direct_running_mode, args.direct_num_workers),
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(metadata_path)),
@@ -194,9 +200,9 @@ def run(args: argparse.Namespace) -> int:
     logging.info("Running pipeline %s on %s; artifacts in %s", configs.PIPELINE_NAME, data_root,
                  output_dir)
     LocalDagRunner().run(pipeline)
-    summary = report.summarize_latest_run(str(metadata_path))
+    summary = run_summary.summarize_latest_run(str(metadata_path))
     print("\n" + "=" * 72)
-    print(report.format_summary(summary) if summary else "No run recorded.")
+    print(run_summary.format_summary(summary) if summary else "No run recorded.")
     print(f"Pipeline finished in {time.time() - start:.0f} s; ML Metadata: {metadata_path}")
     print("=" * 72)
     return EXIT_PUSHED if summary and summary.pushed_to else EXIT_NOT_BLESSED

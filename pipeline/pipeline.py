@@ -5,6 +5,11 @@ MovieLensExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> A
 -> Evaluator (vs the bias baseline) + BlessedModelEvaluator (vs the latest blessed model)
    + TopKEvaluator (top-k lists vs popularity and the latest blessed model)
 -> BlessingGate -> Pusher -> EvaluationReportGen
+
+As in TFX's templates, `create_pipeline` takes everything it needs as arguments: the runners
+(pipeline/local_runner.py, pipeline/kubeflow_runner.py) and the tests pass pipeline/configs.py's
+values in. The module functions (preprocessing_fn, run_fn) are dotted names, so building the
+pipeline imports no model code.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tensorflow_model_analysis as tfma
 
@@ -32,23 +38,40 @@ from components.anomalies_gate import AnomaliesGate
 from components.evaluation import results, topk
 from components.evaluation.blessing_gate import BlessingGate
 from components.evaluation.metrics import RMSEIfEnoughExamples, RootMeanSquaredError
-from components.evaluation.report import EvaluationReportGen
+from components.evaluation.report_gen import EvaluationReportGen
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
-from models import export, features
+from models import contract, features
 from models.hparams import HParams
-from models.trainer import HPARAMS_KEY
-from pipeline import configs
+
+if TYPE_CHECKING:  # a type only: the values come from the caller
+    from pipeline.configs import EvalSettings
 
 # TFX cache keys cover inputs and parameters but not the code behind a dotted-name function; this
 # fingerprint of the models package makes an edited preprocessing_fn or model rerun its steps.
 CODE_FINGERPRINT_KEY = "code_fingerprint"
-# Component ids beyond the default ones (the class names).
+
+# Component ids, in pipeline order: ML Metadata, the run summary, the Kubeflow runner and the tests
+# find components by these.
+EXAMPLE_GEN_ID = "MovieLensExampleGen"
+STATISTICS_GEN_ID = "StatisticsGen"
+SCHEMA_GEN_ID = "ImportSchemaGen"
+EXAMPLE_VALIDATOR_ID = "ExampleValidator"
+ANOMALIES_GATE_ID = "AnomaliesGate"
+TRANSFORM_ID = "Transform"
+TRAINER_ID = "Trainer"
 BASELINE_TRAINER_ID = "BaselineTrainer"
 BLESSED_MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
+EVALUATOR_ID = "Evaluator"
 BLESSED_MODEL_EVALUATOR_ID = "BlessedModelEvaluator"
-BLESSING_GATE_ID = "BlessingGate"
 TOPK_EVALUATOR_ID = "TopKEvaluator"
+BLESSING_GATE_ID = "BlessingGate"
+PUSHER_ID = "Pusher"
+REPORT_GEN_ID = "EvaluationReportGen"
+COMPONENT_IDS = (EXAMPLE_GEN_ID, STATISTICS_GEN_ID, SCHEMA_GEN_ID, EXAMPLE_VALIDATOR_ID,
+                 ANOMALIES_GATE_ID, TRANSFORM_ID, TRAINER_ID, BASELINE_TRAINER_ID,
+                 BLESSED_MODEL_RESOLVER_ID, EVALUATOR_ID, BLESSED_MODEL_EVALUATOR_ID,
+                 TOPK_EVALUATOR_ID, BLESSING_GATE_ID, PUSHER_ID, REPORT_GEN_ID)
 
 
 def code_fingerprint() -> str:
@@ -62,8 +85,8 @@ def code_fingerprint() -> str:
 
 def _model_specs(baseline: str) -> list[tfma.ModelSpec]:
     """The candidate and a baseline, all called through the same serving signature."""
-    common = dict(signature_name="serving_default", label_key=features.LABEL_KEY,
-                  prediction_key=export.PREDICTION_KEY)
+    common = dict(signature_name=contract.SERVING_DEFAULT, label_key=features.LABEL_KEY,
+                  prediction_key=contract.RATING)
     return [tfma.ModelSpec(name=results.CANDIDATE, **common),
             tfma.ModelSpec(name=baseline, is_baseline=True, **common)]
 
@@ -88,7 +111,7 @@ def _rmse_change_threshold(slicing_spec: tfma.SlicingSpec, allowed: float
             direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute={"value": allowed})))
 
 
-def make_eval_configs(settings: configs.EvalSettings) -> dict[str, tfma.EvalConfig]:
+def make_eval_configs(settings: EvalSettings) -> dict[str, tfma.EvalConfig]:
     """TFMA configs of the two Evaluators, keyed by baseline model name; the blessing rules.
 
     Both compute RMSE, MAE and example counts overall, per genre, per user activity and per movie
@@ -133,35 +156,44 @@ def make_eval_configs(settings: configs.EvalSettings) -> dict[str, tfma.EvalConf
 
 def create_pipeline(
     *,
-    data_root: str,
+    pipeline_name: str,
     pipeline_root: str,
+    data_root: str,
+    schema_path: str,
     serving_model_dir: str,
-    pipeline_name: str = configs.PIPELINE_NAME,
-    schema_path: str = str(configs.SCHEMA_PATH),
-    split: SplitConfig = configs.SPLIT,
-    hparams: HParams = configs.HPARAMS,
-    baseline_hparams: HParams = configs.BASELINE_HPARAMS,
-    eval_settings: configs.EvalSettings = configs.EVAL,
-    beam_pipeline_args: list[str] | None = None,
+    preprocessing_fn: str,
+    run_fn: str,
+    split: SplitConfig,
+    hparams: HParams,
+    baseline_hparams: HParams,
+    eval_settings: EvalSettings,
+    beam_pipeline_args: list[str],
     metadata_connection_config=None,
     enable_cache: bool = True,
 ) -> tfx_pipeline.Pipeline:
-    """Builds the pipeline; every path may be local or a remote (gs://, s3://) URI."""
+    """Builds the pipeline; every path may be local or a remote (gs://, s3://) URI.
+
+    preprocessing_fn and run_fn are dotted names of the Transform and Trainer module functions;
+    hparams are the candidate's, baseline_hparams the bias baseline's every candidate must beat.
+    """
     example_gen = MovieLensExampleGen(
         input_base=data_root, split=split,
         user_activity_edges=eval_settings.user_activity_edges,
-        movie_popularity_edges=eval_settings.movie_popularity_edges)
-    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = ImportSchemaGen(schema_file=schema_path)
+        movie_popularity_edges=eval_settings.movie_popularity_edges).with_id(EXAMPLE_GEN_ID)
+    statistics_gen = StatisticsGen(
+        examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN_ID)
+    schema_gen = ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_GEN_ID)
     example_validator = ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"]).with_id(EXAMPLE_VALIDATOR_ID)
+    anomalies_gate = AnomaliesGate(
+        anomalies=example_validator.outputs["anomalies"]).with_id(ANOMALIES_GATE_ID)
 
     fingerprint = code_fingerprint()
     transform = Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        preprocessing_fn=configs.PREPROCESSING_FN,
+        preprocessing_fn=preprocessing_fn,
         # Vocabularies and statistics from the train split only: eval ids unseen in training
         # are out-of-vocabulary, as they would be in production.
         splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
@@ -169,24 +201,25 @@ def create_pipeline(
         # StatisticsGen already describes the raw data; Transform's own pre- and post-transform
         # statistics would double its run time for nothing the pipeline reads.
         disable_statistics=True,
-    )
+    ).with_id(TRANSFORM_ID)
     # Nothing is transformed or trained on data that failed validation.
     transform.add_upstream_node(anomalies_gate)
 
-    def make_trainer(hp: HParams) -> Trainer:
+    def make_trainer(hp: HParams, component_id: str) -> Trainer:
         return Trainer(
-            run_fn=configs.RUN_FN,
+            run_fn=run_fn,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
             train_args=trainer_pb2.TrainArgs(splits=["train"]),
             eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
-            custom_config={HPARAMS_KEY: hp.to_config(), CODE_FINGERPRINT_KEY: fingerprint},
-        )
+            custom_config={contract.HPARAMS_KEY: hp.to_config(),
+                           CODE_FINGERPRINT_KEY: fingerprint},
+        ).with_id(component_id)
 
-    trainer = make_trainer(hparams)
+    trainer = make_trainer(hparams, TRAINER_ID)
     # The simple baseline every candidate must beat, trained on the same split in the same run.
-    baseline_trainer = make_trainer(baseline_hparams).with_id(BASELINE_TRAINER_ID)
+    baseline_trainer = make_trainer(baseline_hparams, BASELINE_TRAINER_ID)
     # The model serving now: the newest candidate the gate blessed (none on the first run). Only
     # the gate's blessings count: the Evaluators' own bless a model that passed half the rules.
     blessed_model_resolver = Resolver(
@@ -198,20 +231,18 @@ def create_pipeline(
     ).with_id(BLESSED_MODEL_RESOLVER_ID)
 
     eval_configs = make_eval_configs(eval_settings)
-    evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=baseline_trainer.outputs["model"],
-        eval_config=eval_configs[results.BIAS_BASELINE],
-        example_splits=["eval"],
-    )
-    blessed_evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=blessed_model_resolver.outputs["model"],
-        eval_config=eval_configs[results.LATEST_BLESSED],
-        example_splits=["eval"],
-    ).with_id(BLESSED_MODEL_EVALUATOR_ID)
+
+    def make_evaluator(baseline_model: Channel, baseline: str, component_id: str) -> Evaluator:
+        """The candidate against one baseline (TFMA takes one per evaluation), on the eval
+        split."""
+        return Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+                         baseline_model=baseline_model, eval_config=eval_configs[baseline],
+                         example_splits=["eval"]).with_id(component_id)
+
+    evaluator = make_evaluator(baseline_trainer.outputs["model"], results.BIAS_BASELINE,
+                               EVALUATOR_ID)
+    blessed_evaluator = make_evaluator(blessed_model_resolver.outputs["model"],
+                                       results.LATEST_BLESSED, BLESSED_MODEL_EVALUATOR_ID)
     # What users get: the candidate's `recommend` top k vs the most-rated movies and the blessed
     # model's top k, per user; TFMA's per-example metrics cannot rank a catalogue.
     topk_evaluator = topk.TopKEvaluator(
@@ -235,7 +266,7 @@ def create_pipeline(
         model_blessing=gate.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_model_dir)),
-    )
+    ).with_id(PUSHER_ID)
 
     # Why the model was or was not blessed, per slice; after the Pusher to say where it went.
     report = EvaluationReportGen(
@@ -245,7 +276,7 @@ def create_pipeline(
         blessing=gate.outputs["blessing"],
         pushed_model=pusher.outputs["pushed_model"],
         eval_settings=json.dumps(dataclasses.asdict(eval_settings), sort_keys=True),
-    )
+    ).with_id(REPORT_GEN_ID)
 
     return tfx_pipeline.Pipeline(
         pipeline_name=pipeline_name,
@@ -255,5 +286,5 @@ def create_pipeline(
                     blessed_evaluator, topk_evaluator, gate, pusher, report],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_pipeline_args or [],
+        beam_pipeline_args=beam_pipeline_args,
     )

@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 from movielens_fixture import write_movielens_fixture  # noqa: E402
+from pipelines import local_pipeline, serving_model_dir  # noqa: E402
 
 
 @pytest.fixture
@@ -20,20 +21,12 @@ def movielens_dir(tmp_path):
 def pushed_model(tmp_path_factory):
     """One real pipeline run (LocalDagRunner) on a generated fixture, shared by every test that
     needs a pushed model: (serving model base path, MovieLens data folder, pipeline root)."""
-    from tfx.orchestration import metadata
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-
-    from pipeline import configs
-    from pipeline.pipeline import create_pipeline
 
     root = tmp_path_factory.mktemp("pushed")
     data_dir = write_movielens_fixture(root / "data", n_users=100, ratings_per_user=(25, 50))
-    base_path = root / "serving_model" / configs.MODEL_NAME
-    LocalDagRunner().run(create_pipeline(
-        data_root=str(data_dir), pipeline_root=str(root / "pipeline"),
-        serving_model_dir=str(base_path), beam_pipeline_args=configs.BEAM_PIPELINE_ARGS,
-        metadata_connection_config=metadata.sqlite_metadata_connection_config(
-            str(root / "metadata.sqlite"))))
+    base_path = serving_model_dir(root)
+    LocalDagRunner().run(local_pipeline(data_dir, root))
     versions = [p for p in base_path.iterdir() if p.name.isdigit()]
     assert len(versions) == 1, f"expected one pushed version under {base_path}: {versions}"
     return base_path, data_dir, root / "pipeline"

@@ -4,12 +4,13 @@ import dataclasses
 import importlib
 import json
 
+import pipelines
 import pytest
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline import configs, kubeflow_runner
-from pipeline.pipeline import BLESSED_MODEL_RESOLVER_ID, create_pipeline
+from pipeline import pipeline as pl
 
 SETTINGS = dataclasses.replace(
     configs.KUBEFLOW,
@@ -36,8 +37,7 @@ def compiled(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("local")
-    return create_pipeline(data_root=str(root / "data"), pipeline_root=str(root / "pipeline"),
-                           serving_model_dir=str(root / "serving"))
+    return pipelines.local_pipeline(root / "data", root)
 
 
 def executors(spec):
@@ -47,33 +47,34 @@ def executors(spec):
 
 # KFP v2 compiles the latest-blessed-model Resolver into two tasks: the latest blessing, then its
 # model, which is what the BlessedModelEvaluator reads.
-RESOLVER_TASKS = {f"{BLESSED_MODEL_RESOLVER_ID}-model-blessing-resolver",
-                  f"{BLESSED_MODEL_RESOLVER_ID}-model-resolver"}
+RESOLVER_TASKS = {f"{pl.BLESSED_MODEL_RESOLVER_ID}-model-blessing-resolver",
+                  f"{pl.BLESSED_MODEL_RESOLVER_ID}-model-resolver"}
 
 
 def kfp_task(node_id):
-    return f"{node_id}-model-resolver" if node_id == BLESSED_MODEL_RESOLVER_ID else node_id
+    return f"{node_id}-model-resolver" if node_id == pl.BLESSED_MODEL_RESOLVER_ID else node_id
 
 
 def test_every_local_component_is_a_task_with_the_same_dependencies(compiled, local_pipeline):
     spec, _ = compiled
     tasks = spec.root.dag.tasks
     ids = {c.id for c in local_pipeline.components}
-    assert set(tasks) == ids - {BLESSED_MODEL_RESOLVER_ID} | RESOLVER_TASKS
+    assert set(tasks) == ids - {pl.BLESSED_MODEL_RESOLVER_ID} | RESOLVER_TASKS
     for component in local_pipeline.components:
-        if component.id == BLESSED_MODEL_RESOLVER_ID:
+        if component.id == pl.BLESSED_MODEL_RESOLVER_ID:
             continue
         upstream = {kfp_task(node.id) for node in component.upstream_nodes}
         assert set(tasks[component.id].dependent_tasks) == upstream, component.id
-    assert "AnomaliesGate" in tasks["Transform"].dependent_tasks  # nothing trains on bad data
-    assert "BlessingGate" in tasks["Pusher"].dependent_tasks  # only the gate's verdict pushes
+    # Nothing trains on bad data; only the gate's verdict pushes.
+    assert pl.ANOMALIES_GATE_ID in tasks[pl.TRANSFORM_ID].dependent_tasks
+    assert pl.BLESSING_GATE_ID in tasks[pl.PUSHER_ID].dependent_tasks
 
 
 def test_every_step_runs_the_pipeline_image_and_its_executor_imports(compiled):
     spec, _ = compiled
     for name, executor in executors(spec).items():
         if "resolver" in executor:  # resolved by the KFP backend: no container
-            assert name.startswith(f"{BLESSED_MODEL_RESOLVER_ID}-"), name
+            assert name.startswith(f"{pl.BLESSED_MODEL_RESOLVER_ID}-"), name
             continue
         container = executor["container"]
         assert container["image"] == SETTINGS.image, name
@@ -91,13 +92,13 @@ def test_module_functions_and_beam_args_reach_the_components(compiled):
         value = params[task][key].runtime_value
         return value.constant_value.string_value or value.constant.string_value
 
-    assert constant("Trainer", "run_fn") == configs.RUN_FN
-    assert constant("Transform", "preprocessing_fn") == configs.PREPROCESSING_FN
+    assert constant(pl.TRAINER_ID, "run_fn") == configs.RUN_FN
+    assert constant(pl.TRANSFORM_ID, "preprocessing_fn") == configs.PREPROCESSING_FN
     for fn in (configs.RUN_FN, configs.PREPROCESSING_FN):
         module, _, attr = fn.rpartition(".")
         assert callable(getattr(importlib.import_module(module), attr))
-    assert constant("ImportSchemaGen", "schema_file") == SETTINGS.schema_path
-    pusher = json.loads(constant("Pusher", "push_destination"))
+    assert constant(pl.SCHEMA_GEN_ID, "schema_file") == SETTINGS.schema_path
+    pusher = json.loads(constant(pl.PUSHER_ID, "push_destination"))
     assert pusher["filesystem"]["base_directory"] == SETTINGS.serving_model_dir
     example_gen = executors(spec)["MovieLensExampleGen_executor"]["container"]
     assert "--runner=DataflowRunner" in example_gen["args"]
@@ -112,7 +113,7 @@ def test_data_root_is_a_runtime_parameter_of_the_example_gen(compiled):
     param = kubeflow_runner.DATA_ROOT_PARAMETER
     assert spec.root.input_definitions.parameters[param].default_value.string_value == \
         SETTINGS.data_root
-    input_base = spec.root.dag.tasks["MovieLensExampleGen"].inputs.parameters["input_base"]
+    input_base = spec.root.dag.tasks[pl.EXAMPLE_GEN_ID].inputs.parameters["input_base"]
     assert input_base.component_input_parameter == param
     defaults = job["runtimeConfig"]["parameterValues"]
     assert defaults[param] == SETTINGS.data_root

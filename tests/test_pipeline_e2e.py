@@ -15,46 +15,35 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from movielens_fixture import write_movielens_fixture
-from tfx.orchestration import metadata
+from pipelines import local_pipeline, serving_model_dir
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components.anomalies_gate import DataAnomaliesError
 from components.evaluation import results, topk
 from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES
-from components.evaluation.report import REPORT_FILE, TOPK_PLOT_FILE
+from components.evaluation.report_gen import REPORT_FILE, TOPK_PLOT_FILE
 from components.movielens_example_gen import parsing, slicing
-from models import features, ranking_metrics
-from pipeline import configs, report
-from pipeline.pipeline import create_pipeline
+from models import contract, features, ranking_metrics
+from pipeline import configs, run_summary
+from pipeline import pipeline as pl
+from pipeline.pipeline import COMPONENT_IDS
 
 pytestmark = pytest.mark.e2e
 
-COMPONENTS = {"MovieLensExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "AnomaliesGate", "Transform", "Trainer", "BaselineTrainer",
-              "LatestBlessedModelResolver", "Evaluator", "BlessedModelEvaluator", "TopKEvaluator",
-              "BlessingGate", "Pusher", "EvaluationReportGen"}
+COMPONENTS = set(COMPONENT_IDS)
 # The fixture's genres have 60-100 eval ratings: check the genre rule on those with >= 50.
 EVAL_SETTINGS = dataclasses.replace(configs.EVAL, genre_min_examples=50)
 BAD_HPARAMS = dataclasses.replace(configs.HPARAMS, **configs.FORCED_BAD_MODEL_OVERRIDES)
 
 
 def run_pipeline(data_dir, root, hparams=configs.HPARAMS, eval_settings=configs.EVAL):
-    pipeline = create_pipeline(
-        data_root=str(data_dir),
-        pipeline_root=str(root / "pipeline"),
-        serving_model_dir=str(root / "serving_model" / configs.MODEL_NAME),
-        hparams=hparams,
-        eval_settings=eval_settings,
-        beam_pipeline_args=configs.BEAM_PIPELINE_ARGS,
-        metadata_connection_config=metadata.sqlite_metadata_connection_config(
-            str(root / "metadata.sqlite")),
-    )
-    LocalDagRunner().run(pipeline)
+    LocalDagRunner().run(local_pipeline(data_dir, root, hparams=hparams,
+                                        eval_settings=eval_settings))
 
 
 @dataclasses.dataclass
 class Run:
-    summary: report.RunSummary
+    summary: run_summary.RunSummary
     states: dict[str, str]  # component id -> execution state
     outputs: dict  # component id -> output artifacts (MLMD protos)
 
@@ -64,11 +53,11 @@ class Run:
 
 def latest_run(root) -> Run:
     path = str(root / "metadata.sqlite")
-    summary = report.summarize_latest_run(path)
-    store = report.open_store(path)
+    summary = run_summary.summarize_latest_run(path)
+    store = run_summary.open_store(path)
     run_context = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
     return Run(summary, {node: state for node, (state, _) in summary.components.items()},
-               report.node_outputs(store, run_context.id))
+               run_summary.node_outputs(store, run_context.id))
 
 
 def executions_of_latest_run(root):
@@ -77,7 +66,7 @@ def executions_of_latest_run(root):
 
 
 def pushed_versions(root):
-    base = root / "serving_model" / configs.MODEL_NAME
+    base = serving_model_dir(root)
     return sorted(base.iterdir()) if base.exists() else []  # none before a first push
 
 
@@ -126,16 +115,16 @@ def test_the_model_was_blessed_and_pushed_with_genre_metrics(runs):
 
 def test_the_pushed_model_answers_both_signatures(runs):
     root, *_ = runs
-    version = next((root / "serving_model" / configs.MODEL_NAME).iterdir())
+    version = next(serving_model_dir(root).iterdir())
     model = tf.saved_model.load(str(version))
     users, movies = [1, 2, 3, 999999], [3, 6, 9, 3]  # 999999: a user never seen
-    examples = [tf.train.Example(features=tf.train.Features(feature={
-        "user_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[u])),
-        "movie_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[m])),
-    })).SerializeToString() for u, m in zip(users, movies, strict=True)]
-    from_examples = model.signatures["serving_default"](examples=tf.constant(examples))["rating"]
-    from_ids = model.signatures["predict_ids"](
-        user_id=tf.constant(users, tf.int64), movie_id=tf.constant(movies, tf.int64))["rating"]
+    examples = [contract.tf_example({contract.USER_ID: u, contract.MOVIE_ID: m})
+                .SerializeToString() for u, m in zip(users, movies, strict=True)]
+    from_examples = model.signatures[contract.SERVING_DEFAULT](
+        examples=tf.constant(examples))[contract.RATING]
+    from_ids = model.signatures[contract.PREDICT_IDS](
+        user_id=tf.constant(users, tf.int64),
+        movie_id=tf.constant(movies, tf.int64))[contract.RATING]
     assert from_examples.shape == (4,)
     assert tf.reduce_all((from_examples >= 0.5) & (from_examples <= 5.0))
     assert from_examples.numpy() == pytest.approx(from_ids.numpy(), abs=1e-6)
@@ -144,25 +133,25 @@ def test_the_pushed_model_answers_both_signatures(runs):
 def test_the_second_run_compares_with_the_first_runs_blessed_model(runs):
     _, _, history = runs
     first, second = history["first"], history["second"]
-    first_model = first.output("Trainer", "Model")
+    first_model = first.output(pl.TRAINER_ID, "Model")
     # The first run had nothing to compare with: that rule was skipped, not failed.
     assert results.load_evaluation(
-        first.output("BlessedModelEvaluator", "ModelEvaluation").uri).baseline is None
+        first.output(pl.BLESSED_MODEL_EVALUATOR_ID, "ModelEvaluation").uri).baseline is None
     # The second run resolved the first run's blessed model and evaluated the candidate against it.
-    assert second.states["BlessedModelEvaluator"] == "COMPLETE"
+    assert second.states[pl.BLESSED_MODEL_EVALUATOR_ID] == "COMPLETE"
     evaluation = results.load_evaluation(
-        second.output("BlessedModelEvaluator", "ModelEvaluation").uri)
+        second.output(pl.BLESSED_MODEL_EVALUATOR_ID, "ModelEvaluation").uri)
     assert evaluation.baseline == results.LATEST_BLESSED and evaluation.validation_ok
-    blessing = second.output("BlessedModelEvaluator", "ModelBlessing")
+    blessing = second.output(pl.BLESSED_MODEL_EVALUATOR_ID, "ModelBlessing")
     assert blessing.custom_properties["baseline_model_id"].int_value == first_model.id
     # Unchanged inputs: the Trainer was a cache hit, so the candidate is that same model.
-    assert second.states["Trainer"] == "CACHED"
+    assert second.states[pl.TRAINER_ID] == "CACHED"
     overall = second.summary.metrics["overall"]
     assert overall["blessed_rmse"] == pytest.approx(overall[results.RMSE], abs=1e-9)
     top_k = second.summary.top_k
     assert top_k.models == [results.CANDIDATE, results.POPULARITY, results.LATEST_BLESSED]
     assert top_k.metrics[results.LATEST_BLESSED] == top_k.metrics[results.CANDIDATE]
-    assert second.output("TopKEvaluator", "ModelBlessing").custom_properties[
+    assert second.output(pl.TOPK_EVALUATOR_ID, "ModelBlessing").custom_properties[
         "baseline_model_id"].int_value == first_model.id
     assert second.summary.blessed is True and second.summary.pushed_to
     assert len(second.versions) == 2
@@ -180,12 +169,13 @@ def test_a_third_run_with_unchanged_inputs_is_served_from_the_cache(runs):
 def test_a_bad_model_is_refused_and_not_pushed_with_the_failed_thresholds_named(runs):
     _, _, history = runs
     bad = history["bad"]
-    assert bad.states["Trainer"] == "COMPLETE" and bad.states["BaselineTrainer"] == "CACHED"
+    assert bad.states[pl.TRAINER_ID] == "COMPLETE"
+    assert bad.states[pl.BASELINE_TRAINER_ID] == "CACHED"
     assert bad.summary.blessed is False
     assert bad.summary.pushed_to is None
-    assert bad.output("Pusher", "PushedModel").custom_properties["pushed"].int_value == 0
+    assert bad.output(pl.PUSHER_ID, "PushedModel").custom_properties["pushed"].int_value == 0
     assert bad.versions == history["third"].versions
-    text = report.format_summary(bad.summary)
+    text = run_summary.format_summary(bad.summary)
     assert "Model NOT blessed" in text and "Nothing was pushed" in text
     # Worse than the bias baseline overall and on genres, and worse than the blessed model, in
     # rating error and in top-k ranking (an untrained model ranks at random).
@@ -199,13 +189,14 @@ def test_a_bad_model_is_refused_and_not_pushed_with_the_failed_thresholds_named(
             for m in bad.summary.top_k.models}
     assert ndcg[results.CANDIDATE] < ndcg[results.POPULARITY] - 0.05
     assert ndcg[results.CANDIDATE] < ndcg[results.LATEST_BLESSED] - 0.05
-    assert bad.output("TopKEvaluator", "ModelBlessing").custom_properties[
+    assert bad.output(pl.TOPK_EVALUATOR_ID, "ModelBlessing").custom_properties[
         "blessed"].int_value == 0
     # Compared with the last good model; the refused one will not be the next run's reference.
-    blessing = bad.output("BlessedModelEvaluator", "ModelBlessing")
+    blessing = bad.output(pl.BLESSED_MODEL_EVALUATOR_ID, "ModelBlessing")
     assert blessing.custom_properties["baseline_model_id"].int_value == \
-        history["first"].output("Trainer", "Model").id
-    assert bad.output("BlessingGate", "ModelBlessing").custom_properties["blessed"].int_value == 0
+        history["first"].output(pl.TRAINER_ID, "Model").id
+    gate_blessing = bad.output(pl.BLESSING_GATE_ID, "ModelBlessing")
+    assert gate_blessing.custom_properties["blessed"].int_value == 0
 
 
 def test_the_report_shows_the_verdict_rules_and_slices(runs):
@@ -229,7 +220,7 @@ def test_the_report_shows_the_verdict_rules_and_slices(runs):
     assert f"| **overall** | {good.top_k.counts[topk.OVERALL]['users']} |" in text
     png = open(good.report_path.replace(REPORT_FILE, TOPK_PLOT_FILE), "rb").read()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
-    summary_text = report.format_summary(good)
+    summary_text = run_summary.format_summary(good)
     assert f"Top-{k} recommendations for the {good.top_k.counts[topk.OVERALL]['users']} users" \
         in summary_text
     assert summary_text.index("Top-") > summary_text.index("Eval split, candidate")
@@ -240,7 +231,7 @@ def test_the_report_shows_the_verdict_rules_and_slices(runs):
 
 
 def _split_records(run, split):
-    uri = run.output("MovieLensExampleGen", "Examples").uri
+    uri = run.output(pl.EXAMPLE_GEN_ID, "Examples").uri
     files = tf.io.gfile.glob(f"{uri}/Split-{split}/*")
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
@@ -264,12 +255,12 @@ def test_genre_and_activity_slice_metrics_equal_a_computation_by_hand(runs):
     activity = np.array([slicing.bucket_label(train_counts[_int(f, features.USER_ID)],
                                               EVAL_SETTINGS.user_activity_edges)
                          for f in parsed])
-    evaluation = results.load_evaluation(first.output("Evaluator", "ModelEvaluation").uri)
-    for node, model in (("Trainer", results.CANDIDATE),
-                        ("BaselineTrainer", results.BIAS_BASELINE)):
+    evaluation = results.load_evaluation(first.output(pl.EVALUATOR_ID, "ModelEvaluation").uri)
+    for node, model in ((pl.TRAINER_ID, results.CANDIDATE),
+                        (pl.BASELINE_TRAINER_ID, results.BIAS_BASELINE)):
         saved = tf.saved_model.load(f"{first.output(node, 'Model').uri}/Format-Serving")
-        predicted = saved.signatures["serving_default"](
-            examples=tf.constant(records))["rating"].numpy()
+        predicted = saved.signatures[contract.SERVING_DEFAULT](
+            examples=tf.constant(records))[contract.RATING].numpy()
         slices = [((features.GENRES, g), np.array([g in gs for gs in genres]))
                   for g in ("Drama", features.NO_GENRES)]
         slices += [((features.USER_ACTIVITY, b), activity == b) for b in set(activity)]
@@ -302,9 +293,10 @@ def test_top_k_metrics_equal_a_computation_by_hand(runs):
     counts = collections.Counter(movie for _, movie in pairs("train"))
     popular = sorted(counts, key=lambda m: (-counts[m], m))
     lists = {results.POPULARITY: [[m for m in popular if m not in seen[u]][:k] for u in users]}
-    saved = tf.saved_model.load(f"{first.output('Trainer', 'Model').uri}/Format-Serving")
-    lists[results.CANDIDATE] = saved.signatures["recommend"](
-        user_id=tf.constant(users, tf.int64), k=tf.fill([len(users)], k))["movie_ids"].numpy()
+    saved = tf.saved_model.load(f"{first.output(pl.TRAINER_ID, 'Model').uri}/Format-Serving")
+    lists[results.CANDIDATE] = saved.signatures[contract.RECOMMEND](
+        user_id=tf.constant(users, tf.int64),
+        k=tf.fill([len(users)], k))[contract.MOVIE_IDS].numpy()
     assert all(not set(row) & seen[u] for row, u in zip(lists[results.CANDIDATE], users,
                                                         strict=True))
     buckets = np.array([slicing.bucket_label(len(seen[u]), edges) for u in users])
@@ -329,6 +321,6 @@ def test_anomalous_data_stops_the_pipeline_before_transform(tmp_path):
     assert "feature 'year'" in str(e.value)
     assert "Out-of-range" in str(e.value) or "out of range" in str(e.value).lower()
     ran = executions_of_latest_run(tmp_path)
-    assert "Transform" not in ran and "Trainer" not in ran
-    assert ran["AnomaliesGate"] == "FAILED"
+    assert pl.TRANSFORM_ID not in ran and pl.TRAINER_ID not in ran
+    assert ran[pl.ANOMALIES_GATE_ID] == "FAILED"
     assert not (tmp_path / "serving_model").exists()
