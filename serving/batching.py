@@ -6,6 +6,10 @@ lone request runs at once, on its own thread (no batching delay, no thread hand-
 the thread whose request is at the head of the queue runs the next batch and hands the
 duty on when its own request is done, so nobody runs other requests' batches for long.
 
+A request of more rows than `max_rows` is refused with INVALID_ARGUMENT, as TF Serving's batching
+refuses a task larger than its max_batch_size: it would not fit a batch, and it bounds what one
+client can make the server hold.
+
 A merged run that fails (one request's bad movie id fails the whole batch) is retried request by
 request, so each error reaches the request that caused it and only that one. Signatures whose
 outputs are not batched along dimension 0 run request by request.
@@ -17,6 +21,8 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
+
+from serving.errors import invalid
 
 Arrays = dict[str, np.ndarray]
 
@@ -44,18 +50,21 @@ def batch_rows(inputs: Arrays) -> int | None:
 class Batcher:
     """Runs `run(inputs) -> outputs` for concurrent callers, merging what queues up."""
 
-    def __init__(self, run: Callable[[Arrays], Arrays], max_rows: int = 2048):
+    def __init__(self, run: Callable[[Arrays], Arrays], max_rows: int):
         self._run = run
         self.max_rows = max_rows
         self._queue: list[_Request] = []
         self._busy = False
         self._lock = threading.Lock()
         self.batchable = True  # False once the outputs showed no batch dimension
-        self.batches = 0
         self.merged_requests = 0
 
     def __call__(self, inputs: Arrays) -> Arrays:
-        request = _Request(inputs, batch_rows(inputs) if self.batchable else None)
+        rows = batch_rows(inputs)
+        if rows is not None and rows > self.max_rows:
+            raise invalid(f"Task size {rows} is larger than maximum input batch size "
+                          f"{self.max_rows}")
+        request = _Request(inputs, rows if self.batchable else None)
         if request.rows is None:
             return self._run(inputs)
         with self._lock:
@@ -96,7 +105,6 @@ class Batcher:
         if len(batch) == 1:
             self._finish(batch[0])
             return
-        self.batches += 1
         self.merged_requests += len(batch)
         try:
             merged = {k: np.concatenate([r.inputs[k] for r in batch])

@@ -19,7 +19,6 @@ a serving.errors.ServingError with the gRPC code name and the server's message.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import http.client
 import importlib.util
@@ -50,11 +49,10 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
+from models import contract  # noqa: E402
 from pipeline import configs  # noqa: E402
 from serving.errors import CODE_FOR_HTTP, CODE_NAMES, ServingError  # noqa: E402
 
-PREDICT_SIGNATURE = "predict_ids"
-RECOMMEND_SIGNATURE = "recommend"
 TRANSPORTS = ("grpc", "rest")
 _T = TypeVar("_T")
 
@@ -149,8 +147,8 @@ class _Grpc:
                 examples: list[dict[str, Any]]) -> np.ndarray:
         from serving import tensors
 
-        request = tensors.regression_request(model, signature, [_example(e) for e in examples],
-                                             version)
+        request = tensors.regression_request(
+            model, signature, [contract.tf_example(e) for e in examples], version)
         response = self._call(self.predictions.Regress, request)
         return np.array([r.value for r in response.result.regressions], dtype=np.float32)
 
@@ -185,23 +183,6 @@ class _Grpc:
 
     def close(self) -> None:
         self.channel.close()
-
-
-def _example(features: dict[str, Any]) -> Any:
-    from tensorflow.core.example import example_pb2
-
-    example = example_pb2.Example()
-    for name, value in features.items():
-        values = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
-        feature = example.features.feature[name]
-        for v in values:
-            if isinstance(v, (bytes, str)):
-                feature.bytes_list.value.append(v.encode() if isinstance(v, str) else v)
-            elif isinstance(v, (float, np.floating)):
-                feature.float_list.value.append(float(v))
-            else:
-                feature.int64_list.value.append(int(v))
-    return example
 
 
 class _Rest:
@@ -257,13 +238,15 @@ class _Rest:
 
     def run(self, model: str, version: int | None, signature: str,
             inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        columns = {k: _json_column(np.asarray(v)) for k, v in inputs.items()}
+        from serving import tensors
+
+        columns = {k: tensors.array_to_json(np.asarray(v), k) for k, v in inputs.items()}
         result = self.request("POST", self._path(model, version) + ":predict",
                               {"signature_name": signature, "inputs": columns})
         outputs = result["outputs"]
         if not isinstance(outputs, dict):  # one output: TF Serving omits its name
-            return {"": _from_json(outputs)}
-        return {k: _from_json(v) for k, v in outputs.items()}
+            return {"": tensors.json_to_numpy(outputs)}
+        return {k: tensors.json_to_numpy(v, k) for k, v in outputs.items()}
 
     def regress(self, model: str, version: int | None, signature: str,
                 examples: list[dict[str, Any]]) -> np.ndarray:
@@ -292,36 +275,11 @@ class _Rest:
             self._local.connection = None
 
 
-def _json_string(value: Any) -> Any:
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:  # binary: TF Serving's {"b64": ...}
-            return {"b64": base64.b64encode(value).decode()}
-    return value
-
-
-def _json_column(array: np.ndarray) -> Any:
-    if array.dtype.kind in "OS":
-        return np.vectorize(_json_string, otypes=[object])(array).tolist() if array.size \
-            else array.tolist()
-    return array.tolist()
-
-
-def _from_json(value: Any) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype.kind == "U":  # strings as bytes, as gRPC returns them
-        out = np.empty(array.shape, dtype=object)
-        out.ravel()[:] = [s.encode() for s in array.ravel()]
-        return out
-    return array
-
-
 class Client:
     """The served model over gRPC or REST: predict ratings, recommend movies, status, metadata."""
 
     def __init__(self, transport: str = "grpc", host: str = configs.SERVING.host,
-                 port: int | None = None, model_name: str = configs.MODEL_NAME,
+                 port: int | None = None, model_name: str = contract.MODEL_NAME,
                  version: int | None = None, timeout: float = 5.0, retries: int = 3,
                  backoff: float = 0.05):
         if transport not in TRANSPORTS:
@@ -351,23 +309,24 @@ class Client:
         if not pairs:
             return np.zeros(0, dtype=np.float32)
         users, movies = np.asarray(pairs, dtype=np.int64).reshape(-1, 2).T
-        outputs = self.run(PREDICT_SIGNATURE, {"user_id": users, "movie_id": movies})
+        outputs = self.run(contract.PREDICT_IDS, {contract.USER_ID: users,
+                                                  contract.MOVIE_ID: movies})
         (rating,) = outputs.values()
         return np.asarray(rating, dtype=np.float32)
 
     def recommend(self, user_id: int, k: int = 10) -> list[Recommendation]:
         """The k best movies for the user that they have not rated, best first."""
-        outputs = self.run(RECOMMEND_SIGNATURE, {"user_id": np.array([user_id], np.int64),
-                                                 "k": np.array([k], np.int32)})
+        outputs = self.run(contract.RECOMMEND, {contract.USER_ID: np.array([user_id], np.int64),
+                                                contract.K: np.array([k], np.int32)})
         # The signature pads every row to the batch's largest k: keep this request's own k.
-        movie_ids = np.asarray(outputs["movie_ids"])[0][:k]
-        ratings = np.asarray(outputs["ratings"], dtype=np.float32)[0][:k]
-        titles = np.asarray(outputs["titles"], dtype=object)[0][:k]
+        movie_ids = np.asarray(outputs[contract.MOVIE_IDS])[0][:k]
+        ratings = np.asarray(outputs[contract.RATINGS], dtype=np.float32)[0][:k]
+        titles = np.asarray(outputs[contract.TITLES], dtype=object)[0][:k]
         return [Recommendation(int(m), t.decode() if isinstance(t, bytes) else str(t), float(r))
                 for m, t, r in zip(movie_ids, titles, ratings, strict=True)]
 
     def regress(self, examples: Sequence[dict[str, Any]],
-                signature: str = "regress") -> np.ndarray:
+                signature: str = contract.REGRESS) -> np.ndarray:
         """TF Serving's Regress API: feature dicts (tf.Examples) -> float32 [len(examples)]."""
         return self._call("regress", signature, list(examples))
 
@@ -405,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=configs.SERVING.host)
     parser.add_argument("--port", type=int, help=f"default: {configs.SERVING.grpc_port} for "
                         f"gRPC, {configs.SERVING.rest_port} for REST")
-    parser.add_argument("--model", default=configs.MODEL_NAME)
+    parser.add_argument("--model", default=contract.MODEL_NAME)
     parser.add_argument("--version", type=int, help="a specific version (default: the latest)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -16,7 +16,9 @@ HTTP_STATUS = {
     "UNAUTHENTICATED": 401,
 }
 # The way back, for REST clients: several codes share an HTTP status; the first listed wins.
-CODE_FOR_HTTP = {status: code for code, status in reversed(list(HTTP_STATUS.items()))}
+# 413: a body over the development server's limit, which gRPC answers RESOURCE_EXHAUSTED.
+CODE_FOR_HTTP = {status: code for code, status in reversed(list(HTTP_STATUS.items()))} | {
+    413: "RESOURCE_EXHAUSTED"}
 
 # TensorFlow's error codes (tf.errors.OpError.error_code) are the gRPC codes, by number.
 CODE_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",

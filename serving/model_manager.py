@@ -32,6 +32,8 @@ from tensorflow_serving.apis import (
     prediction_log_pb2,
 )
 
+from models import contract
+from pipeline import configs
 from serving import tensors
 from serving.batching import Batcher
 from serving.errors import CODE_NAMES, ServingError, invalid
@@ -49,11 +51,8 @@ class _LoaderDeprecation(logging.Filter):
 
 tf.get_logger().addFilter(_LoaderDeprecation())
 
-DEFAULT_SIGNATURE = "serving_default"
 # The table initializers of a TF2 SavedModel: run by the loader, not a servable signature.
 INIT_OP_SIGNATURE = "__saved_model_init_op"
-REGRESS_METHOD = "tensorflow/serving/regress"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TF Serving's retry budget for a version that fails to load (--max_num_load_retries).
 MAX_LOAD_ATTEMPTS = 5
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -80,11 +79,13 @@ class Signature:
     function: Callable[..., list[np.ndarray]]
     input_keys: tuple[str, ...]
     output_keys: tuple[str, ...]
+    # Rows one request may have (TF Serving's max_batch_size).
+    max_batch_size: int
     # Concurrent requests are merged into one run (serving/batching.py).
     batcher: Batcher = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        self.batcher = Batcher(self._run)
+        self.batcher = Batcher(self._run, max_rows=self.max_batch_size)
 
     def check_inputs(self, inputs: dict[str, np.ndarray], model: str) -> None:
         """TF Serving's checks before a run: the inputs the signature names, of its dtypes and
@@ -129,10 +130,12 @@ class Signature:
 class Servable:
     """One loaded version of the model."""
 
-    def __init__(self, name: str, version: int, path: str):
+    def __init__(self, name: str, version: int, path: str,
+                 max_batch_size: int = configs.SERVING.max_batch_size):
         self.name = name
         self.version = version
         self.path = path
+        self.max_batch_size = max_batch_size
         # A TF1 session over the SavedModel's MetaGraph, as TF Serving loads it (a
         # SavedModelBundle): signatures run by tensor name, with no Python function between.
         self._graph = tf.Graph()
@@ -153,14 +156,15 @@ class Servable:
         function = self._session.make_callable(
             [tensor(definition.outputs[k].name) for k in outputs],
             feed_list=[tensor(definition.inputs[k].name) for k in inputs], accept_options=True)
-        return Signature(key, definition, function, tuple(inputs), tuple(outputs))
+        return Signature(key, definition, function, tuple(inputs), tuple(outputs),
+                         self.max_batch_size)
 
     def close(self) -> None:
         """Frees the session (its variables and tables); no request may be running."""
         self._session.close()
 
     def signature(self, name: str) -> Signature:
-        key = name or DEFAULT_SIGNATURE
+        key = name or contract.SERVING_DEFAULT
         if key not in self.signatures:
             # TF Serving: FAILED_PRECONDITION over gRPC; its REST API checks first, as 400.
             raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
@@ -182,19 +186,19 @@ class Servable:
         """TF Serving's Regress: tf.Examples into a regression signature -> float [B]."""
         signature = self.signature(signature_name)
         definition = signature.definition
-        if definition.method_name != REGRESS_METHOD:
-            raise invalid(f"Expected regression signature method_name to be {REGRESS_METHOD}. "
-                          f"Was: {definition.method_name}")
+        if definition.method_name != contract.REGRESS_METHOD:
+            raise invalid("Expected regression signature method_name to be "
+                          f"{contract.REGRESS_METHOD}. Was: {definition.method_name}")
         if len(definition.inputs) != 1:
             raise invalid("Expected one input Tensor.")
-        if "outputs" not in definition.outputs:
+        if contract.REGRESS_OUTPUTS not in definition.outputs:
             raise invalid(f"No regression outputs found in signature `{signature.name}`: "
-                          "expected an output named 'outputs'.")
+                          f"expected an output named '{contract.REGRESS_OUTPUTS}'.")
         examples = serialized_examples(input_)
         (key,) = definition.inputs
         values = np.empty(len(examples), dtype=object)
         values[:] = examples
-        scores = signature.run({key: values})["outputs"]
+        scores = signature.run({key: values})[contract.REGRESS_OUTPUTS]
         if scores.ndim == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]
         if scores.shape != (len(examples),):
@@ -228,7 +232,7 @@ class Servable:
     def replay_warmup(self) -> int:
         """Runs every request in assets.extra/tf_serving_warmup_requests, as TF Serving does
         before a version serves; a failing request fails the load. Returns the count."""
-        path = os.path.join(self.path, WARMUP_FILE)
+        path = os.path.join(self.path, contract.WARMUP_FILE)
         if not tf.io.gfile.exists(path):
             return 0
         count = 0
@@ -313,8 +317,9 @@ class ModelManager:
     """Serves the newest loadable version of one model under `base_path`."""
 
     def __init__(self, name: str, base_path: str | Path, poll_seconds: float = 1.0,
-                 warmup: bool = True):
+                 warmup: bool = True, max_batch_size: int = configs.SERVING.max_batch_size):
         self.name = name
+        self.max_batch_size = max_batch_size
         self.base_path = str(base_path)
         self.poll_seconds = poll_seconds
         self.warmup = warmup
@@ -384,7 +389,7 @@ class ModelManager:
         self._states[version].attempts += 1
         start = time.time()
         try:
-            servable = Servable(self.name, version, path)
+            servable = Servable(self.name, version, path, self.max_batch_size)
             warmed = servable.replay_warmup() if self.warmup else 0
         except Exception as e:  # noqa: BLE001 - any failure: report it and retry later
             entry = self._states[version]

@@ -13,6 +13,16 @@ TF Serving container (serving/Dockerfile). It serves any SavedModel's signatures
         POST /v1/models/<name>[/versions/<v>]:regress         "examples" (+ "context")
 Errors are TF Serving's: a gRPC status, or an HTTP status with {"error": "..."}. Concurrent
 requests for a signature are merged into one model run (serving/batching.py).
+
+One request path, as in TF Serving: `Handler` takes TF Serving's request protos and returns its
+response protos; the gRPC services pass their requests to it, and the REST API is a JSON adapter
+that fills the same requests (TF Serving's http_rest_api_handler fills a PredictRequest and calls
+the predictor the gRPC service calls).
+
+Oversized requests are refused before they take the memory (configs.SERVING): a REST body or a
+gRPC message over max_request_bytes (HTTP 413 / RESOURCE_EXHAUSTED, unread), and a request of more
+than max_batch_size rows (INVALID_ARGUMENT, TF Serving's batching's own check). The model itself
+refuses a recommend k over contract.MAX_K.
 """
 
 from __future__ import annotations
@@ -38,9 +48,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
-from tensorflow.core.example import example_pb2, feature_pb2  # noqa: E402
+from tensorflow.core.example import example_pb2  # noqa: E402
+from tensorflow.core.protobuf import meta_graph_pb2  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
+    get_model_status_pb2,
     input_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -48,9 +60,10 @@ from tensorflow_serving.apis import (  # noqa: E402
     regression_pb2,
 )
 
+from models import contract  # noqa: E402
 from pipeline import configs  # noqa: E402
 from serving import tensors  # noqa: E402
-from serving.errors import HTTP_STATUS, ServingError, invalid  # noqa: E402
+from serving.errors import ServingError, invalid  # noqa: E402
 from serving.model_manager import ModelManager, Servable  # noqa: E402
 
 _LOG = logging.getLogger(__name__)
@@ -69,14 +82,62 @@ def _fill_spec(spec: Any, servable: Servable, signature_name: str) -> None:
     spec.signature_name = signature_name
 
 
-def metadata_response(servable: Servable) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    response = get_model_metadata_pb2.GetModelMetadataResponse()
-    _fill_spec(response.model_spec, servable, "")
-    signatures = get_model_metadata_pb2.SignatureDefMap()
-    for key, definition in servable.signature_defs.items():
-        signatures.signature_def[key].CopyFrom(definition)
-    response.metadata["signature_def"].Pack(signatures)
-    return response
+# --- the request handling both APIs share ------------------------------------------------------
+
+class Handler:
+    """TF Serving's request handling: its request protos in, its response protos out, failures
+    as ServingErrors. The gRPC servicers pass their requests straight in; the REST API fills the
+    same requests from JSON (TF Serving's http_rest_api_handler does the same in front of the
+    predictor the gRPC service calls), so both run one code path."""
+
+    def __init__(self, manager: ModelManager):
+        self.manager = manager
+
+    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        spec = request.model_spec
+        with self.manager.servable(spec.name, _version(spec)) as servable:
+            inputs = {k: tensors.from_tensor_proto(v, k) for k, v in request.inputs.items()}
+            outputs = servable.predict(spec.signature_name, inputs, tuple(request.output_filter))
+            response = predict_pb2.PredictResponse()
+            _fill_spec(response.model_spec, servable,
+                       spec.signature_name or contract.SERVING_DEFAULT)
+            for key, value in outputs.items():
+                tensors.fill_tensor_proto(value, response.outputs[key])
+            return response
+
+    def regress(self, request: regression_pb2.RegressionRequest
+                ) -> regression_pb2.RegressionResponse:
+        spec = request.model_spec
+        with self.manager.servable(spec.name, _version(spec)) as servable:
+            scores = servable.regress(spec.signature_name, request.input)
+            response = regression_pb2.RegressionResponse()
+            _fill_spec(response.model_spec, servable,
+                       spec.signature_name or contract.SERVING_DEFAULT)
+            response.result.regressions.extend(
+                regression_pb2.Regression(value=float(s)) for s in scores)
+            return response
+
+    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
+                 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        fields = list(request.metadata_field)
+        if not fields:
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        unsupported = [f for f in fields if f != "signature_def"]
+        if unsupported:
+            raise invalid(f"Metadata field {unsupported[0]} is not supported")
+        with self.manager.servable(request.model_spec.name,
+                                   _version(request.model_spec)) as servable:
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            _fill_spec(response.model_spec, servable, "")
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            for key, definition in servable.signature_defs.items():
+                signatures.signature_def[key].CopyFrom(definition)
+            response.metadata["signature_def"].Pack(signatures)
+            return response
+
+    def status(self, request: get_model_status_pb2.GetModelStatusRequest
+               ) -> get_model_status_pb2.GetModelStatusResponse:
+        return self.manager.status(request.model_spec.name, _version(request.model_spec))
 
 
 # --- gRPC -------------------------------------------------------------------------------------
@@ -97,43 +158,20 @@ def _grpc_errors(method):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, handler: Handler):
+        self.handler = handler
 
     @_grpc_errors
     def Predict(self, request, context):
-        spec = request.model_spec
-        with self.manager.servable(spec.name, _version(spec)) as servable:
-            inputs = {k: tensors.from_tensor_proto(v, k) for k, v in request.inputs.items()}
-            outputs = servable.predict(spec.signature_name, inputs, tuple(request.output_filter))
-            response = predict_pb2.PredictResponse()
-            _fill_spec(response.model_spec, servable, spec.signature_name or "serving_default")
-            for key, value in outputs.items():
-                tensors.fill_tensor_proto(value, response.outputs[key])
-            return response
+        return self.handler.predict(request)
 
     @_grpc_errors
     def Regress(self, request, context):
-        spec = request.model_spec
-        with self.manager.servable(spec.name, _version(spec)) as servable:
-            scores = servable.regress(spec.signature_name, request.input)
-            response = regression_pb2.RegressionResponse()
-            _fill_spec(response.model_spec, servable, spec.signature_name or "serving_default")
-            response.result.regressions.extend(
-                regression_pb2.Regression(value=float(s)) for s in scores)
-            return response
+        return self.handler.regress(request)
 
     @_grpc_errors
     def GetModelMetadata(self, request, context):
-        fields = list(request.metadata_field)
-        if not fields:
-            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
-        unsupported = [f for f in fields if f != "signature_def"]
-        if unsupported:
-            raise invalid(f"Metadata field {unsupported[0]} is not supported")
-        with self.manager.servable(request.model_spec.name,
-                                   _version(request.model_spec)) as servable:
-            return metadata_response(servable)
+        return self.handler.metadata(request)
 
     @_grpc_errors
     def Classify(self, request, context):
@@ -147,12 +185,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, handler: Handler):
+        self.handler = handler
 
     @_grpc_errors
     def GetModelStatus(self, request, context):
-        return self.manager.status(request.model_spec.name, _version(request.model_spec))
+        return self.handler.status(request)
 
     @_grpc_errors
     def HandleReloadConfigRequest(self, request, context):
@@ -160,7 +198,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                            "--model-base-path; it takes no model config")
 
 
-# --- REST -------------------------------------------------------------------------------------
+# --- REST: JSON in front of the Handler -------------------------------------------------------
 
 _PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(classify|regress|predict)",
                            re.IGNORECASE)
@@ -180,9 +218,10 @@ def _load_json(body: bytes) -> dict:
     return document
 
 
-def _rest_inputs(document: dict, signature: Any) -> tuple[dict[str, np.ndarray], bool]:
+def _rest_inputs(document: dict, signature: meta_graph_pb2.SignatureDef
+                 ) -> tuple[dict[str, np.ndarray], bool]:
     """A predict body's tensors by input name, and whether it used the row format."""
-    infos = signature.definition.inputs
+    infos = signature.inputs
     if "instances" in document and "inputs" in document:
         raise invalid("Not formatted correctly: expecting only one of 'inputs' or 'instances' "
                       "keys to exist")
@@ -245,36 +284,19 @@ def _predictions(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
     return {"predictions": [{k: c[i] for k, c in columns.items()} for i in range(size)]}
 
 
-def _feature(name: str, value: Any) -> feature_pb2.Feature:
-    values = value if isinstance(value, list) else [value]
-    feature = feature_pb2.Feature()
-    for v in values:
-        if isinstance(v, bool) or (isinstance(v, int) and not isinstance(v, bool)):
-            kind, item = "int64_list", int(v)
-        elif isinstance(v, float):
-            kind, item = "float_list", v
-        elif isinstance(v, str):
-            kind, item = "bytes_list", v.encode()
-        elif isinstance(v, dict):
-            kind, item = "bytes_list", tensors.decode_b64(v, name)
-        else:
-            raise invalid(f"Feature: {name} has element with unexpected JSON type: "
-                          f"{type(v).__name__}")
-        current = feature.WhichOneof("kind")
-        if current not in (None, kind):
-            raise invalid(f"Unexpected element type in feature: {name} expecting type: "
-                          f"{current.split('_')[0]}")
-        getattr(feature, kind).value.append(item)
-    return feature
-
-
 def _example(value: Any, where: str) -> example_pb2.Example:
+    """A tf.Example from TF Serving's JSON form: feature name -> value(s), bytes as {"b64"}."""
     if not isinstance(value, dict):
         raise invalid(f"{where}: Example must be JSON object but got JSON {type(value).__name__}")
-    example = example_pb2.Example()
+    decoded = {}
     for name, content in value.items():
-        example.features.feature[name].CopyFrom(_feature(name, content))
-    return example
+        items = content if isinstance(content, list) else [content]
+        decoded[name] = [tensors.decode_b64(v, name) if isinstance(v, dict) else v
+                         for v in items]
+    try:
+        return contract.tf_example(decoded)
+    except ValueError as e:
+        raise invalid(str(e)) from e
 
 
 def regress_input(document: dict) -> input_pb2.Input:
@@ -295,12 +317,20 @@ def regress_input(document: dict) -> input_pb2.Input:
     return input_
 
 
+def _too_large(size: int, limit: int) -> ServingError:
+    # 413 as HTTP has it; TF Serving's gRPC answers an oversized message RESOURCE_EXHAUSTED.
+    return ServingError("RESOURCE_EXHAUSTED", f"Request body of {size} bytes is larger than "
+                        f"the limit of {limit} bytes", http_status=413)
+
+
 class RestHandler(BaseHTTPRequestHandler):
-    """TF Serving's REST API. HTTP/1.1 with keep-alive: one thread per client connection."""
+    """TF Serving's REST API: JSON in, a request proto to the Handler, its response as JSON out.
+    HTTP/1.1 with keep-alive: one thread per client connection."""
 
     protocol_version = "HTTP/1.1"
     server_version = "movielens-dev-server"
-    manager: ModelManager  # set on a subclass per server
+    handler: Handler  # set on a subclass per server
+    max_request_bytes: int
 
     def setup(self) -> None:
         super().setup()
@@ -318,26 +348,53 @@ class RestHandler(BaseHTTPRequestHandler):
                 + ("Connection: close\r\n" if self.close_connection else "") + "\r\n")
         self.wfile.write(head.encode() + body)
 
+    def _declared_length(self) -> int:
+        length = self.headers.get("Content-Length")
+        try:
+            return int(length) if length else 0
+        except ValueError:
+            raise invalid(f"Content-Length is not a number: {length!r}") from None
+
+    def handle_expect_100(self) -> bool:
+        """A client that asks before sending a large body (curl does above 1 MB) is refused
+        here, so the body is never sent."""
+        if self._declared_length() > self.max_request_bytes:
+            self.close_connection = True
+            error = _too_large(self._declared_length(), self.max_request_bytes)
+            self._reply(error.http_status, {"error": error.message})
+            return False
+        return super().handle_expect_100()
+
     def _body(self) -> bytes:
+        """The request body, refused (and the connection closed: the rest is never read) beyond
+        max_request_bytes, before it is read whole."""
+        limit = self.max_request_bytes
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks, size = [], 0
             while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
+                chunk = int(self.rfile.readline().split(b";")[0], 16)
+                if chunk == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
+                size += chunk
+                if size > limit:
+                    self.close_connection = True
+                    raise _too_large(size, limit)
+                chunks.append(self.rfile.read(chunk))
                 self.rfile.readline()
-        length = self.headers.get("Content-Length")
-        return self.rfile.read(int(length)) if length else b""
+        length = self._declared_length()
+        if length > limit:
+            self.close_connection = True
+            raise _too_large(length, limit)
+        return self.rfile.read(length) if length else b""
 
     def _handle(self, method: str) -> None:
         try:
             body = self._body() if method == "POST" else b""
             status, document = 200, self._dispatch(method, self.path.split("?", 1)[0], body)
         except ServingError as e:
-            status, document = HTTP_STATUS.get(e.code, 500), {"error": e.message}
+            status, document = e.http_status, {"error": e.message}
         except Exception as e:  # noqa: BLE001 - a bad request never takes the server down
             _LOG.exception("%s %s failed", method, self.path)
             status, document = 500, {"error": f"{type(e).__name__}: {e}"}
@@ -361,21 +418,16 @@ class RestHandler(BaseHTTPRequestHandler):
             signature_name = document.get("signature_name", "")
             if not isinstance(signature_name, str):
                 raise invalid("'signature_name' key must be a string value.")
-            with self.manager.servable(name, version) as servable:
-                if verb == "predict":
-                    try:
-                        signature = servable.signature(signature_name)
-                    except ServingError as e:  # TF Serving's REST API reports it this way
-                        key = signature_name or "serving_default"
-                        raise invalid(f'Serving signature name: "{key}" not found in '
-                                      "signature def") from e
-                    inputs, row_format = _rest_inputs(document, signature)
-                    return _predictions(servable.predict(signature_name, inputs), row_format)
-                if verb == "regress":
-                    scores = servable.regress(signature_name, regress_input(document))
-                    return {"results": scores.tolist()}
-                raise ServingError("UNIMPLEMENTED", "classify is not supported by the "
-                                   "development server")
+            if verb == "predict":
+                return self._predict(name, version, signature_name, document)
+            if verb == "regress":
+                request = regression_pb2.RegressionRequest()
+                tensors.fill_model_spec(request.model_spec, name, signature_name, version)
+                request.input.CopyFrom(regress_input(document))
+                response = self.handler.regress(request)
+                return {"results": [r.value for r in response.result.regressions]}
+            raise ServingError("UNIMPLEMENTED", "classify is not supported by the "
+                               "development server")
         match = _STATUS_PATH.fullmatch(path)
         if method == "GET" and match:
             name, version, metadata = match.groups()
@@ -383,14 +435,37 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise invalid("Missing model name in request.")
             version = int(version) if version else None
             if metadata:
-                with self.manager.servable(name, version) as servable:
-                    response = metadata_response(servable)
+                request = get_model_metadata_pb2.GetModelMetadataRequest(
+                    metadata_field=["signature_def"])
+                tensors.fill_model_spec(request.model_spec, name, "", version)
+                response = self.handler.metadata(request)
                 signatures = get_model_metadata_pb2.SignatureDefMap()
                 response.metadata["signature_def"].Unpack(signatures)
                 return {"model_spec": _as_dict(response.model_spec),
                         "metadata": {"signature_def": _as_dict(signatures)}}
-            return _as_dict(self.manager.status(name, version))
+            request = get_model_status_pb2.GetModelStatusRequest()
+            tensors.fill_model_spec(request.model_spec, name, "", version)
+            return _as_dict(self.handler.status(request))
         raise invalid(f"Malformed request: {method} {path}")
+
+    def _predict(self, name: str, version: int | None, signature_name: str,
+                 document: dict) -> dict:
+        """JSON -> PredictRequest (typed by the signature's inputs) -> Handler -> JSON."""
+        with self.handler.manager.servable(name, version) as servable:
+            try:
+                definition = servable.signature(signature_name).definition
+            except ServingError as e:  # TF Serving's REST API reports it this way
+                key = signature_name or contract.SERVING_DEFAULT
+                raise invalid(f'Serving signature name: "{key}" not found in signature '
+                              "def") from e
+        inputs, row_format = _rest_inputs(document, definition)
+        request = predict_pb2.PredictRequest()
+        tensors.fill_model_spec(request.model_spec, name, signature_name, version)
+        for key, value in inputs.items():
+            tensors.fill_tensor_proto(value, request.inputs[key])
+        response = self.handler.predict(request)
+        outputs = {k: tensors.from_tensor_proto(v, k) for k, v in response.outputs.items()}
+        return _predictions(outputs, row_format)
 
 
 def _as_dict(message: Any) -> dict:
@@ -409,26 +484,32 @@ class _RestServer(ThreadingHTTPServer):
 class DevServer:
     """The model manager, the gRPC server and the REST server, started and stopped together."""
 
-    def __init__(self, model_base_path: str | Path, model_name: str = configs.MODEL_NAME,
+    def __init__(self, model_base_path: str | Path, model_name: str = contract.MODEL_NAME,
                  host: str = configs.SERVING.host, grpc_port: int = configs.SERVING.grpc_port,
                  rest_port: int = configs.SERVING.rest_port,
-                 poll_seconds: float = configs.SERVING.poll_seconds, grpc_threads: int = 16):
-        self.manager = ModelManager(model_name, model_base_path, poll_seconds)
+                 poll_seconds: float = configs.SERVING.poll_seconds, grpc_threads: int = 16,
+                 max_request_bytes: int = configs.SERVING.max_request_bytes,
+                 max_batch_size: int = configs.SERVING.max_batch_size):
+        self.manager = ModelManager(model_name, model_base_path, poll_seconds,
+                                    max_batch_size=max_batch_size)
+        self.handler = Handler(self.manager)
         self.host = host
-        # No message size limit, as TF Serving: a large batch must not fail on gRPC's 4 MB.
+        # gRPC itself refuses a larger message, unread, with RESOURCE_EXHAUSTED; responses are
+        # not limited (recommend's grow with B x K, both bounded by the model and the batch).
         self._grpc = grpc.server(futures.ThreadPoolExecutor(grpc_threads,
                                                             thread_name_prefix="grpc"),
-                                 options=[("grpc.max_receive_message_length", -1),
+                                 options=[("grpc.max_receive_message_length", max_request_bytes),
                                           ("grpc.max_send_message_length", -1)])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager), self._grpc)
+            PredictionServicer(self.handler), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.manager), self._grpc)
+            ModelServicer(self.handler), self._grpc)
         self.grpc_port = self._grpc.add_insecure_port(f"{host}:{grpc_port}")
         if not self.grpc_port:
             raise OSError(f"cannot listen for gRPC on {host}:{grpc_port}")
-        handler = type("Handler", (RestHandler,), {"manager": self.manager})
-        self._rest = _RestServer((host, rest_port), handler)
+        rest_handler = type("Handler", (RestHandler,), {
+            "handler": self.handler, "max_request_bytes": max_request_bytes})
+        self._rest = _RestServer((host, rest_port), rest_handler)
         self.rest_port = self._rest.server_address[1]
         self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest",
                                              daemon=True)
@@ -461,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-base-path", type=Path, default=configs.SERVING_MODEL_DIR,
                         help="folder of numeric version folders (default: %(default)s)")
-    parser.add_argument("--model-name", default=configs.MODEL_NAME)
+    parser.add_argument("--model-name", default=contract.MODEL_NAME)
     parser.add_argument("--host", default=configs.SERVING.host,
                         help="address to listen on (default: %(default)s, loopback only)")
     parser.add_argument("--grpc-port", type=int, default=configs.SERVING.grpc_port,

@@ -246,22 +246,23 @@ def array_to_json(array: np.ndarray, name: str) -> Any:
     return np.array(flat, dtype=object).reshape(array.shape).tolist() if array.ndim > 1 else flat
 
 
-def json_to_output(value: Any, dtype: np.dtype | type) -> np.ndarray:
-    """A REST response's value back to numpy (clients): strings and {"b64"} as bytes."""
-    dtype = np.dtype(dtype)
-    if dtype.kind != "O":
-        return np.asarray(value, dtype=dtype)
+def json_to_numpy(value: Any, name: str = "output") -> np.ndarray:
+    """A REST response's value back to numpy (clients, which do not know the dtypes): numbers
+    as numpy infers them, strings and {"b64": ...} as an object array of bytes, as over gRPC."""
     shape = _shape_of(value)
     flat: list = []
-    _flatten(value, shape, 0, flat, "output")
+    _flatten(value, shape, 0, flat, name)
+    if not any(isinstance(v, (str, dict)) for v in flat):
+        return np.asarray(value)
     out = np.empty(len(flat), dtype=object)
-    out[:] = [decode_b64(v, "output") if isinstance(v, dict) else v.encode() for v in flat]
+    out[:] = [decode_b64(v, name) if isinstance(v, dict) else v.encode() for v in flat]
     return out.reshape(shape)
 
 
 # --- requests ---------------------------------------------------------------------------------
 
-def _fill_model_spec(spec, model_name: str, signature_name: str, version: int | None) -> None:
+def fill_model_spec(spec: Any, model_name: str, signature_name: str, version: int | None
+                    ) -> None:
     spec.name = model_name
     spec.signature_name = signature_name
     if version is not None:
@@ -272,7 +273,7 @@ def predict_request(model_name: str, signature_name: str, inputs: dict[str, np.n
                     version: int | None = None) -> predict_pb2.PredictRequest:
     """A PredictRequest for numpy inputs (warmup files, clients)."""
     request = predict_pb2.PredictRequest()
-    _fill_model_spec(request.model_spec, model_name, signature_name, version)
+    fill_model_spec(request.model_spec, model_name, signature_name, version)
     for key, value in inputs.items():
         fill_tensor_proto(np.asarray(value), request.inputs[key])
     return request
@@ -280,7 +281,8 @@ def predict_request(model_name: str, signature_name: str, inputs: dict[str, np.n
 
 def regression_request(model_name: str, signature_name: str, examples: list,
                        version: int | None = None) -> regression_pb2.RegressionRequest:
+    """A RegressionRequest for tf.Examples (contract.tf_example builds them)."""
     request = regression_pb2.RegressionRequest()
-    _fill_model_spec(request.model_spec, model_name, signature_name, version)
+    fill_model_spec(request.model_spec, model_name, signature_name, version)
     request.input.example_list.examples.extend(examples)
     return request

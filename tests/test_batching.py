@@ -12,6 +12,7 @@ import pytest
 from serving.batching import Batcher
 from serving.errors import ServingError
 
+MAX_ROWS = 2048
 
 class Model:
     """Doubles x; a negative value fails the whole run, like a TF InvalidArgument would."""
@@ -54,13 +55,13 @@ def call_concurrently(batcher, inputs_list):
 
 def test_a_lone_request_runs_alone_and_at_once():
     model = Model()
-    assert Batcher(model)({"x": np.array([1, 2])})["y"].tolist() == [2, 4]
+    assert Batcher(model, MAX_ROWS)({"x": np.array([1, 2])})["y"].tolist() == [2, 4]
     assert model.runs == [2]
 
 
 def test_concurrent_requests_are_merged_and_each_gets_its_own_rows():
     model = Model(delay=0.05)
-    batcher = Batcher(model)
+    batcher = Batcher(model, MAX_ROWS)
     inputs = [{"x": np.arange(i, i + 1 + i % 3)} for i in range(40)]
     results = call_concurrently(batcher, inputs)
     for given, got in zip(inputs, results, strict=True):
@@ -73,7 +74,7 @@ def test_an_error_reaches_only_the_request_that_caused_it():
     model = Model(delay=0.05)
     inputs = [{"x": np.array([i])} for i in range(20)]
     inputs[7] = {"x": np.array([-1])}
-    results = call_concurrently(Batcher(model), inputs)
+    results = call_concurrently(Batcher(model, MAX_ROWS), inputs)
     assert isinstance(results[7], ServingError) and "negative" in results[7].message
     assert all(r["y"].tolist() == [2 * i] for i, r in enumerate(results) if i != 7)
 
@@ -86,9 +87,18 @@ def test_batches_respect_max_rows():
     assert max(model.runs) <= 4
 
 
+def test_a_request_of_more_rows_than_max_rows_is_refused_unrun():
+    model = Model()
+    with pytest.raises(ServingError) as e:
+        Batcher(model, max_rows=4)({"x": np.arange(5)})
+    assert e.value.code == "INVALID_ARGUMENT"
+    assert e.value.message == "Task size 5 is larger than maximum input batch size 4"
+    assert model.runs == []
+
+
 def test_outputs_without_a_batch_dimension_run_request_by_request():
     model = Model(delay=0.05, batched_outputs=False)
-    batcher = Batcher(model)
+    batcher = Batcher(model, MAX_ROWS)
     results = call_concurrently(batcher, [{"x": np.array([i, 1])} for i in range(10)])
     assert [int(r["total"]) for r in results] == [i + 1 for i in range(10)]
     assert not batcher.batchable
@@ -97,7 +107,7 @@ def test_outputs_without_a_batch_dimension_run_request_by_request():
 @pytest.mark.parametrize("inputs", [{"x": np.array(3)}, {"x": np.ones(2), "z": np.ones(3)}])
 def test_inputs_without_a_common_batch_dimension_run_as_they_are(inputs):
     calls = []
-    batcher = Batcher(lambda given: calls.append(given) or {"n": np.array(7)})
+    batcher = Batcher(lambda given: calls.append(given) or {"n": np.array(7)}, MAX_ROWS)
     results = call_concurrently(batcher, [inputs] * 5)
     assert len(calls) == 5 and all(c is inputs for c in calls)  # each ran alone, unchanged
     assert all(int(r["n"]) == 7 for r in results)

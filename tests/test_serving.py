@@ -22,7 +22,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     predict_pb2,
@@ -30,21 +29,24 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from models import contract
 from pipeline import configs
 from serving import tensors
 from serving.client import Client
 from serving.errors import ServingError
-from serving.model_manager import WARMUP_FILE, Servable
+from serving.model_manager import Servable
 from serving.server import DevServer
 
 pytestmark = pytest.mark.e2e
 
-MODEL = configs.MODEL_NAME
+MODEL = contract.MODEL_NAME
 # The generated fixture (tests/movielens_fixture.py): users 1..100, movies 3, 6, ..., 270.
 PAIRS = [(1, 3), (2, 6), (3, 9), (50, 99), (100, 270)]
 UNKNOWN_USER = 999_999  # never seen in training: a cold-start prediction, not an error
 UNKNOWN_MOVIE = 4  # not in the catalogue: an error
 TRANSPORTS = ["grpc", "rest"]
+# The request tables below are long: short names for the contract's input keys.
+USER, MOVIE = contract.USER_ID, contract.MOVIE_ID
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,8 @@ def model(version_dir):
 
 def in_process(model, pairs):
     users, movies = np.asarray(pairs, dtype=np.int64).T
-    return model.signatures["predict_ids"](user_id=tf.constant(users),
-                                           movie_id=tf.constant(movies))["rating"].numpy()
+    return model.signatures[contract.PREDICT_IDS](user_id=tf.constant(users),
+                                           movie_id=tf.constant(movies))[contract.RATING].numpy()
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +101,8 @@ def rest(server, method, path, body=None):
 
 
 def serialized_examples(pairs):
-    out = []
-    for user, movie in pairs:
-        example = example_pb2.Example()
-        example.features.feature["user_id"].int64_list.value.append(user)
-        example.features.feature["movie_id"].int64_list.value.append(movie)
-        out.append(example.SerializeToString())
-    return out
+    return [contract.tf_example({USER: user, MOVIE: movie}).SerializeToString()
+            for user, movie in pairs]
 
 
 # --- answers ------------------------------------------------------------------------------------
@@ -126,11 +123,11 @@ def test_rest_row_and_columnar_formats_agree(server, model):
     users, movies = (list(x) for x in zip(*PAIRS, strict=True))
     expected = in_process(model, PAIRS).tolist()
     status, rows = rest(server, "POST", f"/v1/models/{MODEL}:predict", {
-        "signature_name": "predict_ids",
-        "instances": [{"user_id": u, "movie_id": m} for u, m in PAIRS]})
+        "signature_name": contract.PREDICT_IDS,
+        "instances": [{contract.USER_ID: u, contract.MOVIE_ID: m} for u, m in PAIRS]})
     assert status == 200 and np.float32(rows["predictions"]).tolist() == expected
     status, columns = rest(server, "POST", f"/v1/models/{MODEL}:predict", {
-        "signature_name": "predict_ids", "inputs": {"user_id": users, "movie_id": movies}})
+        "signature_name": contract.PREDICT_IDS, "inputs": {USER: users, MOVIE: movies}})
     assert status == 200 and np.float32(columns["outputs"]).tolist() == expected
 
 
@@ -143,27 +140,29 @@ def test_serving_default_takes_serialized_examples_as_b64_and_over_grpc(server, 
     np.testing.assert_array_equal(np.float32(body["predictions"]), expected)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL  # no signature_name: serving_default, as TF Serving
-    request.inputs["examples"].CopyFrom(tensors.to_tensor_proto(tensors.as_array(examples,
-                                                                                  object)))
+    request.inputs[contract.EXAMPLES].CopyFrom(
+        tensors.to_tensor_proto(tensors.as_array(examples, object)))
     response = stub.Predict(request, timeout=30)
-    assert response.model_spec.signature_name == "serving_default"
-    np.testing.assert_array_equal(tensors.from_tensor_proto(response.outputs["rating"]), expected)
+    assert response.model_spec.signature_name == contract.SERVING_DEFAULT
+    np.testing.assert_array_equal(tensors.from_tensor_proto(response.outputs[contract.RATING]),
+                                  expected)
 
 
 def test_a_specific_version_can_be_asked_for(server, stub, version_dir, model):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
-    request.model_spec.signature_name = "predict_ids"
+    request.model_spec.signature_name = contract.PREDICT_IDS
     request.model_spec.version.value = int(version_dir.name)
-    for key, values in (("user_id", [1]), ("movie_id", [3])):
+    for key, values in ((contract.USER_ID, [1]), (contract.MOVIE_ID, [3])):
         request.inputs[key].CopyFrom(tensors.to_tensor_proto(np.array(values, np.int64)))
     response = stub.Predict(request, timeout=30)
     assert response.model_spec.version.value == int(version_dir.name)
     status, body = rest(server, "POST", f"/v1/models/{MODEL}/versions/{version_dir.name}"
-                        ":predict", {"signature_name": "predict_ids",
-                                     "inputs": {"user_id": [1], "movie_id": [3]}})
+                        ":predict", {"signature_name": contract.PREDICT_IDS,
+                                     "inputs": {contract.USER_ID: [1], contract.MOVIE_ID: [3]}})
     assert status == 200
-    assert np.float32(body["outputs"]) == tensors.from_tensor_proto(response.outputs["rating"])
+    assert np.float32(body["outputs"]) == tensors.from_tensor_proto(
+        response.outputs[contract.RATING])
 
 
 def test_status_and_metadata_over_both_transports(client, version_dir):
@@ -172,12 +171,13 @@ def test_status_and_metadata_over_both_transports(client, version_dir):
                                                                 "AVAILABLE", "OK")
     metadata = client.metadata()
     assert (metadata.name, metadata.version) == (MODEL, int(version_dir.name))
-    predict_ids = metadata.signatures["predict_ids"]
-    assert predict_ids.method_name == "tensorflow/serving/predict"
+    predict_ids = metadata.signatures[contract.PREDICT_IDS]
+    assert predict_ids.method_name == contract.PREDICT_METHOD
     assert {k: (s.dtype, s.shape) for k, s in predict_ids.inputs.items()} == {
-        "user_id": ("DT_INT64", (-1,)), "movie_id": ("DT_INT64", (-1,))}
-    assert predict_ids.outputs["rating"].dtype == "DT_FLOAT"
-    assert metadata.signatures["serving_default"].inputs["examples"].dtype == "DT_STRING"
+        contract.USER_ID: ("DT_INT64", (-1,)), contract.MOVIE_ID: ("DT_INT64", (-1,))}
+    assert predict_ids.outputs[contract.RATING].dtype == "DT_FLOAT"
+    serving_default = metadata.signatures[contract.SERVING_DEFAULT]
+    assert serving_default.inputs[contract.EXAMPLES].dtype == "DT_STRING"
 
 
 def test_rest_status_and_metadata_have_tf_servings_json_shapes(server, version_dir):
@@ -190,8 +190,8 @@ def test_rest_status_and_metadata_have_tf_servings_json_shapes(server, version_d
     assert status == 200
     assert body["model_spec"] == {"name": MODEL, "signature_name": "",
                                   "version": version_dir.name}
-    signature = body["metadata"]["signature_def"]["signature_def"]["predict_ids"]
-    assert signature["inputs"]["user_id"]["dtype"] == "DT_INT64"
+    signature = body["metadata"]["signature_def"]["signature_def"][contract.PREDICT_IDS]
+    assert signature["inputs"][contract.USER_ID]["dtype"] == "DT_INT64"
 
 
 def test_grpc_metadata_packs_a_signature_def_map(stub):
@@ -200,7 +200,7 @@ def test_grpc_metadata_packs_a_signature_def_map(stub):
     response = stub.GetModelMetadata(request, timeout=30)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signatures)
-    assert {"serving_default", "predict_ids"} <= set(signatures.signature_def)
+    assert {contract.SERVING_DEFAULT, contract.PREDICT_IDS} <= set(signatures.signature_def)
 
 
 def _training_movies(pushed_model, user_id):
@@ -231,12 +231,13 @@ def test_recommend_returns_k_distinct_unseen_movies_with_titles(client, model, p
     assert [r.title for r in recommendations] == [titles[m] for m in movie_ids]
     ratings = [r.rating for r in recommendations]
     # Ordered by retrieval and rating together (models/export.py), so not by rating alone.
-    expected = model.signatures["recommend"](user_id=tf.constant([user_id], tf.int64),
-                                             k=tf.constant([10], tf.int32))
-    assert movie_ids == expected["movie_ids"].numpy()[0].tolist()
+    expected = model.signatures[contract.RECOMMEND](user_id=tf.constant([user_id], tf.int64),
+                                                    k=tf.constant([10], tf.int32))
+    assert movie_ids == expected[contract.MOVIE_IDS].numpy()[0].tolist()
     # The server runs the graph in a TF1 session (as TF Serving does), whose graph optimiser may
     # order float sums differently from tf.saved_model.load's functions: equal to a few ulps.
-    np.testing.assert_allclose(np.float32(ratings), expected["ratings"].numpy()[0], rtol=1e-6)
+    np.testing.assert_allclose(np.float32(ratings), expected[contract.RATINGS].numpy()[0],
+                               rtol=1e-6)
 
 
 def test_recommend_keeps_each_requests_own_k(client):
@@ -244,7 +245,7 @@ def test_recommend_keeps_each_requests_own_k(client):
     assert client.recommend(1, 3) == client.recommend(1, 25)[:3]
 
 
-@pytest.mark.parametrize("user_id, k, match", [(1, 0, "k"), (0, 10, "user_id")])
+@pytest.mark.parametrize("user_id, k, match", [(1, 0, "k"), (0, 10, contract.USER_ID)])
 def test_recommend_rejects_bad_k_and_user_ids(client, user_id, k, match):
     with pytest.raises(ServingError) as e:
         client.recommend(user_id, k)
@@ -253,10 +254,10 @@ def test_recommend_rejects_bad_k_and_user_ids(client, user_id, k, match):
 
 
 def test_regress_equals_predict_over_both_transports(client, server, model):
-    examples = [{"user_id": u, "movie_id": m} for u, m in PAIRS]
+    examples = [{contract.USER_ID: u, contract.MOVIE_ID: m} for u, m in PAIRS]
     np.testing.assert_array_equal(client.regress(examples), in_process(model, PAIRS))
     status, body = rest(server, "POST", f"/v1/models/{MODEL}:regress",
-                        {"signature_name": "regress", "examples": examples})
+                        {"signature_name": contract.REGRESS, "examples": examples})
     assert status == 200 and np.float32(body["results"]).tolist() == \
         in_process(model, PAIRS).tolist()
 
@@ -289,7 +290,7 @@ def test_unknown_model_and_version_are_not_found(server, client):
 
 def test_a_wrong_signature_name_is_an_error_naming_it(client):
     with pytest.raises(ServingError) as e:
-        client.run("no_such_signature", {"user_id": [1], "movie_id": [3]})
+        client.run("no_such_signature", {contract.USER_ID: [1], contract.MOVIE_ID: [3]})
     # TF Serving: FAILED_PRECONDITION over gRPC; its REST API checks first and answers 400.
     assert e.value.code in ("FAILED_PRECONDITION", "INVALID_ARGUMENT")
     assert e.value.http_status == 400 and "no_such_signature" in e.value.message
@@ -297,14 +298,14 @@ def test_a_wrong_signature_name_is_an_error_naming_it(client):
 
 # (An int32 tensor for an int64 input is a gRPC-only mistake, JSON has no int32: see below.)
 @pytest.mark.parametrize("inputs, match", [
-    ({"user_id": np.array([1.5]), "movie_id": np.array([3], np.int64)}, "user_id"),
-    ({"user_id": np.array(["1"]), "movie_id": np.array([3], np.int64)}, "user_id"),
-    ({"user_id": np.array([1], np.int64)}, "movie_id"),
-    ({"user_id": np.array([[1]], np.int64), "movie_id": np.array([[3]], np.int64)}, "shape"),
+    ({USER: np.array([1.5]), MOVIE: np.array([3], np.int64)}, USER),
+    ({USER: np.array(["1"]), MOVIE: np.array([3], np.int64)}, USER),
+    ({contract.USER_ID: np.array([1], np.int64)}, contract.MOVIE_ID),
+    ({USER: np.array([[1]], np.int64), MOVIE: np.array([[3]], np.int64)}, "shape"),
 ])
 def test_wrong_inputs_are_invalid_argument_naming_the_input(client, inputs, match):
     with pytest.raises(ServingError) as e:
-        client.run("predict_ids", inputs)
+        client.run(contract.PREDICT_IDS, inputs)
     assert e.value.code == "INVALID_ARGUMENT" and e.value.http_status == 400
     assert match in e.value.message
     assert client.predict(PAIRS[:1]).shape == (1,)
@@ -314,20 +315,20 @@ def test_wrong_inputs_are_invalid_argument_naming_the_input(client, inputs, matc
     (b"{not json", "JSON Parse error"),
     (b"", "empty"),
     (b"[1, 2]", "Is not object"),
-    ({"signature_name": "predict_ids"}, "Missing 'inputs' or 'instances'"),
-    ({"signature_name": "predict_ids", "instances": []}, "No values"),
-    ({"signature_name": "predict_ids", "instances": [1, 2]}, "list of objects"),
-    ({"signature_name": "predict_ids", "inputs": {"user_id": [1]}}, "movie_id"),
-    ({"signature_name": "predict_ids", "instances": [{"user_id": 1}]}, "keys must be equal"),
-    ({"signature_name": "predict_ids", "inputs": {"user_id": [1], "movie_id": [3]},
-      "instances": [{"user_id": 1, "movie_id": 3}]}, "only one of"),
-    ({"signature_name": "predict_ids", "inputs": {"user_id": ["x"], "movie_id": [3]}},
+    ({"signature_name": contract.PREDICT_IDS}, "Missing 'inputs' or 'instances'"),
+    ({"signature_name": contract.PREDICT_IDS, "instances": []}, "No values"),
+    ({"signature_name": contract.PREDICT_IDS, "instances": [1, 2]}, "list of objects"),
+    ({"signature_name": contract.PREDICT_IDS, "inputs": {USER: [1]}}, MOVIE),
+    ({"signature_name": contract.PREDICT_IDS, "instances": [{USER: 1}]}, "keys must be equal"),
+    ({"signature_name": contract.PREDICT_IDS, "inputs": {USER: [1], MOVIE: [3]},
+      "instances": [{contract.USER_ID: 1, contract.MOVIE_ID: 3}]}, "only one of"),
+    ({"signature_name": contract.PREDICT_IDS, "inputs": {USER: ["x"], MOVIE: [3]}},
      "is not of expected type: int64"),
-    ({"signature_name": "predict_ids", "inputs": {"user_id": [1.5], "movie_id": [3]}},
+    ({"signature_name": contract.PREDICT_IDS, "inputs": {USER: [1.5], MOVIE: [3]}},
      "is not of expected type: int64"),
-    ({"signature_name": "predict_ids", "inputs": {"user_id": [[1], 2], "movie_id": [3, 6]}},
-     "user_id"),
-    ({"signature_name": "predict_ids", "inputs": {"user_id": [2**70], "movie_id": [3]}},
+    ({"signature_name": contract.PREDICT_IDS, "inputs": {USER: [[1], 2], MOVIE: [3, 6]}},
+     contract.USER_ID),
+    ({"signature_name": contract.PREDICT_IDS, "inputs": {USER: [2**70], MOVIE: [3]}},
      "out of range"),
     ({"signature_name": 7, "instances": [1]}, "must be a string"),
     ({"signature_name": "no_such", "instances": [1]}, '"no_such" not found'),
@@ -358,8 +359,8 @@ def test_unknown_models_versions_and_paths_over_rest(server, method, path, want)
 
 def test_regress_on_a_predict_signature_is_invalid_argument(server, stub):
     status, document = rest(server, "POST", f"/v1/models/{MODEL}:regress", {
-        "signature_name": "predict_ids", "examples": [{"user_id": 1, "movie_id": 3}]})
-    assert status == 400 and "tensorflow/serving/regress" in document["error"]
+        "signature_name": contract.PREDICT_IDS, "examples": [{USER: 1, MOVIE: 3}]})
+    assert status == 400 and contract.REGRESS_METHOD in document["error"]
     status, document = rest(server, "POST", f"/v1/models/{MODEL}:regress", {"examples": []})
     assert status == 400 and "empty" in document["error"]
 
@@ -369,18 +370,18 @@ def test_regress_on_a_predict_signature_is_invalid_argument(server, stub):
     (lambda r: r.model_spec.version.__setattr__("value", 1), grpc.StatusCode.NOT_FOUND),
     (lambda r: setattr(r.model_spec, "signature_name", "nope"),
      grpc.StatusCode.FAILED_PRECONDITION),
-    (lambda r: r.inputs["user_id"].CopyFrom(tensors.to_tensor_proto(np.array([1], np.int32))),
+    (lambda r: r.inputs[USER].CopyFrom(tensors.to_tensor_proto(np.array([1], np.int32))),
      grpc.StatusCode.INVALID_ARGUMENT),
-    (lambda r: r.inputs["user_id"].__setattr__("tensor_content", b"\x01\x02\x03"),
+    (lambda r: r.inputs[contract.USER_ID].__setattr__("tensor_content", b"\x01\x02\x03"),
      grpc.StatusCode.INVALID_ARGUMENT),
-    (lambda r: r.inputs.pop("movie_id"), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: r.inputs.pop(contract.MOVIE_ID), grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: r.output_filter.append("nope"), grpc.StatusCode.INVALID_ARGUMENT),
 ])
 def test_bad_grpc_predict_requests_get_their_status_codes(stub, mutate, code):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
-    request.model_spec.signature_name = "predict_ids"
-    for key, values in (("user_id", [1]), ("movie_id", [3])):
+    request.model_spec.signature_name = contract.PREDICT_IDS
+    for key, values in ((contract.USER_ID, [1]), (contract.MOVIE_ID, [3])):
         request.inputs[key].CopyFrom(tensors.to_tensor_proto(np.array(values, np.int64)))
     mutate(request)
     with pytest.raises(grpc.RpcError) as e:
@@ -440,7 +441,7 @@ def test_the_cli_predicts_and_reports_errors(server, model, transport):
 # --- warmup -------------------------------------------------------------------------------------
 
 def test_the_pushed_model_carries_warmup_requests_that_all_succeed(version_dir, model, server):
-    path = version_dir / WARMUP_FILE
+    path = version_dir / contract.WARMUP_FILE
     assert path.is_file()
     servable = Servable(MODEL, int(version_dir.name), str(version_dir))
     seen = set()
@@ -450,19 +451,19 @@ def test_the_pushed_model_carries_warmup_requests_that_all_succeed(version_dir, 
         if log.WhichOneof("log_type") == "regress_log":
             request = log.regress_log.request
             assert servable.regress(request.model_spec.signature_name, request.input).size
-            seen.add((request.model_spec.signature_name, "regress"))
+            seen.add((request.model_spec.signature_name, contract.REGRESS))
             continue
         request = log.predict_log.request
         assert request.model_spec.name == MODEL
         inputs = {k: tensors.from_tensor_proto(v, k) for k, v in request.inputs.items()}
         outputs = servable.predict(request.model_spec.signature_name, inputs)
-        if request.model_spec.signature_name == "predict_ids":
-            pairs = list(zip(inputs["user_id"], inputs["movie_id"], strict=True))
-            np.testing.assert_array_equal(outputs["rating"], in_process(model, pairs))
+        if request.model_spec.signature_name == contract.PREDICT_IDS:
+            pairs = list(zip(inputs[contract.USER_ID], inputs[contract.MOVIE_ID], strict=True))
+            np.testing.assert_array_equal(outputs[contract.RATING], in_process(model, pairs))
         seen.add((request.model_spec.signature_name, len(next(iter(inputs.values())))))
     signatures = {k for k in servable.signature_defs if not k.startswith("__")}
     assert {name for name, _ in seen} == signatures  # every signature is warmed up
-    assert {("predict_ids", 1), ("predict_ids", 4)} <= seen  # one and a few
+    assert {(contract.PREDICT_IDS, 1), (contract.PREDICT_IDS, 4)} <= seen  # one and a few
     # The development server replayed the same requests before serving this version.
     assert server.manager.warmup_requests == len(records)
 
@@ -486,16 +487,16 @@ def test_a_newly_pushed_version_is_served_without_failing_requests_in_flight(
                 stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
                 request = predict_pb2.PredictRequest()
                 request.model_spec.name = MODEL
-                request.model_spec.signature_name = "predict_ids"
+                request.model_spec.signature_name = contract.PREDICT_IDS
                 users, movies = np.asarray(PAIRS, np.int64).T
-                request.inputs["user_id"].CopyFrom(tensors.to_tensor_proto(users))
-                request.inputs["movie_id"].CopyFrom(tensors.to_tensor_proto(movies))
+                request.inputs[contract.USER_ID].CopyFrom(tensors.to_tensor_proto(users))
+                request.inputs[contract.MOVIE_ID].CopyFrom(tensors.to_tensor_proto(movies))
                 while not stop.is_set():
                     try:
                         response = stub.Predict(request, timeout=30)
                         versions_seen.add(response.model_spec.version.value)
                         np.testing.assert_array_equal(
-                            tensors.from_tensor_proto(response.outputs["rating"]), expected)
+                            tensors.from_tensor_proto(response.outputs[contract.RATING]), expected)
                         counts["grpc"] += 1
                     except BaseException as e:  # noqa: BLE001 - every failure is the finding
                         errors.append(e)

@@ -23,6 +23,7 @@ from google.protobuf import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from models import contract
 from pipeline import configs
 
 SERVING_DIR = configs.REPO_ROOT / "serving"
@@ -123,7 +124,7 @@ def test_models_config_parses_as_model_server_config_for_our_model():
     config = text_format.Parse((SERVING_DIR / "models.config").read_text(),
                                model_server_config_pb2.ModelServerConfig())
     (model,) = config.model_config_list.config
-    assert model.name == configs.MODEL_NAME
+    assert model.name == contract.MODEL_NAME
     assert model.base_path == SERVING.container_model_base_path
     assert model.model_platform == "tensorflow"
     assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
@@ -136,6 +137,8 @@ def test_batching_parameters_parse_and_fit_our_requests():
     # A request bigger than max_batch_size is rejected: the benchmark's 100-pair requests and a
     # client's recommend for a page of users must fit.
     assert params.max_batch_size.value >= 1000
+    # The development server refuses a larger request the same way.
+    assert params.max_batch_size.value == SERVING.max_batch_size
     assert 0 < params.batch_timeout_micros.value <= 2000  # bounded latency cost for a lone request
     assert params.num_batch_threads.value >= 1
     assert params.max_enqueued_batches.value >= 1
@@ -196,7 +199,7 @@ def test_kubernetes_deployment_requests_a_gpu_and_probes_the_model_status():
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": SERVING.grpc_port, "rest": SERVING.rest_port}
     probe = container["readinessProbe"]["httpGet"]
-    assert probe["path"] == f"/v1/models/{configs.MODEL_NAME}"
+    assert probe["path"] == f"/v1/models/{contract.MODEL_NAME}"
     assert ports.get(probe["port"], probe["port"]) == SERVING.rest_port
     (mount,) = container["volumeMounts"]
     assert mount["mountPath"] == SERVING.container_model_base_path and mount["readOnly"]
