@@ -52,7 +52,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m pipeline.data $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+	$(PY) -m pipeline.fetch_data $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
 # make exits 2 whenever a recipe fails, whatever its code: `make run` exits 0 (pushed) or 2 (not
 # pushed: refused model or error), and make's "Error N" line shows the runner's own code (1 error,
@@ -80,13 +80,13 @@ kubeflow: $(STAMP)
 
 BENCH_ARGS ?=
 bench-accuracy: $(STAMP)
-	$(PY) -m pipeline.data
+	$(PY) -m pipeline.fetch_data
 	$(PY) bench/accuracy.py $(BENCH_ARGS)
 
 # implicit is for the benchmark only: requirements-bench.txt, installed with the lock as constraints.
 bench-ranking: $(STAMP)
 	$(VENV)/bin/uv pip install --python $(PY) -r requirements-bench.txt -c requirements.txt
-	$(PY) -m pipeline.data $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+	$(PY) -m pipeline.fetch_data $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 	$(PY) -m bench.ranking $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(BENCH_ARGS)
 
 lint: $(STAMP)

@@ -215,7 +215,7 @@ def main() -> None:
         if name not in PROTOCOLS + MODELS:
             parser.error(f"unknown protocol or model {name!r}")
     if not (args.data_dir / "ratings.csv").exists():
-        from pipeline.data import ensure_data
+        from pipeline.fetch_data import ensure_data
 
         args.data_dir = Path(ensure_data(dataset="ml-latest-small"))
 

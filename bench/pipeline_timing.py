@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import docs  # noqa: E402
-from pipeline import data, report  # noqa: E402
+from pipeline import fetch_data, run_summary  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "pipeline_timing.json"
 
@@ -41,7 +41,7 @@ def run_once(data_dir: Path, out: Path, mode: str, workers: int) -> dict:
     if proc.returncode not in (0, 2):  # 2: ran, but the model was not blessed
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
         raise SystemExit(f"pipeline failed in mode {mode} (exit {proc.returncode})")
-    summary = report.summarize_latest_run(str(out / "tfx" / "metadata.sqlite"))
+    summary = run_summary.summarize_latest_run(str(out / "tfx" / "metadata.sqlite"))
     if summary is None:
         raise SystemExit(f"no run recorded in {out / 'tfx'}")
     components = {node: round(seconds, 1) for node, (_, seconds) in summary.components.items()}
@@ -90,7 +90,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="DirectRunner workers for multi_processing/multi_threading")
     args = parser.parse_args()
-    data_dir = data.ensure_data(args.data_dir)
+    data_dir = fetch_data.ensure_data(args.data_dir)
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results = {
         "command": "python bench/pipeline_timing.py [--modes ...]",

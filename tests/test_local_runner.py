@@ -16,7 +16,7 @@ from movielens_fixture import write_movielens_fixture
 
 from components.anomalies_gate import DataAnomaliesError
 from components.movielens_example_gen.parsing import InputDataError, MissingInputError
-from pipeline import data, local_runner
+from pipeline import fetch_data, local_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def run_runner(*args, cwd=ROOT):
     DataAnomaliesError("ExampleValidator found anomalies ..."),
     InputDataError("10 of 35 rows of ratings.csv could not be used"),
     MissingInputError("ratings.csv not found"),
-    data.DataError("/nowhere is not a MovieLens 'latest'-format folder"),
+    fetch_data.DataError("/nowhere is not a MovieLens 'latest'-format folder"),
     OSError(errno.ENOSPC, "No space left on device", "/out/x"),
     PermissionError(errno.EACCES, "Permission denied", "/out"),
     OSError(errno.EROFS, "Read-only file system", "/out"),

@@ -1,5 +1,5 @@
 """The TopKEvaluator's logic on inputs small enough to check by hand: which users count, the
-popularity baseline, the buckets, calling `recommend` in batches, the rules, the report."""
+popularity baseline, the buckets, calling `recommend` in batches, the rules, the report_gen."""
 
 import dataclasses
 import math
@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.evaluation import report, results, topk
-from models import ranking_metrics
+from components.evaluation import report_gen, results, topk
+from models import contract, ranking_metrics
 from models.ranking_metrics import PAD
-from pipeline import configs
-from pipeline import report as run_report
+from pipeline import configs, run_summary
 
 # Train: user 1 rated movies 10 and 20, user 2 movie 10, user 3 movie 30 (no eval ratings).
 # Eval: user 1 rated 30 and 40, user 2 movie 20, user 9 movie 10 (no train ratings: cold start).
@@ -58,16 +57,16 @@ class _FixedRecommender(tf.Module):
             tf.constant(users, tf.int64), tf.range(len(users), dtype=tf.int64)), -1)
         self.lists = tf.constant([lists[u] for u in users], tf.int64)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id"),
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name=contract.USER_ID),
                                   tf.TensorSpec([None], tf.int32, name="k")])
     def recommend(self, user_id, k):
         width = tf.minimum(tf.reduce_max(k), tf.shape(self.lists)[1])
-        return {"movie_ids": tf.gather(self.lists, self.index.lookup(user_id))[:, :width]}
+        return {contract.MOVIE_IDS: tf.gather(self.lists, self.index.lookup(user_id))[:, :width]}
 
 
 def save_recommender(path, lists) -> str:
     module = _FixedRecommender(lists)
-    tf.saved_model.save(module, str(path), signatures={"recommend": module.recommend})
+    tf.saved_model.save(module, str(path), signatures={contract.RECOMMEND: module.recommend})
     return str(path)
 
 
@@ -189,7 +188,7 @@ def test_the_report_and_the_run_summary_show_the_top_k_table_and_rules(candidate
     top_k = topk.evaluate(TRAIN, EVAL, {results.CANDIDATE: candidate_dir}, SETTINGS,
                           uri="topk-uri")
     settings = {**dataclasses.asdict(configs.EVAL), **dataclasses.asdict(SETTINGS)}
-    path = report.write_report(
+    path = report_gen.write_report(
         str(tmp_path), _rmse_evaluation("a", results.BIAS_BASELINE), _rmse_evaluation("b", None),
         top_k, blessed=False, failures=[f.message() for f in top_k.failures], pushed_to=None,
         settings=settings)
@@ -204,10 +203,10 @@ def test_the_report_and_the_run_summary_show_the_top_k_table_and_rules(candidate
     assert ("| overall top-k NDCG at most a tolerance below the latest blessed model's | "
             "max_ndcg_regression_vs_blessed = 0.01 | skipped |") in text
     assert "1 eval users without train ratings (cold start)" in text
-    png = (tmp_path / report.TOPK_PLOT_FILE).read_bytes()
+    png = (tmp_path / report_gen.TOPK_PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
-    lines = run_report.format_top_k(top_k)
+    lines = run_summary.format_top_k(top_k)
     assert lines[0].startswith("Top-2 recommendations for the 2 users")
     assert "1: 1, 2+: 1 users" in lines[0]
     assert lines[1].split() == ["model", "NDCG@2", "precision@2", "recall@2", "MAP@2",

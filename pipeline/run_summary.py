@@ -1,4 +1,5 @@
-"""What a run produced, read back from ML Metadata: blessing, metrics, where the model went."""
+"""The end-of-run summary: what a run produced, read back from ML Metadata (blessing, metrics,
+where the model went), and its text for the console."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.evaluation import blessing_gate, results, topk
-from components.evaluation.report import REPORT_FILE, EvaluationReport
+from components.evaluation.report_gen import REPORT_FILE, EvaluationReport
 from models import features
-from pipeline.pipeline import BLESSED_MODEL_EVALUATOR_ID, BLESSING_GATE_ID, TOPK_EVALUATOR_ID
+from pipeline.pipeline import (
+    BLESSED_MODEL_EVALUATOR_ID,
+    BLESSING_GATE_ID,
+    EVALUATOR_ID,
+    PUSHER_ID,
+    REPORT_GEN_ID,
+    TOPK_EVALUATOR_ID,
+)
 
 
 @dataclasses.dataclass
@@ -107,10 +115,10 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
         summary.blessed = props[blessing_gate.BLESSED_KEY].int_value == 1
         failures = props[blessing_gate.FAILURES_KEY].string_value
         summary.failures = [f for f in failures.split("\n") if f]
-    pushed = _output(outputs, "Pusher", "PushedModel")
+    pushed = _output(outputs, PUSHER_ID, "PushedModel")
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
-    evaluation = _output(outputs, "Evaluator", "ModelEvaluation")
+    evaluation = _output(outputs, EVALUATOR_ID, "ModelEvaluation")
     blessed_evaluation = _output(outputs, BLESSED_MODEL_EVALUATOR_ID, "ModelEvaluation")
     if evaluation is not None:
         summary.evaluation_uri = evaluation.uri
@@ -119,7 +127,7 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
     topk_evaluation = _output(outputs, TOPK_EVALUATOR_ID, "ModelEvaluation")
     if topk_evaluation is not None:
         summary.top_k = topk.TopKEvaluation.load(topk_evaluation.uri)
-    report = _output(outputs, "EvaluationReportGen", EvaluationReport.TYPE_NAME)
+    report = _output(outputs, REPORT_GEN_ID, EvaluationReport.TYPE_NAME)
     if report is not None:
         summary.report_path = os.path.join(report.uri, REPORT_FILE)
     return summary

@@ -1,8 +1,8 @@
 """Gets a MovieLens "latest"-format folder: a given folder, a local copy, or GroupLens' download.
 
-    python -m pipeline.data                       # ml-latest-small into data/
-    python -m pipeline.data --dataset ml-25m      # any MovieLens "latest"-format archive
-    python -m pipeline.data --data-dir /my/copy   # just check a folder
+    python -m pipeline.fetch_data                      # ml-latest-small into data/
+    python -m pipeline.fetch_data--dataset ml-25m      # any MovieLens "latest"-format archive
+    python -m pipeline.fetch_data--data-dir /my/copy   # just check a folder
 
 A local copy (MOVIELENS_MIRROR, or ../shared/movielens beside the checkout) is used before the
 network: MovieLens' licence forbids redistributing the files, so this repository never holds them.

@@ -9,17 +9,17 @@ import zipfile
 import pytest
 from movielens_fixture import write_movielens_fixture
 
-from pipeline import configs, data
+from pipeline import configs, fetch_data
 
 
 def test_a_given_folder_is_used_as_is(movielens_dir):
-    assert data.ensure_data(movielens_dir) == movielens_dir.resolve()
+    assert fetch_data.ensure_data(movielens_dir) == movielens_dir.resolve()
 
 
 def test_a_folder_without_ratings_is_refused_by_name(tmp_path):
     (tmp_path / "movies.csv").write_text("movieId,title,genres\n")
-    with pytest.raises(data.DataError, match="missing ratings.csv"):
-        data.ensure_data(tmp_path)
+    with pytest.raises(fetch_data.DataError, match="missing ratings.csv"):
+        fetch_data.ensure_data(tmp_path)
 
 
 def test_a_local_copy_is_copied_after_its_checksums_are_checked(tmp_path, monkeypatch):
@@ -29,19 +29,19 @@ def test_a_local_copy_is_copied_after_its_checksums_are_checked(tmp_path, monkey
     (copy / "SHA256SUMS").write_text(sums)
     monkeypatch.setattr(configs, "LOCAL_DATA_MIRRORS", [tmp_path / "mirror"])
     home = tmp_path / "home"
-    got = data.ensure_data(dataset="ml-test", data_home=home, offline=True)
+    got = fetch_data.ensure_data(dataset="ml-test", data_home=home, offline=True)
     assert got == home / "ml-test"
     assert (got / "ratings.csv").read_bytes() == (copy / "ratings.csv").read_bytes()
 
     (copy / "movies.csv").write_text("movieId,title,genres\r\n1,Tampered (1999),Drama\r\n")
-    with pytest.raises(data.DataError, match="movies.csv: SHA-256 does not match"):
-        data.ensure_data(dataset="ml-test", data_home=tmp_path / "home2", offline=True)
+    with pytest.raises(fetch_data.DataError, match="movies.csv: SHA-256 does not match"):
+        fetch_data.ensure_data(dataset="ml-test", data_home=tmp_path / "home2", offline=True)
 
 
 def test_offline_without_a_copy_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr(configs, "LOCAL_DATA_MIRRORS", [tmp_path / "nowhere"])
-    with pytest.raises(data.DataError, match="not in .* nor in a local copy"):
-        data.ensure_data(dataset="ml-test", data_home=tmp_path / "home", offline=True)
+    with pytest.raises(fetch_data.DataError, match="not in .* nor in a local copy"):
+        fetch_data.ensure_data(dataset="ml-test", data_home=tmp_path / "home", offline=True)
 
 
 @pytest.fixture
@@ -66,13 +66,13 @@ def test_download_unpacks_the_grouplens_archive(tmp_path, http_server, monkeypat
             z.write(folder / name, f"ml-test/{name}")
     monkeypatch.setattr(configs, "LOCAL_DATA_MIRRORS", [])
     monkeypatch.setattr(configs, "DATA_URL_TEMPLATE", base + "/{dataset}.zip")
-    got = data.ensure_data(dataset="ml-test", data_home=tmp_path / "home")
+    got = fetch_data.ensure_data(dataset="ml-test", data_home=tmp_path / "home")
     assert got == tmp_path / "home" / "ml-test"
     assert (got / "movies.csv").read_bytes() == (folder / "movies.csv").read_bytes()
 
-    with pytest.raises(data.DataError, match="could not download .*/ml-none.zip"):
-        data.ensure_data(dataset="ml-none", data_home=tmp_path / "home")
+    with pytest.raises(fetch_data.DataError, match="could not download .*/ml-none.zip"):
+        fetch_data.ensure_data(dataset="ml-none", data_home=tmp_path / "home")
 
     (root / "ml-html.zip").write_text("<html>Service unavailable</html>")
-    with pytest.raises(data.DataError, match="ml-html.zip did not return a zip archive"):
-        data.ensure_data(dataset="ml-html", data_home=tmp_path / "home")
+    with pytest.raises(fetch_data.DataError, match="ml-html.zip did not return a zip archive"):
+        fetch_data.ensure_data(dataset="ml-html", data_home=tmp_path / "home")
