@@ -82,6 +82,19 @@ def test_every_rule_names_an_eval_settings_field():
     assert {rule.setting for rule in results.RULES.values()} <= fields
 
 
+def test_the_readmes_rule_table_is_results_rules():
+    """The rules' text lives in results.RULES (the report and the failure messages use it);
+    the README's table must say the same, in the same order, with each rule's setting."""
+    text = (configs.REPO_ROOT / "README.md").read_text()
+    table = text[text.index("| rule (`components/evaluation/results.py`, `RULES`) |"):]
+    rows = [line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
+    rows = rows[:len(results.RULES)]
+    assert [row[0].removeprefix("| ") for row in rows] == [
+        rule.title for rule in results.RULES.values()]
+    for row, rule in zip(rows, results.RULES.values(), strict=True):
+        assert f"`{rule.setting}`" in row[1], rule
+
+
 @pytest.mark.parametrize("field, value", [("genre_tolerance", -0.1),
                                           ("min_improvement_over_baseline", 2.0),
                                           ("genre_min_examples", 0),

@@ -203,6 +203,9 @@ def test_the_report_and_the_run_summary_show_the_top_k_table_and_rules(candidate
     assert ("| overall top-k NDCG at most a tolerance below the latest blessed model's | "
             "max_ndcg_regression_vs_blessed = 0.01 | skipped |") in text
     assert "1 eval users without train ratings (cold start)" in text
+    # Every blessing rule has its row, under results.RULES' own text.
+    for rule in results.RULES.values():
+        assert f"| {rule.title} | {rule.setting} = " in text, rule
     png = (tmp_path / report_gen.TOPK_PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 

@@ -29,6 +29,7 @@ from tfx.dsl.component.experimental.decorators import component  # noqa: E402
 from tfx.types import artifact, standard_artifacts  # noqa: E402
 
 from components.evaluation import blessing_gate, results, topk  # noqa: E402
+from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES  # noqa: E402
 from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
 from models import features  # noqa: E402
 
@@ -120,11 +121,10 @@ class _Report:
             values += "; failed: " + ", ".join(
                 f"{f.slice[1]} ({f.change:+.4f})"
                 for f in sorted(genre_failures, key=lambda f: -f.change))
-        rows.append(f"| every genre with >= {s['genre_min_examples']} eval ratings within a "
-                    f"tolerance of the bias baseline's RMSE | genre_tolerance = "
-                    f"{s['genre_tolerance']}, genre_min_examples = {s['genre_min_examples']} | "
-                    f"{'FAIL' if genre_failures else 'pass'} | {values} (allowed <= "
-                    f"{s['genre_tolerance']:+.4f}) |")
+        rows.append(f"| {results.RULES[(results.BIAS_BASELINE, RMSE_IF_ENOUGH_EXAMPLES)].title} "
+                    f"| genre_tolerance = {s['genre_tolerance']}, genre_min_examples = "
+                    f"{s['genre_min_examples']} | {'FAIL' if genre_failures else 'pass'} | "
+                    f"{values} (allowed <= {s['genre_tolerance']:+.4f}) |")
         return rows + self.topk_rules()
 
     def topk_rules(self) -> list[str]:
