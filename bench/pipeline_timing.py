@@ -51,7 +51,8 @@ def run_once(data_dir: Path, out: Path, mode: str, workers: int) -> dict:
             "mae": overall.get("mean_absolute_error"), "blessed": summary.blessed}
 
 
-def write_doc(results: dict) -> None:
+def doc_section(results: dict) -> str:
+    """The "Pipeline" section of docs/benchmarks.md."""
     modes = results["modes"]
     nodes = list(next(iter(modes.values()))["cold"]["components_s"])
     lines = [
@@ -78,7 +79,7 @@ def write_doc(results: dict) -> None:
     lines += ["", "Eval-split RMSE of the cold runs: " + ", ".join(
         f"{m} {r['cold']['rmse']:.4f}" if r["cold"]["rmse"] is not None else f"{m} n/a"
         for m, r in modes.items()), ""]
-    docs.write_section("pipeline", "\n".join(lines))
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -110,10 +111,8 @@ def main() -> int:
         results["modes"][mode] = {"workers": workers, "date": time.strftime("%Y-%m-%d %H:%M"),
                                   "commit": commit, "cold": cold, "cached": cached}
         print(json.dumps(results["modes"][mode], indent=1), flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    write_doc(results)
-    print(f"Wrote {RESULTS} and {docs.DOC}")
+    docs.write_results(RESULTS, results, "pipeline", doc_section(results),
+                       heading="## Pipeline (bench/pipeline_timing.py)")
     return 0
 
 

@@ -226,7 +226,8 @@ def _load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def write_doc(results: dict) -> None:
+def doc_section(results: dict) -> str:
+    """The "Serving" section of docs/benchmarks.md."""
     rows = results["rows"]
     concurrency = sorted({r["clients"] for r in rows})
     head = "| workload | transport | " + " | ".join(
@@ -277,7 +278,7 @@ def write_doc(results: dict) -> None:
     for note in notes:
         lines += ["", note]
     lines.append("")
-    docs.write_section("serving", "\n".join(lines))
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -359,10 +360,8 @@ def main() -> int:
         "together with their load column (the 1-minute load average when each cell started)."]
     if contract.RECOMMEND not in signatures:
         results["notes"].append("The model has no `recommend` signature: recommend not measured.")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    write_doc(results)
-    print(f"Wrote {RESULTS} and {docs.DOC}")
+    docs.write_results(RESULTS, results, "serving", doc_section(results),
+                       heading="## Serving (bench/serving.py)")
     return 0
 
 
