@@ -8,6 +8,7 @@ import pipelines
 import pytest
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.dsl.components.base import base_executor
 
 from pipeline import configs, kubeflow_runner
 from pipeline import pipeline as pl
@@ -81,7 +82,10 @@ def test_every_step_runs_the_pipeline_image_and_its_executor_imports(compiled):
         args = container["args"]
         class_path = args[args.index("--executor_class_path") + 1]
         module, _, attr = class_path.rpartition(".")
-        assert getattr(importlib.import_module(module), attr), class_path
+        executor_class = getattr(importlib.import_module(module), attr)
+        # What the step's container will instantiate: a TFX executor, not any importable name.
+        assert isinstance(executor_class, type), class_path
+        assert issubclass(executor_class, base_executor.BaseExecutor), class_path
 
 
 def test_module_functions_and_beam_args_reach_the_components(compiled):

@@ -1,0 +1,53 @@
+"""The packages' layers: models at the bottom, then components, then pipeline, serving and bench on
+top. Imports go downwards only, so the training image needs no server and nothing is a cycle."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import configs
+
+# Each package and the packages it may import (besides itself).
+ALLOWED = {
+    "models": set(),
+    "components": {"models"},
+    "pipeline": {"models", "components"},
+    "serving": {"models", "pipeline"},
+    "bench": {"models", "components", "pipeline", "serving"},
+    "kubeflow": {"pipeline"},
+}
+OURS = set(ALLOWED) | {"tests"}
+
+
+def imports(package: str) -> dict[str, set[str]]:
+    """{file: our top-level packages it imports}, function-level imports included."""
+    found = {}
+    for path in sorted((configs.REPO_ROOT / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(configs.REPO_ROOT))] = names & (OURS - {package})
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_go_down_the_layers_only(package):
+    wrong = {f: sorted(names - ALLOWED[package]) for f, names in imports(package).items()
+             if names - ALLOWED[package]}
+    assert not wrong, f"{package} may import only {sorted(ALLOWED[package])}: {wrong}"
+
+
+def test_the_contract_loads_without_tensorflow():
+    """Clients import the contract for its names; TensorFlow takes seconds to load."""
+    code = ("import sys; import models.contract; "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=configs.REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
