@@ -20,11 +20,16 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 # TensorFlow Recommenders needs Keras 2; this must be set before TensorFlow is imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log level, read once at import and inherited by Beam's worker processes, so
+# decided here: without a GPU its CUDA plugins log "Unable to register cuDNN factory" errors at
+# import, and oneDNN notices follow; nothing to act on (a failure raises a Python error).
+# --verbose shows them all.
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if "--verbose" in sys.argv[1:] else "3"
 # Google client libraries warn about Python 3.10 support on import; nothing to act on here.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
 
@@ -39,25 +44,76 @@ from components.movielens_example_gen.parsing import InputDataError  # noqa: E40
 from pipeline import configs, fetch_data, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
-# absl INFO lines worth a person's attention: which component runs, and the outcome.
-_PROGRESS = re.compile(r"Component \S+ is (running|finished)|Running pipeline|Execution \d+ failed")
-# Harmless warnings TFT/TF print for every transform graph load.
+# TFX's, Keras' and the Trainer's log lines the console rewrites (see _Console).
+_COMPONENT = re.compile(r"^Component (\S+) is (running|finished)\.$")
+_CACHED = re.compile(r"^A cached execution \d+ is used\.$")
+_EPOCH = re.compile(r"^Epoch (\d+)/(\d+)$")
+_EPOCH_RMSE = re.compile(r" - val_rmse: ([0-9.]+)")
+_RETRIEVAL_EPOCH = re.compile(r"^Retrieval epoch (\d+): validation (NDCG@\d+ [0-9.]+)")
+# Warnings without anything to act on: TFT/TF's at every transform graph load, the TFX
+# resolver's for every input of every component (ArtifactQuery.property_predicate), Beam's
+# about an optional speed-up, TensorFlow's deprecation notices to library authors.
 _NOISE = re.compile(r"Tables initialized inside a tf.function|is not available in Keras 3|"
                     r"No training configuration found|Sharding callback|"
                     r"does not have payload_format custom property|"
-                    r"SavedModel saved prior to TF 2.5 detected")
+                    r"SavedModel saved prior to TF 2.5 detected|"
+                    r"Query\.property_predicate is not supported|"
+                    r"Couldn't find python-snappy|will be removed in a future version")
+# A progress line at most this often: long steps show they advance, short ones stay one line.
+_PROGRESS_SECONDS = 10.0
 
 
-class _ProgressFilter(logging.Filter):
-    """Keeps this project's INFO logs and TFX's progress lines; drops the internals."""
+class _Console(logging.Filter):
+    """What a person follows: one line per component with its time, progress lines for the
+    Trainers' epochs (the validation RMSE; the retrieval model's NDCG), the pipeline's and the
+    components' own lines, every warning. The internals of TFX, Beam and TensorFlow, and the
+    Trainer's details, are for --verbose."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._node, self._started, self._cached = "", 0.0, False
+        self._epoch, self._last_progress = "", 0.0
+
+    @staticmethod
+    def _say(record: logging.LogRecord, message: str) -> bool:
+        record.msg, record.args = message, ()
+        return True
+
+    def _progress(self, record: logging.LogRecord, message: str) -> bool:
+        """`message`, if the last progress line is _PROGRESS_SECONDS old."""
+        if self._clock() - self._last_progress < _PROGRESS_SECONDS:
+            return False
+        self._last_progress = self._clock()
+        return self._say(record, f"  {self._node} {message}")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if _NOISE.search(message):
             return False
-        if record.name.split(".")[0] in ("components", "models", "pipeline", "__main__"):
+        if match := _COMPONENT.match(message):
+            node, state = match.groups()
+            if state == "running":
+                self._node, self._started, self._cached = node, self._clock(), False
+                self._last_progress = self._started
+                return False
+            return self._say(record, f"{node:<28} {self._clock() - self._started:4.0f} s"
+                             + (" (cached)" if self._cached else ""))
+        if _CACHED.match(message):
+            self._cached = True
+            return False
+        if match := _EPOCH.match(message):
+            self._epoch = f"{match.group(1)}/{match.group(2)}"
+            return False
+        if match := _EPOCH_RMSE.search(message):
+            return self._progress(record, f"epoch {self._epoch}: validation RMSE "
+                                          f"{float(match.group(1)):.4f} stars")
+        if match := _RETRIEVAL_EPOCH.match(message):
+            return self._progress(record, f"retrieval epoch {match.group(1)}: validation "
+                                          f"{match.group(2)}")
+        if record.levelno >= logging.WARNING:
             return True
-        return record.levelno >= logging.WARNING or bool(_PROGRESS.search(message))
+        return record.name.split(".")[0] in ("components", "pipeline", "__main__")
 
 
 def configure_logging(verbose: bool) -> None:
@@ -65,13 +121,17 @@ def configure_logging(verbose: bool) -> None:
                         datefmt="%H:%M:%S", force=True)
     absl_logging.set_verbosity(absl_logging.INFO)
     if not verbose:
+        console = _Console()
         for handler in logging.getLogger().handlers:
-            handler.addFilter(_ProgressFilter())
+            handler.addFilter(console)
         # TensorFlow's logger also prints through a handler of its own, which the filter above
         # does not see; route it through the root handlers only.
         tf_logger = tf.get_logger()
         tf_logger.handlers.clear()
         tf_logger.setLevel(logging.WARNING)
+        # Keras prints its epoch lines to stdout; through absl logging, _Console keeps one
+        # progress line of them.
+        tf.keras.utils.disable_interactive_logging()
 
 
 EXIT_PUSHED, EXIT_ERROR, EXIT_NOT_BLESSED = 0, 1, 2

@@ -5,6 +5,7 @@ The subprocess tests stop before or at the ExampleGen: seconds, no training.
 """
 
 import errno
+import logging
 import os
 import subprocess
 import sys
@@ -86,6 +87,47 @@ def test_too_many_bad_rows_exit_1_with_the_lines_and_no_traceback(tmp_path):
     assert (f"error: 10 of 35 rows of {data_dir / 'ratings.csv'} could not be used "
             "(limit: 1.0%): lines 27, 28, 29, 30, 31 and 5 more.") in result.stderr
     assert "rejected_rows.txt" in result.stderr
+    # A quiet console: the ExampleGen's line, none of TensorFlow's CUDA-factory registration
+    # errors (no GPU here) nor TFX's resolver warnings.
+    assert "Unable to register" not in result.stderr
+    assert "property_predicate" not in result.stderr
+    assert "Component MovieLensExampleGen is running" not in result.stderr
+
+
+def test_the_console_shows_components_with_their_time_progress_and_warnings():
+    now = [0.0]
+    console = local_runner._Console(clock=lambda: now[0])
+    info, warning = logging.INFO, logging.WARNING
+    shown = []
+    for seconds, name, level, message in [
+        (0, "absl", info, "Component Transform is running."),
+        (1, "absl", info, "Going to run a new execution 7"),
+        (1, "absl", warning, "ArtifactQuery.property_predicate is not supported."),
+        (4, "absl", info, "Component Transform is finished."),
+        (4, "absl", info, "Component Trainer is running."),
+        (4, "models.trainer", info, "Hyper-parameters: HParams(...)"),
+        (5, "absl", info, "Epoch 1/40"),
+        (5, "absl", info, "3/3 - 0s - rmse: 0.9 - val_rmse: 0.9511 - lr: 0.003"),  # too soon
+        (16, "absl", info, "Epoch 2/40"),
+        (16, "absl", info, "3/3 - 0s - rmse: 0.8 - val_rmse: 0.9377 - lr: 0.003"),
+        (17, "models.trainer", info, "Retrieval epoch 3: validation NDCG@10 0.38; accuracy .."),
+        (27, "models.trainer", info, "Retrieval epoch 4: validation NDCG@10 0.39; accuracy .."),
+        (28, "models.trainer", warning, "Something to act on"),
+        (28, "models.warmup", info, "Wrote 8 warmup requests to ..."),
+        (29, "components.evaluation.topk", info, "Top-10 NDCG over 100 users: ..."),
+        (29, "absl", info, "A cached execution 8 is used."),
+        (30, "absl", info, "Component Trainer is finished."),
+    ]:
+        now[0] = seconds
+        record = logging.LogRecord(name, level, __file__, 1, message, (), None)
+        if console.filter(record):
+            shown.append(record.getMessage())
+    assert shown == ["Transform                       4 s",
+                     "  Trainer epoch 2/40: validation RMSE 0.9377 stars",
+                     "  Trainer retrieval epoch 4: validation NDCG@10 0.39",
+                     "Something to act on",
+                     "Top-10 NDCG over 100 users: ...",
+                     "Trainer                        26 s (cached)"]
 
 
 def test_make_run_fails_with_make_s_code_and_the_runner_s_paragraph(tmp_path):
