@@ -1,1 +1,2 @@
-"""Feature definitions, preprocessing and TensorFlow Recommenders models."""
+"""Feature definitions, preprocessing, TensorFlow Recommenders models and the exported model's
+serving contract (models/contract.py). The bottom layer: it imports none of the other packages."""

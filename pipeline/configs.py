@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 from components.movielens_example_gen.config import SplitConfig
 from components.movielens_example_gen.slicing import check_edges
@@ -213,3 +214,22 @@ class KubeflowSettings:
 
 
 KUBEFLOW = KubeflowSettings()
+
+
+def pipeline_arguments(**overrides: Any) -> dict[str, Any]:
+    """create_pipeline's arguments from the values above, for a run on this machine (artifacts in
+    OUTPUT_DIR, data from DATA_HOME); each runner and test overrides what it sets itself."""
+    return dict(
+        pipeline_name=PIPELINE_NAME,
+        pipeline_root=str(OUTPUT_DIR / PIPELINE_NAME),
+        data_root=str(DATA_HOME / DATASET),
+        schema_path=str(SCHEMA_PATH),
+        serving_model_dir=str(SERVING_MODEL_DIR),
+        preprocessing_fn=PREPROCESSING_FN,
+        run_fn=RUN_FN,
+        split=SPLIT,
+        hparams=HPARAMS,
+        baseline_hparams=BASELINE_HPARAMS,
+        eval_settings=EVAL,
+        beam_pipeline_args=list(BEAM_PIPELINE_ARGS),
+    ) | overrides

@@ -40,21 +40,14 @@ DATA_ROOT_PARAMETER = "data_root"
 
 def build_pipeline(settings: configs.KubeflowSettings) -> Pipeline:
     """The local pipeline with the cluster's locations, image paths and Beam arguments."""
-    pipeline = create_pipeline(
-        pipeline_name=configs.PIPELINE_NAME,
+    pipeline = create_pipeline(**configs.pipeline_arguments(
         pipeline_root=settings.pipeline_root,
         data_root=data_types.RuntimeParameter(
             name=DATA_ROOT_PARAMETER, ptype=str, default=settings.data_root),
         schema_path=settings.schema_path,
         serving_model_dir=settings.serving_model_dir,
-        preprocessing_fn=configs.PREPROCESSING_FN,
-        run_fn=configs.RUN_FN,
-        split=configs.SPLIT,
-        hparams=configs.HPARAMS,
-        baseline_hparams=configs.BASELINE_HPARAMS,
-        eval_settings=configs.EVAL,
         beam_pipeline_args=list(settings.beam_pipeline_args),
-    )
+    ))
     if settings.trainer_gpus:
         trainer = next(c for c in pipeline.components if c.id == TRAINER_ID)
         trainer.with_platform_config(ResourceSpec(accelerator=ResourceSpec.AcceleratorConfig(

@@ -239,24 +239,18 @@ def run(args: argparse.Namespace) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     metadata_path = output_dir / "metadata.sqlite"
     hparams = configs.model_hparams(args.model)
-    pipeline = create_pipeline(
-        pipeline_name=configs.PIPELINE_NAME,
+    pipeline = create_pipeline(**configs.pipeline_arguments(
         pipeline_root=str(output_dir / configs.PIPELINE_NAME),
         data_root=str(data_root),
-        schema_path=str(configs.SCHEMA_PATH),
         serving_model_dir=str(serving_model_dir),
-        preprocessing_fn=configs.PREPROCESSING_FN,
-        run_fn=configs.RUN_FN,
         split=dataclasses.replace(configs.SPLIT, method=args.split),
         hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
                  if args.force_bad_model else hparams),
-        baseline_hparams=configs.BASELINE_HPARAMS,
-        eval_settings=configs.EVAL,
         beam_pipeline_args=beam_args(args.direct_running_mode, args.direct_num_workers),
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(metadata_path)),
         enable_cache=not args.no_cache,
-    )
+    ))
     logging.info("Running pipeline %s on %s; artifacts in %s", configs.PIPELINE_NAME, data_root,
                  output_dir)
     LocalDagRunner().run(pipeline)

@@ -23,20 +23,10 @@ def local_pipeline(data_dir: Path, root: Path, **overrides: Any):
 
     from pipeline.pipeline import create_pipeline
 
-    arguments = dict(
-        pipeline_name=configs.PIPELINE_NAME,
+    return create_pipeline(**configs.pipeline_arguments(
         pipeline_root=str(root / "pipeline"),
         data_root=str(data_dir),
-        schema_path=str(configs.SCHEMA_PATH),
         serving_model_dir=str(serving_model_dir(root)),
-        preprocessing_fn=configs.PREPROCESSING_FN,
-        run_fn=configs.RUN_FN,
-        split=configs.SPLIT,
-        hparams=configs.HPARAMS,
-        baseline_hparams=configs.BASELINE_HPARAMS,
-        eval_settings=configs.EVAL,
-        beam_pipeline_args=configs.BEAM_PIPELINE_ARGS,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             str(root / "metadata.sqlite")),
-    )
-    return create_pipeline(**(arguments | overrides))
+        **overrides))
