@@ -113,7 +113,8 @@ class _Console(logging.Filter):
                                           f"{match.group(2)}")
         if record.levelno >= logging.WARNING:
             return True
-        return record.name.split(".")[0] in ("components", "pipeline", "__main__")
+        # The runner logs through the root logger; the rest of the project through its modules'.
+        return record.name.split(".")[0] in ("root", "components", "pipeline", "__main__")
 
 
 def configure_logging(verbose: bool) -> None:

@@ -100,6 +100,7 @@ def test_the_console_shows_components_with_their_time_progress_and_warnings():
     info, warning = logging.INFO, logging.WARNING
     shown = []
     for seconds, name, level, message in [
+        (0, "root", info, "Running pipeline movielens-tfx on /data; artifacts in /out"),
         (0, "absl", info, "Component Transform is running."),
         (1, "absl", info, "Going to run a new execution 7"),
         (1, "absl", warning, "ArtifactQuery.property_predicate is not supported."),
@@ -122,7 +123,8 @@ def test_the_console_shows_components_with_their_time_progress_and_warnings():
         record = logging.LogRecord(name, level, __file__, 1, message, (), None)
         if console.filter(record):
             shown.append(record.getMessage())
-    assert shown == ["Transform                       4 s",
+    assert shown == ["Running pipeline movielens-tfx on /data; artifacts in /out",
+                     "Transform                       4 s",
                      "  Trainer epoch 2/40: validation RMSE 0.9377 stars",
                      "  Trainer retrieval epoch 4: validation NDCG@10 0.39",
                      "Something to act on",

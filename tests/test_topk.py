@@ -58,7 +58,7 @@ class _FixedRecommender(tf.Module):
         self.lists = tf.constant([lists[u] for u in users], tf.int64)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name=contract.USER_ID),
-                                  tf.TensorSpec([None], tf.int32, name="k")])
+                                  tf.TensorSpec([None], tf.int32, name=contract.K)])
     def recommend(self, user_id, k):
         width = tf.minimum(tf.reduce_max(k), tf.shape(self.lists)[1])
         return {contract.MOVIE_IDS: tf.gather(self.lists, self.index.lookup(user_id))[:, :width]}
