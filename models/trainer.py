@@ -105,47 +105,68 @@ class RankingValidation(tf.keras.callbacks.Callback):
                   ndcg, top_k)
 
 
-def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
-                    train_data: dict[str, np.ndarray], verbose: int = 2) -> RetrievalModel:
-    """Fits the retrieval model on the training interactions, with early stopping on the
-    validation NDCG of a held-out fraction of them (removed from the histories it trains on)."""
-    tf.keras.utils.set_random_seed(hp.seed)
-    pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    fit, val = data.holdout(pairs, hp.validation_fraction, hp.seed)
-    fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
-    history = user_history(fit_users, fit_movies, num_users)
-    model = RetrievalModel(num_movies, history, np.bincount(fit_movies, minlength=num_movies),
+def _retrieval_model(hp: RetrievalHParams, num_users: int, num_movies: int, users: np.ndarray,
+                     movies: np.ndarray) -> RetrievalModel:
+    """A compiled RetrievalModel whose histories and popularity are those of these pairs."""
+    model = RetrievalModel(num_movies, user_history(users, movies, num_users),
+                           np.bincount(movies, minlength=num_movies),
                            dim=hp.embedding_dim, history_dropout=hp.history_dropout,
                            temperature=hp.temperature,
                            in_batch_negatives=hp.in_batch_negatives,
                            sampled_negatives=hp.sampled_negatives)
     model.compile(optimizer=tf.keras.optimizers.Adam(hp.learning_rate))
+    return model
+
+
+def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
+                    train_data: dict[str, np.ndarray], verbose: int = 2) -> RetrievalModel:
+    """Fits the retrieval model on the training interactions, with early stopping on the
+    validation NDCG of a held-out fraction of them (removed from the histories it trains on);
+    with hp.refit, then fits a fresh model on all of them for the best epoch count."""
+    tf.keras.utils.set_random_seed(hp.seed)
+    pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
+    fit, val = data.holdout(pairs, hp.validation_fraction, hp.seed)
+    fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
+    model = _retrieval_model(hp, num_users, num_movies, fit_users, fit_movies)
     relevant: dict[int, set[int]] = {}
     for user, movie in zip(val[features.USER_IDX], val[features.MOVIE_IDX], strict=True):
         relevant.setdefault(int(user), set()).add(int(movie))
     val_users = np.array(sorted(relevant), np.int64)
     validation = RankingValidation(val_users, [relevant[u] for u in val_users])
+    schedule = tf.keras.callbacks.LearningRateScheduler(
+        lambda epoch: hp.learning_rate * hp.learning_rate_decay**epoch)
     callbacks = [
         IndexUpdater(),
         validation,
         tf.keras.callbacks.EarlyStopping(monitor="val_ndcg", mode="max",
                                          patience=hp.early_stopping_patience,
                                          restore_best_weights=True),
-        tf.keras.callbacks.LearningRateScheduler(
-            lambda epoch: hp.learning_rate * hp.learning_rate_decay**epoch),
+        schedule,
     ]
     batch_size = min(hp.batch_size, max(1, len(fit_users) // hp.min_steps_per_epoch))
     start = time.time()
-    model.fit(data.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
-              validation_data=data.to_dataset(val, 8192), epochs=hp.max_epochs,
-              callbacks=callbacks, verbose=verbose)
+    history = model.fit(data.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
+                        validation_data=data.to_dataset(val, 8192), epochs=hp.max_epochs,
+                        callbacks=callbacks, verbose=verbose)
     # The model's softmax spreads its picks over more of the catalogue than the top-k metric
     # rewards; a popularity boost, chosen on the same validation split, corrects that.
     scores = {w: validation.ndcg(w) for w in hp.popularity_weights}
-    model.popularity_weight = max(scores, key=scores.get)
-    _LOG.info("Trained the retrieval model on %d interactions in %.1f s; popularity weight %g "
-              "(validation NDCG@10 %s)", len(fit_users), time.time() - start,
-              model.popularity_weight, ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
+    popularity_weight = max(scores, key=scores.get)
+    best_epochs = int(np.argmax(history.history["val_ndcg"])) + 1
+    _LOG.info("Trained the retrieval model on %d interactions in %.1f s; best epoch %d; "
+              "popularity weight %g (validation NDCG@10 %s)", len(fit_users),
+              time.time() - start, best_epochs, popularity_weight,
+              ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
+    if hp.refit and len(val_users):
+        start = time.time()
+        tf.keras.utils.set_random_seed(hp.seed)
+        users, movies = pairs[features.USER_IDX], pairs[features.MOVIE_IDX]
+        model = _retrieval_model(hp, num_users, num_movies, users, movies)
+        model.fit(data.to_dataset(pairs, batch_size, shuffle_seed=hp.seed), epochs=best_epochs,
+                  callbacks=[schedule], verbose=verbose)
+        _LOG.info("Refitted the retrieval model on all %d interactions for %d epochs in %.1f s",
+                  len(users), best_epochs, time.time() - start)
+    model.popularity_weight = popularity_weight
     return model
 
 
