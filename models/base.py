@@ -1,4 +1,5 @@
-"""What every rating model shares: OOV-aware biases, the ranking task and the L2 penalty."""
+"""What every rating model shares: OOV-aware biases and factors, each adding its own L2 loss, and
+the ranking task."""
 
 from __future__ import annotations
 
@@ -47,16 +48,28 @@ def oov_embedding(vocab_size: int, dim: int, stddev: float = 0.0) -> tf.keras.la
                                      embeddings_initializer=initializer)
 
 
+def l2_loss(layer: tf.keras.layers.Layer, l2: float, penalty: tf.Tensor) -> None:
+    """Adds l2 * the batch mean of a per-example penalty [B] to the layer's losses, which
+    tfrs.Model's train and test steps add to the task loss (its "regularization_loss").
+
+    Per example, on the rows a batch uses (as in Funk/Surprise SVD), rather than on whole tables:
+    rarely rated movies are regularised as much as popular ones relative to their data."""
+    layer.add_loss(l2 * tf.reduce_mean(penalty))
+
+
 class Biases(tf.keras.layers.Layer):
     """mu + b_u + b_m, where an unknown (OOV) user or movie contributes no bias.
 
-    Input: `user_id_xf`, `movie_id_xf` int64 [B]. Output: (bias [B], squared-bias penalty [B]).
+    Input: `user_id_xf`, `movie_id_xf` int64 [B]. Output: bias [B]. Adds the loss
+    l2 * mean(b_u^2 + b_m^2) (see l2_loss).
     """
 
-    def __init__(self, num_users: int, num_movies: int, global_mean: float, **kwargs):
+    def __init__(self, num_users: int, num_movies: int, global_mean: float, *, l2: float,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_users = num_users
         self.num_movies = num_movies
+        self.l2 = l2
         self.user_bias = oov_embedding(num_users, 1)
         self.movie_bias = oov_embedding(num_movies, 1)
         self.global_bias = tf.Variable(float(global_mean), name="global_bias")
@@ -73,64 +86,11 @@ class Biases(tf.keras.layers.Layer):
         """mu + b_u + b_m for user indices [B] and movie biases [M] (see `movie`): [B, M]."""
         return self.global_bias + self.user(users)[:, None] + movie_bias[None, :]
 
-    def call(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+    def call(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         b_u = self.user(inputs[features.USER_IDX])
         b_m = self.movie(inputs[features.MOVIE_IDX])
-        return self.global_bias + b_u + b_m, b_u * b_u + b_m * b_m
-
-
-class RatingModel(tfrs.Model):
-    """Base of the rating models: subclasses define `forward`; this adds loss and metrics.
-
-    Inputs: a dict of the features in features.MODEL_INPUTS (and the label `rating_xf` when
-    training). Output of `call`: float32 [B], the rating scaled to [0, 1].
-
-    L2 regularisation is per example on the rows a batch uses (as in Funk/Surprise SVD), so rarely
-    rated movies are regularised as much as popular ones relative to their data.
-    """
-
-    def __init__(self, *, l2: float, loss: str = "mse"):
-        super().__init__()
-        self.l2 = l2
-        self.task = tfrs.tasks.Ranking(loss=make_loss(loss), metrics=[StarsRMSE()])
-
-    def forward(self, inputs: dict[str, tf.Tensor], training: bool
-                ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Returns predictions [B] and the per-example L2 penalty [B]."""
-        raise NotImplementedError
-
-    # No Python control flow depends on tensors in the models, so AutoGraph has nothing to
-    # convert; left on, it transpiles Keras and TFRS internals too: the first epoch took 30 s
-    # with it, 11 s without (ml-latest-small, these 2-core machines).
-    @tf.autograph.experimental.do_not_convert
-    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return self.forward(inputs, training)[0]
-
-    # Scoring a whole catalogue, for `recommend`. Like a TFRS BruteForce index: what depends on
-    # the movies only is computed once, when the model is exported, not at every request.
-
-    def movie_side(self, movies: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """What `score_catalogue` needs of each movie. Input: the movie features of
-        features.MODEL_INPUTS (all but the user index), each [M, ...]; output: tensors [M, ...].
-        This default keeps the features; factorised models return their movie vectors."""
-        return dict(movies)
-
-    def score_catalogue(self, users: tf.Tensor, side: dict[str, tf.Tensor]) -> tf.Tensor:
-        """Scaled ratings of each user index [B] for each movie of `side` (see movie_side):
-        float32 [B, M], equal to `call` on each of the B * M pairs. This default runs exactly
-        that; factorised models override it with a matrix product."""
-        batch, count = tf.shape(users)[0], tf.shape(side[features.MOVIE_IDX])[0]
-        pairs = {k: tf.tile(v, tf.concat([[batch], tf.ones(tf.rank(v) - 1, tf.int32)], 0))
-                 for k, v in side.items()}
-        pairs[features.USER_IDX] = tf.repeat(users, count)
-        return tf.reshape(self(pairs, training=False), [batch, count])
-
-    @tf.autograph.experimental.do_not_convert
-    def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        predictions, penalty = self.forward(inputs, training)
-        loss = self.task(labels=inputs[features.LABEL_XF][:, None],
-                         predictions=predictions[:, None], training=training)
-        return loss + self.l2 * tf.reduce_mean(penalty)
+        l2_loss(self, self.l2, b_u * b_u + b_m * b_m)
+        return self.global_bias + b_u + b_m
 
 
 class ImplicitUser(tf.keras.layers.Layer):
@@ -164,6 +124,94 @@ class ImplicitUser(tf.keras.layers.Layer):
         lengths = tf.cast(rows.row_lengths(), tf.float32)
         implicit = summed * tf.math.rsqrt(tf.maximum(lengths, 1.0))[:, None]
         return tf.gather(implicit, position)
+
+
+class Factors(tf.keras.layers.Layer):
+    """The factors p_u and q_m of a user and a movie, zeros for an unknown (OOV) id.
+
+    With a `history` (SVD++), p_u also adds the user's implicit factors (see ImplicitUser).
+
+    Input: `user_id_xf`, `movie_id_xf` int64 [B]. Output: (p [B, dim], q [B, dim]). Adds the loss
+    l2 * mean(|p_u|^2 + |q_m|^2) (see l2_loss).
+    """
+
+    def __init__(self, num_users: int, num_movies: int, dim: int, *, l2: float,
+                 history: tf.RaggedTensor | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_users = num_users
+        self.num_movies = num_movies
+        self.l2 = l2
+        self.user_factors = oov_embedding(num_users, dim, stddev=0.05)
+        self.movie_factors = oov_embedding(num_movies, dim, stddev=0.05)
+        self.implicit = (None if history is None
+                         else ImplicitUser(num_users, num_movies, dim, history))
+
+    def user(self, users: tf.Tensor) -> tf.Tensor:
+        """p_u of user indices [N]: float32 [N, dim], zeros for OOV."""
+        p = self.user_factors(users)
+        if self.implicit is not None:
+            p += self.implicit(users)
+        return p * known(users, self.num_users)[:, None]
+
+    def movie(self, movies: tf.Tensor) -> tf.Tensor:
+        """q_m of movie indices [N]: float32 [N, dim], zeros for OOV."""
+        return self.movie_factors(movies) * known(movies, self.num_movies)[:, None]
+
+    def call(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        p, q = self.user(inputs[features.USER_IDX]), self.movie(inputs[features.MOVIE_IDX])
+        l2_loss(self, self.l2, tf.reduce_sum(p * p, -1) + tf.reduce_sum(q * q, -1))
+        return p, q
+
+
+class RatingModel(tfrs.Model):
+    """Base of the rating models: subclasses define `forward`; this adds the task and metrics.
+
+    Inputs: a dict of the features in features.MODEL_INPUTS (and the label `rating_xf` when
+    training). Output of `call`: float32 [B], the rating scaled to [0, 1].
+
+    L2 regularisation is the layers' own losses (Biases, Factors), which tfrs.Model's train and
+    test steps add to the task loss, as in TFRS models.
+    """
+
+    def __init__(self, *, loss: str = "mse"):
+        super().__init__()
+        self.task = tfrs.tasks.Ranking(loss=make_loss(loss), metrics=[StarsRMSE()])
+
+    def forward(self, inputs: dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        """Returns predictions [B]."""
+        raise NotImplementedError
+
+    # No Python control flow depends on tensors in the models, so AutoGraph has nothing to
+    # convert; left on, it transpiles Keras and TFRS internals too: the first epoch took 30 s
+    # with it, 11 s without (ml-latest-small, these 2-core machines).
+    @tf.autograph.experimental.do_not_convert
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.forward(inputs, training)
+
+    # Scoring a whole catalogue, for `recommend`. Like a TFRS BruteForce index: what depends on
+    # the movies only is computed once, when the model is exported, not at every request.
+
+    def movie_side(self, movies: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """What `score_catalogue` needs of each movie. Input: the movie features of
+        features.MODEL_INPUTS (all but the user index), each [M, ...]; output: tensors [M, ...].
+        This default keeps the features; factorised models return their movie vectors."""
+        return dict(movies)
+
+    def score_catalogue(self, users: tf.Tensor, side: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Scaled ratings of each user index [B] for each movie of `side` (see movie_side):
+        float32 [B, M], equal to `call` on each of the B * M pairs. This default runs exactly
+        that; factorised models override it with a matrix product."""
+        batch, count = tf.shape(users)[0], tf.shape(side[features.MOVIE_IDX])[0]
+        pairs = {k: tf.tile(v, tf.concat([[batch], tf.ones(tf.rank(v) - 1, tf.int32)], 0))
+                 for k, v in side.items()}
+        pairs[features.USER_IDX] = tf.repeat(users, count)
+        return tf.reshape(self(pairs, training=False), [batch, count])
+
+    @tf.autograph.experimental.do_not_convert
+    def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        predictions = self.forward(inputs, training)
+        return self.task(labels=inputs[features.LABEL_XF][:, None],
+                         predictions=predictions[:, None], training=training)
 
 
 def user_history(users: np.ndarray, movies: np.ndarray, num_users: int) -> tf.RaggedTensor:
