@@ -3,11 +3,15 @@ the ranking task."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from models import features
+from models.hparams import HParams
 
 
 class StarsRMSE(tf.keras.metrics.RootMeanSquaredError):
@@ -21,16 +25,27 @@ class StarsRMSE(tf.keras.metrics.RootMeanSquaredError):
                                     features.unscale_rating(y_pred), sample_weight)
 
 
+# The losses HParams.loss may name: "mse" fits the mean rating (best RMSE); "mae" the median (best
+# MAE); "huber" sits between (delta 0.1 on the [0, 1] scale, about half a star).
+LOSSES: dict[str, Callable[[], tf.keras.losses.Loss]] = {
+    "mse": tf.keras.losses.MeanSquaredError,
+    "mae": tf.keras.losses.MeanAbsoluteError,
+    "huber": lambda: tf.keras.losses.Huber(delta=0.1),
+}
+
+T = TypeVar("T")
+
+
+def registered(registry: dict[str, T], name: str, what: str) -> T:
+    """registry[name], or a ValueError naming the known names: an unknown name never falls back
+    to a default."""
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; known: {sorted(registry)}")
+    return registry[name]
+
+
 def make_loss(name: str) -> tf.keras.losses.Loss:
-    """"mse" fits the mean rating (best RMSE); "mae" fits the median (best MAE); "huber" sits
-    between (delta 0.1 on the [0, 1] scale, about half a star)."""
-    if name == "mse":
-        return tf.keras.losses.MeanSquaredError()
-    if name == "mae":
-        return tf.keras.losses.MeanAbsoluteError()
-    if name == "huber":
-        return tf.keras.losses.Huber(delta=0.1)
-    raise ValueError(f"unknown loss {name!r}")
+    return registered(LOSSES, name, "loss")()
 
 
 def known(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
@@ -176,6 +191,13 @@ class RatingModel(tfrs.Model):
     def __init__(self, *, loss: str = "mse"):
         super().__init__()
         self.task = tfrs.tasks.Ranking(loss=make_loss(loss), metrics=[StarsRMSE()])
+
+    @classmethod
+    def from_hparams(cls, hp: HParams, num_users: int, num_movies: int, *, global_mean: float,
+                     history: tf.RaggedTensor | None = None) -> RatingModel:
+        """The model of `hp` for vocabularies of the given sizes (OOV excluded), starting at the
+        scaled `global_mean`; `history` (see user_history) adds SVD++'s implicit factors."""
+        raise NotImplementedError
 
     def forward(self, inputs: dict[str, tf.Tensor], training: bool) -> tf.Tensor:
         """Returns predictions [B]."""

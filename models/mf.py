@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from models import features
 from models.base import Biases, Factors, RatingModel
+from models.hparams import HParams
 
 
 class BiasBaseline(RatingModel):
@@ -18,6 +19,11 @@ class BiasBaseline(RatingModel):
                  loss: str = "mse"):
         super().__init__(loss=loss)
         self.biases = Biases(num_users, num_movies, global_mean, l2=l2)
+
+    @classmethod
+    def from_hparams(cls, hp: HParams, num_users: int, num_movies: int, *, global_mean: float,
+                     history: tf.RaggedTensor | None = None) -> BiasBaseline:
+        return cls(num_users, num_movies, global_mean=global_mean, l2=hp.l2, loss=hp.loss)
 
     def forward(self, inputs, training):
         return self.biases(inputs)
@@ -48,6 +54,12 @@ class BiasedMF(RatingModel):
         # Start at the mean rating, in logit space when squashing.
         start = float(tf.math.log(global_mean / (1.0 - global_mean))) if squash else global_mean
         self.biases = Biases(num_users, num_movies, start, l2=l2)
+
+    @classmethod
+    def from_hparams(cls, hp: HParams, num_users: int, num_movies: int, *, global_mean: float,
+                     history: tf.RaggedTensor | None = None) -> BiasedMF:
+        return cls(num_users, num_movies, embedding_dim=hp.embedding_dim, l2=hp.l2,
+                   squash=hp.squash, global_mean=global_mean, loss=hp.loss, history=history)
 
     def _output(self, logit: tf.Tensor) -> tf.Tensor:
         return tf.sigmoid(logit) if self.squash else logit

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from models import features
 from models.base import Biases, Factors, RatingModel
+from models.hparams import HParams
 
 
 class NeuralRecommender(RatingModel):
@@ -35,6 +36,13 @@ class NeuralRecommender(RatingModel):
                        tf.keras.layers.Dropout(dropout)]
         layers.append(tf.keras.layers.Dense(1, kernel_initializer="zeros"))
         self.mlp = tf.keras.Sequential(layers)
+
+    @classmethod
+    def from_hparams(cls, hp: HParams, num_users: int, num_movies: int, *, global_mean: float,
+                     history: tf.RaggedTensor | None = None) -> NeuralRecommender:
+        return cls(num_users, num_movies, embedding_dim=hp.embedding_dim,
+                   hidden_units=hp.hidden_units, dropout=hp.dropout, l2=hp.l2,
+                   global_mean=global_mean, loss=hp.loss, history=history)
 
     def forward(self, inputs, training):
         p, q = self.factors(inputs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -11,7 +12,8 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from models import catalogue, data, export, features, ranking_metrics, retrieval
-from models.base import user_history
+from models.base import RatingModel, registered, user_history
+from models.contract import HPARAMS_KEY
 from models.hparams import HParams, RetrievalHParams
 from models.mf import BiasBaseline, BiasedMF
 from models.neural import NeuralRecommender
@@ -19,31 +21,32 @@ from models.retrieval import IndexUpdater, RetrievalModel
 
 _LOG = logging.getLogger(__name__)
 COLUMNS = (*features.MODEL_INPUTS, features.LABEL_XF)
-HPARAMS_KEY = "hparams"
+
+# HParams.model_type and .optimizer name one of these (hparams.MODEL_TYPES, hparams.OPTIMIZERS);
+# an unknown name is an error here too, never a silent fallback.
+MODELS: dict[str, type[RatingModel]] = {
+    "bias": BiasBaseline,
+    "mf": BiasedMF,
+    "neural": NeuralRecommender,
+}
+OPTIMIZERS: dict[str, Callable[[float], tf.keras.optimizers.Optimizer]] = {
+    "adam": tf.keras.optimizers.Adam,
+    "adagrad": tf.keras.optimizers.Adagrad,
+    "sgd": tf.keras.optimizers.SGD,
+}
 
 
 def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float,
-                history: tf.RaggedTensor | None = None) -> tf.keras.Model:
+                history: tf.RaggedTensor | None = None) -> RatingModel:
     """The model of hp.model_type for vocabularies of the given sizes (OOV excluded); `history`
     (see base.user_history) is used when hp.implicit."""
-    history = history if hp.implicit else None
-    if hp.model_type == "bias":
-        return BiasBaseline(num_users, num_movies, global_mean=global_mean, l2=hp.l2,
-                            loss=hp.loss)
-    if hp.model_type == "neural":
-        return NeuralRecommender(num_users, num_movies, embedding_dim=hp.embedding_dim,
-                                 hidden_units=hp.hidden_units, dropout=hp.dropout, l2=hp.l2,
-                                 global_mean=global_mean, loss=hp.loss, history=history)
-    return BiasedMF(num_users, num_movies, embedding_dim=hp.embedding_dim, l2=hp.l2,
-                    squash=hp.squash, global_mean=global_mean, loss=hp.loss, history=history)
+    model_class = registered(MODELS, hp.model_type, "model_type")
+    return model_class.from_hparams(hp, num_users, num_movies, global_mean=global_mean,
+                                    history=history if hp.implicit else None)
 
 
 def make_optimizer(hp: HParams) -> tf.keras.optimizers.Optimizer:
-    if hp.optimizer == "adagrad":
-        return tf.keras.optimizers.Adagrad(hp.learning_rate)
-    if hp.optimizer == "sgd":
-        return tf.keras.optimizers.SGD(hp.learning_rate)
-    return tf.keras.optimizers.Adam(hp.learning_rate)
+    return registered(OPTIMIZERS, hp.optimizer, "optimizer")(hp.learning_rate)
 
 
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import contract, data, export, features, trainer
+from models import base, contract, data, export, features, hparams, trainer
 from models.base import user_history
 from models.catalogue import Catalogue
 from models.hparams import HParams
@@ -116,6 +116,40 @@ def test_hparams_reject_unknown_keys_models_and_losses():
     # JSON (custom_config) turns tuples into lists; the round trip must not change anything.
     hp = HParams(l2=0.5, hidden_units=(16, 8))
     assert HParams.from_config({**hp.to_config(), "hidden_units": [16, 8]}) == hp
+
+
+def unchecked(**fields) -> HParams:
+    """HParams with values its own validation would refuse, to test the builders' refusal."""
+    hp = HParams()
+    for name, value in fields.items():
+        object.__setattr__(hp, name, value)
+    return hp
+
+
+def test_builders_refuse_unknown_names_rather_than_fall_back():
+    with pytest.raises(ValueError, match=r"unknown model_type 'svd'; known: \['bias', 'mf', "
+                                         r"'neural'\]"):
+        trainer.build_model(unchecked(model_type="svd"), N_USERS, N_MOVIES, 0.6)
+    with pytest.raises(ValueError, match=r"unknown optimizer 'rmsprop'; known: \['adagrad', "
+                                         r"'adam', 'sgd'\]"):
+        trainer.make_optimizer(unchecked(optimizer="rmsprop"))
+    with pytest.raises(ValueError, match=r"unknown loss 'hinge'; known: \['huber', 'mae', "
+                                         r"'mse'\]"):
+        trainer.build_model(unchecked(model_type="mf", loss="hinge"), N_USERS, N_MOVIES, 0.6)
+
+
+def test_the_registries_are_the_names_hparams_accepts():
+    assert sorted(trainer.MODELS) == sorted(hparams.MODEL_TYPES)
+    assert sorted(trainer.OPTIMIZERS) == sorted(hparams.OPTIMIZERS)
+    assert sorted(base.LOSSES) == sorted(hparams.LOSSES)
+
+
+@pytest.mark.parametrize("model_type", sorted(trainer.MODELS))
+def test_each_model_type_builds_its_own_class(model_type):
+    for optimizer in sorted(trainer.OPTIMIZERS):
+        hp = HParams(model_type=model_type, optimizer=optimizer, embedding_dim=8)
+        assert type(trainer.build_model(hp, N_USERS, N_MOVIES, 0.6)) is trainer.MODELS[model_type]
+        assert type(trainer.make_optimizer(hp)) is trainer.OPTIMIZERS[optimizer]
 
 
 # ---- The exported model --------------------------------------------------------------------
