@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from bench import docs  # noqa: E402
 from components.movielens_example_gen.parsing import parse_year  # noqa: E402
 from models import features  # noqa: E402
+from models.hparams import tuned  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 PROTOCOLS = ("time80", "rand90", "rand80")
@@ -151,7 +152,7 @@ def run_surprise(name: str, train: pd.DataFrame, test: pd.DataFrame, seed: int):
 def run_ours(model_type: str, encoded: Encoded, seed: int, overrides: dict):
     from models import trainer
 
-    hp = dataclasses.replace(configs.model_hparams(model_type), seed=seed, **overrides)
+    hp = tuned(model_type, seed=seed, **overrides)
     start = time.perf_counter()
     model = trainer.train(hp, encoded.num_users, encoded.num_movies, encoded.train, verbose=0)
     seconds = time.perf_counter() - start

@@ -15,7 +15,7 @@ from typing import Any
 from components.movielens_example_gen.config import SplitConfig
 from components.movielens_example_gen.slicing import check_edges
 from models import contract
-from models.hparams import HParams, RetrievalHParams
+from models.hparams import tuned
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,40 +39,16 @@ SCHEMA_PATH = REPO_ROOT / "schema" / "schema.pbtxt"
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 
-SPLIT = SplitConfig(method="time", eval_fraction=0.2, seed=42)
+SPLIT = SplitConfig()  # its defaults: the time split, the last 20% of ratings evaluated
 
-# Tuned hyper-parameters per model type (bench/accuracy.py, docs/benchmarks.md). The pipeline trains
-# MODEL_TYPE; `make run RUN_ARGS="--model neural"` or custom_config overrides pick another.
-# Adam at 3e-3 with batches of 1024 beat 1e-2 / 4096 by 0.01-0.02 RMSE on rand90 for both models
-# (1e-2 overfits within two or three epochs, before the factors settle); cutting the rate when
-# the validation RMSE stalls gained another ~0.002.
-# mf and neural recommend in two stages: a retrieval model (models/retrieval.py, its tuned defaults
-# in RetrievalHParams) picks candidates, the rating model scores them; bias (the Evaluator's RMSE
-# baseline) ranks the catalogue by predicted rating.
-MODEL_HPARAMS = {
-    "bias": HParams(model_type="bias"),
-    "mf": HParams(model_type="mf", embedding_dim=64, l2=0.03, learning_rate=3e-3,
-                  batch_size=1024, reduce_lr_patience=1, retrieval=RetrievalHParams()),
-    "neural": HParams(model_type="neural", embedding_dim=64, hidden_units=(128, 64), dropout=0.3,
-                      learning_rate=3e-3, batch_size=1024, reduce_lr_patience=1,
-                      retrieval=RetrievalHParams()),
-}
-# neural: the best rating accuracy, and with the retrieval stage it scores only the N retrieved
-# movies per request, not the whole catalogue.
+# The model the pipeline trains, with its tuned hyper-parameters (models/hparams.py: TUNED);
+# `make run RUN_ARGS="--model mf"` picks another. neural: the best rating accuracy, and with its
+# retrieval stage it scores only the retrieved movies per request, not the whole catalogue.
 MODEL_TYPE = "neural"
-
-
-def model_hparams(model_type: str) -> HParams:
-    """The tuned defaults of a model type."""
-    if model_type not in MODEL_HPARAMS:
-        raise ValueError(f"unknown model type {model_type!r}; known: {sorted(MODEL_HPARAMS)}")
-    return MODEL_HPARAMS[model_type]
-
-
-HPARAMS = model_hparams(MODEL_TYPE)
+HPARAMS = tuned(MODEL_TYPE)
 # The Evaluator's baseline, trained on the same split by its own Trainer: global mean + user and
 # movie biases, no factors.
-BASELINE_HPARAMS = MODEL_HPARAMS["bias"]
+BASELINE_HPARAMS = tuned("bias")
 # `--force-bad-model` (local runner, tests): overrides of the candidate's hyper-parameters that
 # make it bad on purpose, to see it refused: untrained, it predicts about the global mean, and
 # without a retrieval stage it ranks the catalogue by those predictions, about at random (an

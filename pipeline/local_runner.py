@@ -41,6 +41,7 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E40
 from components.anomalies_gate import DataAnomaliesError  # noqa: E402
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
 from components.movielens_example_gen.parsing import InputDataError  # noqa: E402
+from models.hparams import MODEL_TYPES, tuned  # noqa: E402
 from pipeline import configs, fetch_data, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
@@ -189,10 +190,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--serving-model-dir", type=Path, default=configs.SERVING_MODEL_DIR,
                         help="where blessed models are pushed (default: %(default)s)")
     parser.add_argument("--split", choices=SPLIT_METHODS, default=configs.SPLIT.method)
-    parser.add_argument("--model", choices=sorted(configs.MODEL_HPARAMS),
-                        default=configs.MODEL_TYPE,
-                        help="model the Trainer trains, with its tuned hyper-parameters from "
-                             "configs.MODEL_HPARAMS (default: %(default)s)")
+    parser.add_argument("--model", choices=MODEL_TYPES, default=configs.MODEL_TYPE,
+                        help="model the Trainer trains, with its tuned hyper-parameters "
+                             "(models/hparams.py: TUNED; default: %(default)s)")
     parser.add_argument("--no-cache", action="store_true", help="rerun every component")
     parser.add_argument("--force-bad-model", action="store_true",
                         help="train the candidate with configs.FORCED_BAD_MODEL_OVERRIDES "
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(serving_model_dir, "--serving-model-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     metadata_path = output_dir / "metadata.sqlite"
-    hparams = configs.model_hparams(args.model)
+    hparams = tuned(args.model)
     pipeline = create_pipeline(**configs.pipeline_arguments(
         pipeline_root=str(output_dir / configs.PIPELINE_NAME),
         data_root=str(data_root),

@@ -11,6 +11,10 @@ from models.catalogue import Catalogue
 from models.hparams import HParams
 
 N_USERS, N_MOVIES = 200, 150
+# The planted problems' own settings, fixed here rather than following the defaults tuned for
+# MovieLens (models/hparams.py).
+SMALL = dict(embedding_dim=8, learning_rate=1e-2, reduce_lr_patience=0, hidden_units=(64, 32),
+             dropout=0.2)
 
 
 def planted_ratings(n=12000, rank=3, noise=0.25, seed=0):
@@ -37,8 +41,7 @@ def planted_ratings(n=12000, rank=3, noise=0.25, seed=0):
 def fit(model_type, **overrides):
     columns, genres, years = planted_ratings()
     train, held_out = data.holdout(columns, 0.2, seed=1)
-    hp = HParams(model_type=model_type, embedding_dim=8, max_epochs=60, batch_size=256,
-                 **overrides)
+    hp = HParams(model_type=model_type, **SMALL, max_epochs=60, batch_size=256, **overrides)
     return trainer.train(hp, N_USERS, N_MOVIES, train, verbose=0), train, held_out, (genres, years)
 
 
@@ -142,6 +145,16 @@ def test_the_registries_are_the_names_hparams_accepts():
     assert sorted(trainer.MODELS) == sorted(hparams.MODEL_TYPES)
     assert sorted(trainer.OPTIMIZERS) == sorted(hparams.OPTIMIZERS)
     assert sorted(base.LOSSES) == sorted(hparams.LOSSES)
+    assert sorted(hparams.TUNED) == sorted(hparams.MODEL_TYPES)
+
+
+def test_tuned_hparams_are_the_defaults_with_the_model_types_changes():
+    assert hparams.tuned("neural", seed=3) == HParams(model_type="neural", seed=3,
+                                                      retrieval=hparams.RetrievalHParams())
+    assert hparams.tuned("bias").learning_rate == 1e-2
+    with pytest.raises(ValueError, match=r"unknown model_type 'svd'; known: \['bias', 'mf', "
+                                         r"'neural'\]"):
+        hparams.tuned("svd")
 
 
 @pytest.mark.parametrize("model_type", sorted(trainer.MODELS))

@@ -18,8 +18,9 @@ MOVIE_IDS = np.arange(N_MOVIES, dtype=np.int64) * 7 + 1
 RETRIEVAL = RetrievalHParams(embedding_dim=16, history_dropout=0.2, learning_rate=1e-2,
                              learning_rate_decay=0.9, batch_size=256, max_epochs=30,
                              early_stopping_patience=4, num_candidates=20, rating_weight=0.3)
-HPARAMS = HParams(model_type="mf", embedding_dim=8, batch_size=256, max_epochs=20,
-                  retrieval=RETRIEVAL)
+# The planted problem's own settings, not the defaults tuned for MovieLens (models/hparams.py).
+HPARAMS = HParams(model_type="mf", embedding_dim=8, learning_rate=1e-2, reduce_lr_patience=0,
+                  batch_size=256, max_epochs=20, retrieval=RETRIEVAL)
 
 
 def planted_interactions(per_user=30, seed=0):
