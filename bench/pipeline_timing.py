@@ -35,8 +35,7 @@ def run_once(data_dir: Path, out: Path, mode: str, workers: int) -> dict:
            "--output-dir", str(out / "tfx"), "--serving-model-dir", str(out / "serving"),
            "--direct-running-mode", mode, "--direct-num-workers", str(workers)]
     start = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.time() - start
     if proc.returncode not in (0, 2):  # 2: ran, but the model was not blessed
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])

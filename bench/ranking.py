@@ -50,7 +50,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # implicit's ALS and BPR run their own threads: a BLAS thread pool under them only slows them.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -33,7 +33,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import docs  # noqa: E402
@@ -183,8 +182,7 @@ def naive_server(model_dir: str) -> None:
 # --- orchestration ------------------------------------------------------------------------------
 
 def _start(cmd: list[str]) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
         raise SystemExit(f"{' '.join(cmd)} exited before serving (exit {proc.wait()})")

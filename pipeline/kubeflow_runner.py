@@ -20,7 +20,6 @@ import shlex
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from kfp.pipeline_spec import pipeline_spec_pb2  # noqa: E402

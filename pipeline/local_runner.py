@@ -23,8 +23,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-# TensorFlow Recommenders needs Keras 2; this must be set before TensorFlow is imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # TensorFlow's C++ log level, read once at import and inherited by Beam's worker processes, so
 # decided here: without a GPU its CUDA plugins log "Unable to register cuDNN factory" errors at
 # import, and oneDNN notices follow; nothing to act on (a failure raises a Python error).

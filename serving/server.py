@@ -41,8 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-# Keras 2 for models that need it (ours: TF Recommenders); before TensorFlow is imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TensorFlow's C++ log level, read when TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import grpc  # noqa: E402

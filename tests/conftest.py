@@ -2,8 +2,9 @@
 
 import os
 
-# Must happen before anything imports TensorFlow.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Both before anything imports TensorFlow: `models` selects Keras 2 (see models/__init__.py).
+import models  # noqa: F401
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402

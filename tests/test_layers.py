@@ -4,6 +4,7 @@ top. Imports go downwards only, so the training image needs no server and nothin
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 
@@ -42,6 +43,19 @@ def test_imports_go_down_the_layers_only(package):
     wrong = {f: sorted(names - ALLOWED[package]) for f, names in imports(package).items()
              if names - ALLOWED[package]}
     assert not wrong, f"{package} may import only {sorted(ALLOWED[package])}: {wrong}"
+
+
+@pytest.mark.parametrize("package", sorted(set(ALLOWED) - {"kubeflow"}))
+def test_each_package_selects_keras_2_before_tensorflow_loads(package):
+    """TF_USE_LEGACY_KERAS is set once, by models/__init__.py, which every package imports first:
+    an entry point works without it in the shell."""
+    code = (f"import os, sys; import {package}; "
+            "assert os.environ.get('TF_USE_LEGACY_KERAS') == '1', 'not set'; "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported first'")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=configs.REPO_ROOT, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_contract_loads_without_tensorflow():

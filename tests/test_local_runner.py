@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_runner(*args, cwd=ROOT):
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    # Without TF_USE_LEGACY_KERAS: the runner selects Keras 2 itself (models/__init__.py).
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return subprocess.run([sys.executable, "-m", "pipeline.local_runner", "--offline", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
