@@ -80,7 +80,7 @@ kubeflow: $(STAMP)
 BENCH_ARGS ?=
 bench-accuracy: $(STAMP)
 	$(PY) -m pipeline.fetch_data
-	$(PY) bench/accuracy.py $(BENCH_ARGS)
+	$(PY) -m bench.accuracy $(BENCH_ARGS)
 
 # implicit is for the benchmark only: requirements-bench.txt, installed with the lock as constraints.
 bench-ranking: $(STAMP)

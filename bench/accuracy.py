@@ -5,8 +5,8 @@ ml-latest-small split three ways, next to the global mean, bias baselines and Su
 the tuned settings, over several seeds; writes bench/results/accuracy.json and the table in
 docs/benchmarks.md.
 
-    .venv/bin/python bench/accuracy.py                       # everything, 3 seeds (~20 min here)
-    .venv/bin/python bench/accuracy.py --protocols rand90 --seeds 0 --models mf \\
+    .venv/bin/python -m bench.accuracy                       # everything, 3 seeds (~20 min here)
+    .venv/bin/python -m bench.accuracy --protocols rand90 --seeds 0 --models mf \\
         --hparams '{"mf": {"embedding_dim": 64}}' --no-write  # one quick experiment
 
 Protocols (ratings.csv in file order):
@@ -35,14 +35,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 from bench import docs  # noqa: E402
 from components.movielens_example_gen.parsing import parse_year  # noqa: E402
 from models import features  # noqa: E402
 from models.hparams import tuned  # noqa: E402
 from pipeline import configs  # noqa: E402
+
+REPO = configs.REPO_ROOT
 
 PROTOCOLS = ("time80", "rand90", "rand80")
 MODELS = ("global_mean", "baseline_only", "bias", "svd", "mf", "neural")
@@ -250,7 +249,7 @@ def main() -> None:
     meta = {
         "date": datetime.date.today().isoformat(), "commit": docs.git_commit(),
         "machine": f"{os.cpu_count()}-core {platform.machine()} ({platform.platform()})",
-        "command": "python bench/accuracy.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.accuracy " + " ".join(sys.argv[1:]),
         "seeds": seeds, "hparams": hparams_used,
     }
     text = markdown(summary, meta)

@@ -1,6 +1,6 @@
 """Benchmark: wall time of the whole pipeline and of each component, per Beam DirectRunner mode.
 
-    .venv/bin/python bench/pipeline_timing.py [--data-dir DIR] [--modes in_memory multi_processing]
+    .venv/bin/python -m bench.pipeline_timing [--data-dir DIR] [--modes in_memory multi_processing]
 
 For each mode: a cold run (fresh output folder, every component executes), then a rerun of the
 same folder (every component a cache hit). Each run is a fresh `python -m pipeline.local_runner`
@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench import docs
+from pipeline import configs, fetch_data, run_summary
 
-from bench import docs  # noqa: E402
-from pipeline import fetch_data, run_summary  # noqa: E402
+REPO = configs.REPO_ROOT
 
 RESULTS = REPO / "bench" / "results" / "pipeline_timing.json"
 
@@ -93,7 +92,7 @@ def main() -> int:
     data_dir = fetch_data.ensure_data(args.data_dir)
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results = {
-        "command": "python bench/pipeline_timing.py [--modes ...]",
+        "command": "python -m bench.pipeline_timing [--modes ...]",
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
                    f"{platform.python_version()}",
         "data": data_dir.name,

@@ -1,7 +1,7 @@
 """Benchmark: latency and throughput of the served model, gRPC vs REST vs an in-process call.
 
     make run                        # push a model trained on ml-latest-small (serving_model/)
-    .venv/bin/python bench/serving.py [--seconds 5] [--soak-seconds 30] [--concurrency 1 8 32]
+    .venv/bin/python -m bench.serving [--seconds 5] [--soak-seconds 30] [--concurrency 1 8 32]
 
 Starts the development server (python -m serving.server) on loopback with the newest pushed
 version, then for each workload -- predict 1 pair, predict 100 pairs, recommend k=10 over the
@@ -31,13 +31,13 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import docs  # noqa: E402
 from models import contract  # noqa: E402
 from pipeline import configs  # noqa: E402
+
+REPO = configs.REPO_ROOT
 
 RESULTS = REPO / "bench" / "results" / "serving.json"
 WORKERS = 4
@@ -345,7 +345,7 @@ def main() -> int:
                 Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     results = {
-        "command": "python bench/serving.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.serving " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
         "model": f"{args.model_base_path.name} version {versions[-1]} "

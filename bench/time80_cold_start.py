@@ -1,6 +1,6 @@
 """How low can time80 MAE go? Bounds on the ratings of users who have no training ratings.
 
-    .venv/bin/python bench/time80_cold_start.py [--data-dir DIR] [--no-write]
+    .venv/bin/python -m bench.time80_cold_start [--data-dir DIR] [--no-write]
 
 On the time80 protocol (bench/accuracy.py) most test ratings come from users who first rated
 after the cutoff. Nothing about such a user is known at prediction time, so any model predicts
@@ -31,12 +31,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench import docs
+from bench.accuracy import split
+from pipeline import configs
 
-from bench import docs  # noqa: E402
-from bench.accuracy import split  # noqa: E402
-from pipeline import configs  # noqa: E402
+REPO = configs.REPO_ROOT
 
 RESULTS = REPO / "bench" / "results" / "time80_cold_start.json"
 ACCURACY = REPO / "bench" / "results" / "accuracy.json"
@@ -130,7 +129,7 @@ def main() -> int:
 
     commit = docs.git_commit()
     result = {
-        "command": "python bench/time80_cold_start.py", "date": time.strftime("%Y-%m-%d"),
+        "command": "python -m bench.time80_cold_start", "date": time.strftime("%Y-%m-%d"),
         "commit": commit, "test_ratings": len(test), "new_user_ratings": int(is_new.sum()),
         "new_users": int(cold.userId.nunique()),
         "top5_new_users_share": float(per_user.head(5).sum() / len(cold)),

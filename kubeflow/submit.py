@@ -1,7 +1,7 @@
 """Uploads the compiled pipeline to a Kubeflow Pipelines cluster and starts a run.
 
     python -m pipeline.kubeflow_runner                     # writes kubeflow/pipeline.json
-    python kubeflow/submit.py --host https://KFP_HOST [--data-root gs://BUCKET/movielens/ml-32m]
+    python -m kubeflow.submit --host https://KFP_HOST [--data-root gs://BUCKET/movielens/ml-32m]
 
 Authentication is the kfp client's: a KFP behind an authenticating proxy takes
 `--existing-token` (or KF_PIPELINES_SA_TOKEN_PATH in a cluster); `kubectl port-forward -n kubeflow
@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from pipeline import configs
+from pipeline.kubeflow_runner import DATA_ROOT_PARAMETER, PIPELINE_SPEC_FILE
 
-from pipeline import configs  # noqa: E402
-from pipeline.kubeflow_runner import DATA_ROOT_PARAMETER, PIPELINE_SPEC_FILE  # noqa: E402
+REPO = configs.REPO_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,14 @@ def test_imports_go_down_the_layers_only(package):
     assert not wrong, f"{package} may import only {sorted(ALLOWED[package])}: {wrong}"
 
 
+def test_no_module_edits_sys_path():
+    """The project is installed (`pip install -e .`) and scripts run as modules from the
+    repository root (`python -m bench.accuracy`), so nothing needs to put the repo on sys.path."""
+    editing = [f for package in ALLOWED for f in sorted((configs.REPO_ROOT / package).rglob("*.py"))
+               if "sys.path.insert" in f.read_text() or "sys.path.append" in f.read_text()]
+    assert not editing
+
+
 @pytest.mark.parametrize("package", sorted(set(ALLOWED) - {"kubeflow"}))
 def test_each_package_selects_keras_2_before_tensorflow_loads(package):
     """TF_USE_LEGACY_KERAS is set once, by models/__init__.py, which every package imports first:

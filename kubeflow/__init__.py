@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines: the pipeline image (Dockerfile) and `python -m kubeflow.submit`."""
