@@ -204,8 +204,8 @@ class RatingModel(tfrs.Model):
         raise NotImplementedError
 
     # No Python control flow depends on tensors in the models, so AutoGraph has nothing to
-    # convert; left on, it transpiles Keras and TFRS internals too: the first epoch took 30 s
-    # with it, 11 s without (ml-latest-small, these 2-core machines).
+    # convert; left on, it transpiles Keras and TFRS internals too, and the first epoch took
+    # about three times as long (docs/benchmarks.md, "Measurements behind settings").
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return self.forward(inputs, training)

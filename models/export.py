@@ -86,8 +86,8 @@ class ServingModule(tf.Module):
         self.movie_idx = tf.constant(catalogue.movie_idx, tf.int64)
         self.genres = tf.constant(catalogue.genres, tf.float32)
         self.years = tf.constant(catalogue.years, tf.float32)
-        # A table, not a constant: a string constant was copied at every call (0.15 ms for
-        # ~9.7k titles), while recommend needs k of them.
+        # A table, not a constant: a string constant of every title was copied at every call
+        # (docs/benchmarks.md, "Measurements behind settings"), while recommend needs k of them.
         self.titles = _table(np.arange(len(catalogue), dtype=np.int64), catalogue.titles,
                              default=b"")
         # The catalogue as the model scores it in recommend, computed once, here.

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 import tensorflow_model_analysis as tfma
 
 # Components are imported from their modules, not through `tfx.v1`: that also imports the Google
-# Cloud AI Platform extensions, ~20 s of start-up for every process that builds the pipeline.
+# Cloud AI Platform extensions, seconds of start-up for every process that builds the pipeline
+# (docs/benchmarks.md, "Measurements behind settings").
 from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
