@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from models import catalogue, data, export, features, ranking_metrics, retrieval
+from models import arrays, catalogue, export, features, ranking_metrics, retrieval
 from models.base import RatingModel, registered, user_history
 from models.contract import HPARAMS_KEY
 from models.hparams import HParams, RetrievalHParams
@@ -53,7 +53,7 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
           log_dir: str | None = None, verbose: int = 2) -> tf.keras.Model:
     """Fits a model on in-memory transformed columns with early stopping on a held-out slice."""
     tf.keras.utils.set_random_seed(hp.seed)
-    fit_data, val_data = data.holdout(train_data, hp.validation_fraction, hp.seed)
+    fit_data, val_data = arrays.holdout(train_data, hp.validation_fraction, hp.seed)
     global_mean = float(np.clip(fit_data[features.LABEL_XF].mean(), 0.01, 0.99))
     # The whole train split's history, as exported (validation pairs' existence included).
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
@@ -70,8 +70,8 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir))
     start = time.time()
-    model.fit(data.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
-              validation_data=data.to_dataset(val_data, 8192),
+    model.fit(arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
+              validation_data=arrays.to_dataset(val_data, 8192),
               epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
     _LOG.info("Trained %s on %d ratings in %.1f s", hp.model_type,
               len(fit_data[features.LABEL_XF]), time.time() - start)
@@ -128,7 +128,7 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     with hp.refit, then fits a fresh model on all of them for the best epoch count."""
     tf.keras.utils.set_random_seed(hp.seed)
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    fit, val = data.holdout(pairs, hp.validation_fraction, hp.seed)
+    fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
     model = _retrieval_model(hp, num_users, num_movies, fit_users, fit_movies)
     relevant: dict[int, set[int]] = {}
@@ -148,8 +148,8 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     ]
     batch_size = min(hp.batch_size, max(1, len(fit_users) // hp.min_steps_per_epoch))
     start = time.time()
-    history = model.fit(data.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
-                        validation_data=data.to_dataset(val, 8192), epochs=hp.max_epochs,
+    history = model.fit(arrays.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
+                        validation_data=arrays.to_dataset(val, 8192), epochs=hp.max_epochs,
                         callbacks=callbacks, verbose=verbose)
     # The model's softmax spreads its picks over more of the catalogue than the top-k metric
     # rewards; a popularity boost, chosen on the same validation split, corrects that.
@@ -165,7 +165,7 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
         tf.keras.utils.set_random_seed(hp.seed)
         users, movies = pairs[features.USER_IDX], pairs[features.MOVIE_IDX]
         model = _retrieval_model(hp, num_users, num_movies, users, movies)
-        model.fit(data.to_dataset(pairs, batch_size, shuffle_seed=hp.seed), epochs=best_epochs,
+        model.fit(arrays.to_dataset(pairs, batch_size, shuffle_seed=hp.seed), epochs=best_epochs,
                   callbacks=[schedule], verbose=verbose)
         _LOG.info("Refitted the retrieval model on all %d interactions for %d epochs in %.1f s",
                   len(users), best_epochs, time.time() - start)
@@ -192,7 +192,7 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
 
 def predict_stars(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:
     """Predicted ratings in stars, clipped to the rating range as the serving model does; [N]."""
-    scaled = model.predict(data.to_dataset(columns, 8192), verbose=0).reshape(-1)
+    scaled = model.predict(arrays.to_dataset(columns, 8192), verbose=0).reshape(-1)
     return np.clip(features.unscale_rating(scaled), features.RATING_MIN, features.RATING_MAX)
 
 
@@ -208,8 +208,8 @@ def run_fn(fn_args: FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     spec = tf_transform_output.transformed_feature_spec()
     wanted = sorted(set(COLUMNS) | set(catalogue.COLUMNS))
-    train_all = data.load_columns(fn_args.train_files, spec, wanted)
-    eval_all = data.load_columns(fn_args.eval_files, spec, wanted)
+    train_all = arrays.load_columns(fn_args.train_files, spec, wanted)
+    eval_all = arrays.load_columns(fn_args.eval_files, spec, wanted)
     movies = catalogue.Catalogue.from_columns(train_all, eval_all)
     train_data = {c: train_all[c] for c in COLUMNS}
     eval_data = {c: eval_all[c] for c in COLUMNS}

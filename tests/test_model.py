@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import base, contract, data, export, features, hparams, trainer
+from models import arrays, base, contract, export, features, hparams, trainer
 from models.base import user_history
 from models.catalogue import Catalogue
 from models.hparams import HParams
@@ -40,7 +40,7 @@ def planted_ratings(n=12000, rank=3, noise=0.25, seed=0):
 
 def fit(model_type, **overrides):
     columns, genres, years = planted_ratings()
-    train, held_out = data.holdout(columns, 0.2, seed=1)
+    train, held_out = arrays.holdout(columns, 0.2, seed=1)
     hp = HParams(model_type=model_type, **SMALL, max_epochs=60, batch_size=256, **overrides)
     return trainer.train(hp, N_USERS, N_MOVIES, train, verbose=0), train, held_out, (genres, years)
 

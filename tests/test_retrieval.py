@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import contract, data, export, features, ranking_metrics, trainer
+from models import arrays, contract, export, features, ranking_metrics, trainer
 from models.base import user_history
 from models.catalogue import Catalogue
 from models.hparams import HParams, RetrievalHParams
@@ -56,7 +56,7 @@ def catalogue_of(genres):
 @pytest.fixture(scope="module")
 def two_stage(tmp_path_factory):
     columns, genres = planted_interactions()
-    train, test = data.holdout(columns, 0.2, seed=3)
+    train, test = arrays.holdout(columns, 0.2, seed=3)
     module = trainer.fit_serving_module(HPARAMS, train, list(USER_IDS), N_MOVIES,
                                         catalogue_of(genres), verbose=0)
     path = str(tmp_path_factory.mktemp("two_stage") / "model")

@@ -1,4 +1,5 @@
-"""Reading transformed examples into memory and holding out a validation set.
+"""Transformed examples as in-memory arrays, one per column: reading them from the TFRecords,
+holding out a validation set, and batching them into a tf.data.Dataset for Keras.
 
 MovieLens fits in memory even at ml-32m (a few int64/float columns and a 20-wide genre multi-hot,
 ~3.5 GB), and training from arrays is several times faster than re-parsing TFRecords every epoch.
