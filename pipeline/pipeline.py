@@ -25,7 +25,7 @@ import tensorflow_model_analysis as tfma
 # Components are imported from their modules, not through `tfx.v1`: that also imports the Google
 # Cloud AI Platform extensions, seconds of start-up for every process that builds the pipeline
 # (docs/benchmarks.md, "Measurements behind settings").
-from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
+from tfx.components import Evaluator, ExampleValidator, StatisticsGen, Trainer, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
@@ -36,6 +36,7 @@ from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import Channel, standard_artifacts
 
 from components.anomalies_gate import AnomaliesGate
+from components.atomic_pusher import AtomicPusher
 from components.evaluation import results, topk
 from components.evaluation.blessing_gate import BlessingGate
 from components.evaluation.metrics import RMSEIfEnoughExamples, RootMeanSquaredError
@@ -262,7 +263,8 @@ def create_pipeline(
         topk_blessing=topk_evaluator.outputs["blessing"],
     ).with_id(BLESSING_GATE_ID)
 
-    pusher = Pusher(
+    # A version folder appears in serving_model_dir complete or not at all: TF Serving polls it.
+    pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=gate.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(

@@ -1,0 +1,151 @@
+"""TFX's Pusher with atomic pushes: a version folder appears in the serving directory complete or
+not at all.
+
+TF Serving polls the base directory and loads the highest numeric folder as soon as it sees it.
+TFX 1.16's Pusher executor copies the model straight into `<base>/<version>/` file by file
+(saved_model.pb last), so a killed or failing push leaves a numeric folder with part of a model
+that TF Serving tries to load, and that stays there. Here the copy goes to a hidden staging folder
+beside it, `<base>/.tmp-<version>/` (TF Serving ignores names that are not integers), which is
+renamed into place once complete: rename(2) is atomic within one file system. Staging folders of
+pushes that died are removed by the next push.
+
+Pushes to one base directory take turns under an flock on `<base>/.push.lock` (released by the
+kernel when a pusher dies, so a killed push never blocks the next), which also makes every
+staging folder found under the lock a dead push's. Object stores (gs://, s3://) have neither
+locks nor atomic renames: there the rename copies object by object and TFX's saved_model.pb-last
+order is what a loader can rely on; staging folders are removed there once an hour old.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.components import Pusher
+from tfx.components.pusher import executor as pusher_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, proto_utils
+
+STAGING_PREFIX = ".tmp-"
+LOCK_FILE = ".push.lock"
+SAVED_MODEL_FILE = "saved_model.pb"
+# Without a lock (object stores) a staging folder may belong to a push still copying: only
+# those older than this are removed. A staging folder's name carries its start time.
+REMOTE_STALE_SECONDS = 3600
+_STAGING = re.compile(re.escape(STAGING_PREFIX) + r"(\d+)$")
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+@contextlib.contextmanager
+def _push_lock(base_directory: str) -> Iterator[bool]:
+    """Holds the base directory's push lock (local file systems only); yields whether it did."""
+    if not _is_local(base_directory):
+        yield False
+        return
+    fd = os.open(os.path.join(base_directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for another pusher: a push takes seconds
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def versions(base_directory: str) -> list[int]:
+    """The numeric version folders under base_directory, ascending (what TF Serving loads)."""
+    names = (n.rstrip("/") for n in fileio.listdir(base_directory))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def remove_stale_staging(base_directory: str, locked: bool, now: float) -> list[str]:
+    """Removes staging folders of pushes that died; returns their paths."""
+    removed = []
+    for name in fileio.listdir(base_directory):
+        match = _STAGING.match(name.rstrip("/"))
+        if match and (locked or int(match.group(1)) < now - REMOTE_STALE_SECONDS):
+            path = os.path.join(base_directory, name.rstrip("/"))
+            logging.warning("Removing %s, left by a push that did not finish.", path)
+            fileio.rmtree(path)
+            removed.append(path)
+    return removed
+
+
+def copy_model(model_path: str, destination: str) -> None:
+    """Copies a SavedModel folder, saved_model.pb last (as TFX does: loaders wait for it)."""
+    io_utils.copy_dir(model_path, destination, deny_regex_patterns=[re.escape(SAVED_MODEL_FILE)])
+    saved_model = os.path.join(model_path, SAVED_MODEL_FILE)
+    if fileio.exists(saved_model):
+        io_utils.copy_file(saved_model, os.path.join(destination, SAVED_MODEL_FILE))
+
+
+def push_atomically(model_path: str, base_directory: str,
+                    clock: Callable[[], float] = time.time) -> tuple[str, str]:
+    """Copies model_path to `<base_directory>/<version>/` through a staging folder renamed into
+    place; returns (version folder, version). The version is the Unix time (TFX's
+    UNIX_TIMESTAMP versioning), or one above the highest existing version if that is not later:
+    a new push must be the one TF Serving serves, even within the same second."""
+    fileio.makedirs(base_directory)
+    with _push_lock(base_directory) as locked:
+        now = clock()
+        remove_stale_staging(base_directory, locked, now)
+        version = str(max([int(now)] + [v + 1 for v in versions(base_directory)]))
+        staging = os.path.join(base_directory, STAGING_PREFIX + version)
+        serving_path = os.path.join(base_directory, version)
+        copy_model(model_path, staging)
+        if locked:
+            os.rename(staging, serving_path)  # atomic; the version is free under the lock
+        else:
+            fileio.rename(staging, serving_path, overwrite=False)
+    logging.info("Model written to serving path %s.", serving_path)
+    return serving_path, version
+
+
+class AtomicPushExecutor(pusher_executor.Executor):
+    """TFX's Pusher executor with the filesystem push made atomic (`push_atomically`); blessing
+    checks, the archived copy and the PushedModel's properties are TFX's."""
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(model_push)
+            return
+        model_path = self.GetModelPath(input_dict)
+        destination = pusher_pb2.PushDestination()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+        kind = destination.WhichOneof("destination")
+        if kind != "filesystem" or destination.filesystem.versioning not in (
+                pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP):
+            raise NotImplementedError(f"AtomicPushExecutor pushes to a filesystem with Unix-time "
+                                      f"versions only, not {destination}")
+        serving_path, version = push_atomically(model_path,
+                                                destination.filesystem.base_directory)
+        # The archived copy in the PushedModel artifact, as TFX's Pusher makes it.
+        io_utils.copy_dir(model_path, model_push.uri)
+        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
+        logging.info("Model pushed to %s.", model_push.uri)
+
+
+class AtomicPusher(Pusher):
+    """TFX's Pusher component with `AtomicPushExecutor` (its id stays "Pusher")."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(AtomicPushExecutor)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.with_id("Pusher")

@@ -1,0 +1,178 @@
+"""Atomic pushes (README: Failure modes): a version folder appears in the serving directory
+complete or not at all, whether the Pusher is killed or fails mid-copy, and the next push
+succeeds and removes what the dead one left."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tfx.dsl.io import fileio
+from tfx.proto import pusher_pb2
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.utils import proto_utils
+
+from components import atomic_pusher
+from serving.model_manager import list_versions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_saved_model(folder: Path, n_assets: int = 30) -> Path:
+    """A SavedModel-shaped folder: what is copied matters here, not what it computes."""
+    (folder / "variables").mkdir(parents=True)
+    (folder / "assets").mkdir()
+    (folder / "saved_model.pb").write_bytes(b"graph" * 1000)
+    (folder / "variables" / "variables.index").write_bytes(b"index")
+    (folder / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(1 << 16))
+    for i in range(n_assets):
+        (folder / "assets" / f"vocab_{i}.txt").write_text(f"{i}\n" * 100)
+    return folder
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def numeric_folders(base: Path) -> list[str]:
+    return sorted(p.name for p in base.iterdir() if p.name.isdigit())
+
+
+def staging_folders(base: Path) -> list[Path]:
+    return sorted(p for p in base.iterdir() if p.name.startswith(atomic_pusher.STAGING_PREFIX))
+
+
+def test_a_push_renames_a_complete_copy_into_a_new_version(tmp_path):
+    model = fake_saved_model(tmp_path / "model")
+    base = tmp_path / "serving" / "movielens"
+    path, version = atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 1000.5)
+    assert (path, version) == (str(base / "1000"), "1000")
+    assert tree(base / "1000") == tree(model)
+    assert numeric_folders(base) == ["1000"] and staging_folders(base) == []
+
+
+def test_a_push_in_the_same_second_gets_a_higher_version(tmp_path):
+    """TF Serving serves the highest version: the newest push must be it."""
+    model = fake_saved_model(tmp_path / "model", n_assets=1)
+    base = tmp_path / "serving"
+    for _ in range(2):
+        atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 1000.0)
+    (base / "5").mkdir()  # an older version pushed by hand is below the clock: ignored
+    atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 1000.0)
+    assert numeric_folders(base) == ["1000", "1001", "1002", "5"]
+
+
+def test_a_failure_mid_copy_leaves_no_version_and_the_next_push_succeeds(tmp_path, monkeypatch):
+    model = fake_saved_model(tmp_path / "model")
+    base = tmp_path / "serving"
+    copy, calls = fileio.copy, []
+
+    def copy_until_the_disk_is_full(src, dst, overwrite=False):
+        calls.append(dst)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device", dst)
+        copy(src, dst, overwrite)
+
+    monkeypatch.setattr(fileio, "copy", copy_until_the_disk_is_full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 1000.0)
+    assert numeric_folders(base) == []
+    assert [p.name for p in staging_folders(base)] == [".tmp-1000"]  # what TF Serving ignores
+
+    monkeypatch.setattr(fileio, "copy", copy)
+    path, _ = atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 1001.0)
+    assert numeric_folders(base) == ["1001"] and tree(Path(path)) == tree(model)
+    assert staging_folders(base) == []  # the dead push's staging folder was removed
+
+
+# Pushes with every file copy slowed down, and a line printed after each: the test kills the
+# process between two copies, as a SIGKILL during a real push of a large model would.
+SLOW_PUSH = """
+import sys, time
+from tfx.dsl.io import fileio
+from components import atomic_pusher
+
+copy = fileio.copy
+def slow_copy(src, dst, overwrite=False):
+    copy(src, dst, overwrite)
+    print("copied", dst, flush=True)
+    time.sleep(0.2)
+fileio.copy = slow_copy
+atomic_pusher.push_atomically(sys.argv[1], sys.argv[2])
+print("pushed", flush=True)
+"""
+
+
+def test_a_pusher_killed_mid_copy_leaves_no_version_and_the_next_push_succeeds(tmp_path):
+    model = fake_saved_model(tmp_path / "model")
+    base = tmp_path / "serving"
+    process = subprocess.Popen([sys.executable, "-c", SLOW_PUSH, str(model), str(base)],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    copied = 0
+    for line in process.stdout:
+        assert not line.startswith("pushed"), "the push finished before it was killed"
+        copied += line.startswith("copied")
+        if copied == 5:
+            process.send_signal(signal.SIGKILL)
+            break
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    process.stdout.close()
+
+    # Killed mid-copy: part of the model in the staging folder, no version for TF Serving.
+    (staging,) = staging_folders(base)
+    assert 0 < len(tree(staging)) < len(tree(model))
+    assert numeric_folders(base) == [] and list_versions(str(base)) == []
+
+    # The dead process's lock died with it: the next push neither waits nor fails.
+    path, version = atomic_pusher.push_atomically(str(model), str(base))
+    assert numeric_folders(base) == [version] and tree(Path(path)) == tree(model)
+    assert staging_folders(base) == []
+
+
+def test_the_executor_pushes_a_blessed_model_and_records_where(tmp_path):
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "trainer_model")
+    fake_saved_model(Path(model.uri) / "Format-Serving", n_assets=2)
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.set_int_custom_property("blessed", 1)
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / "pushed_model")
+    base = tmp_path / "serving"
+    destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
+        base_directory=str(base)))
+
+    atomic_pusher.AtomicPushExecutor().Do(
+        {standard_component_specs.MODEL_KEY: [model],
+         standard_component_specs.MODEL_BLESSING_KEY: [blessing]},
+        {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
+        {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
+
+    (version,) = numeric_folders(base)
+    assert pushed.get_int_custom_property("pushed") == 1
+    assert pushed.get_string_custom_property("pushed_destination") == str(base / version)
+    assert pushed.get_string_custom_property("pushed_version") == version
+    assert tree(base / version) == tree(Path(model.uri) / "Format-Serving")
+    assert tree(Path(pushed.uri)) == tree(base / version)  # TFX's archived copy
+    assert staging_folders(base) == []
+
+
+def test_the_executor_pushes_nothing_unblessed(tmp_path):
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "trainer_model")
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.set_int_custom_property("blessed", 0)
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / "pushed_model")
+    destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
+        base_directory=str(tmp_path / "serving")))
+    atomic_pusher.AtomicPushExecutor().Do(
+        {standard_component_specs.MODEL_KEY: [model],
+         standard_component_specs.MODEL_BLESSING_KEY: [blessing]},
+        {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
+        {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert not (tmp_path / "serving").exists()
