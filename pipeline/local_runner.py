@@ -4,9 +4,10 @@
     python -m pipeline.local_runner --data-dir ~/ml-32m  # any MovieLens "latest"-format folder
 
 Exit codes (README: Failure modes): 0 a model was pushed; 2 the run finished but the candidate was
-not blessed; 1 an error. An expected error (bad data, anomalies, a missing or unreadable file, an
-output folder that cannot be written, a full disk) prints one paragraph and no traceback
-(--verbose adds it); an unexpected one prints its traceback.
+not blessed; 1 an error; 3 another run holds the output folder's lock; 130 interrupted (Ctrl-C:
+rerun to resume, finished steps are reused). An expected error (bad data, anomalies, a missing or
+unreadable file, an output folder that cannot be written, a full disk) prints one paragraph and no
+traceback (--verbose adds it); an unexpected one prints its traceback.
 """
 
 from __future__ import annotations
@@ -17,11 +18,28 @@ import errno
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+INTERRUPTED_MESSAGE = "interrupted; rerun to resume, finished steps are reused"
+# 128 + SIGINT: what shells report for a command stopped with Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    print(f"\n{INTERRUPTED_MESSAGE}", file=sys.stderr)
+    raise SystemExit(EXIT_INTERRUPTED)
+
+
+# Ctrl-C while TensorFlow and TFX import (seconds) gets the same line as later, not a traceback
+# from inside an import; main() puts Python's handler back. Left alone where SIGINT is ignored
+# (a background job of a script).
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 # TensorFlow's C++ log level, read once at import and inherited by Beam's worker processes, so
 # decided here: without a GPU its CUDA plugins log "Unable to register cuDNN factory" errors at
@@ -40,7 +58,7 @@ from components.anomalies_gate import DataAnomaliesError  # noqa: E402
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
 from components.movielens_example_gen.parsing import InputDataError  # noqa: E402
 from models.hparams import MODEL_TYPES, tuned  # noqa: E402
-from pipeline import configs, fetch_data, run_summary  # noqa: E402
+from pipeline import configs, fetch_data, run_lock, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
 # TFX's, Keras' and the Trainer's log lines the console rewrites (see _Console).
@@ -134,7 +152,7 @@ def configure_logging(verbose: bool) -> None:
         tf.keras.utils.disable_interactive_logging()
 
 
-EXIT_PUSHED, EXIT_ERROR, EXIT_NOT_BLESSED = 0, 1, 2
+EXIT_PUSHED, EXIT_ERROR, EXIT_NOT_BLESSED, EXIT_LOCKED = 0, 1, 2, 3
 # OSErrors that are the machine's state, not a bug: say which path and what to do.
 _OS_ERRORS = {
     errno.ENOSPC: "the disk is full: free space (or pass --output-dir on another disk) and run "
@@ -214,10 +232,22 @@ def beam_args(running_mode: str | None, num_workers: int | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parse_args(argv)
     configure_logging(args.verbose)
     try:
         return run(args)
+    except KeyboardInterrupt:
+        # A second Ctrl-C while Python shuts down ends the process at once.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if args.verbose:
+            logging.exception("Interrupted")
+        print(f"\n{INTERRUPTED_MESSAGE}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except run_lock.RunLockedError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     except Exception as e:  # noqa: BLE001 - sorted into expected failures and bugs below
         message = expected_failure(e)
         if message is None:
@@ -250,15 +280,18 @@ def run(args: argparse.Namespace) -> int:
             str(metadata_path)),
         enable_cache=not args.no_cache,
     ))
-    logging.info("Running pipeline %s on %s; artifacts in %s", configs.PIPELINE_NAME, data_root,
-                 output_dir)
-    LocalDagRunner().run(pipeline)
-    summary = run_summary.summarize_latest_run(str(metadata_path))
+    # One run per output folder: a second would write the same ML Metadata store.
+    with run_lock.hold(output_dir):
+        logging.info("Running pipeline %s on %s; artifacts in %s", configs.PIPELINE_NAME,
+                     data_root, output_dir)
+        LocalDagRunner().run(pipeline)
+        summary = run_summary.summarize_latest_run(str(metadata_path))
+    code = EXIT_PUSHED if summary and summary.pushed_to else EXIT_NOT_BLESSED
     print("\n" + "=" * 72)
     print(run_summary.format_summary(summary) if summary else "No run recorded.")
     print(f"Pipeline finished in {time.time() - start:.0f} s; ML Metadata: {metadata_path}")
     print("=" * 72)
-    return EXIT_PUSHED if summary and summary.pushed_to else EXIT_NOT_BLESSED
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""Interrupted and concurrent runs of `python -m pipeline.local_runner` (README: Failure modes):
+Ctrl-C prints one line and exits 130, a killed run leaves no lock, a second run on the same
+output folder is refused with exit 3 naming the lock file and its holder's PID, and a rerun
+after SIGINT and SIGKILL completes, reusing the steps that finished."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from movielens_fixture import write_movielens_fixture
+
+from pipeline import configs, local_runner, run_lock, run_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+
+# Holds an output folder's run lock until killed, as a run would.
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from pipeline import run_lock
+with run_lock.hold(Path(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_lock_in_a_subprocess(output_dir: Path) -> subprocess.Popen:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(output_dir)], cwd=ROOT,
+                              env=ENV, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+class Runner:
+    """`python -m pipeline.local_runner` in a subprocess; `signal_when` sends a signal once a
+    component has been running for `delay` seconds.
+
+    A component has started when TFX makes its execution's folder (`<pipeline root>/<component>/
+    .system/executor_execution/<id>/`): cached components make none, and the console does not
+    print a line when a component starts."""
+
+    def __init__(self, data_dir: Path, output_dir: Path, serving_model_dir: Path):
+        self.pipeline_root = output_dir / configs.PIPELINE_NAME
+        self.known = set(self._executions("*"))  # those of earlier runs
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.local_runner", "--offline", "--data-dir",
+             str(data_dir), "--output-dir", str(output_dir), "--serving-model-dir",
+             str(serving_model_dir)],
+            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def _executions(self, component: str) -> list[Path]:
+        return list(self.pipeline_root.glob(f"{component}/.system/executor_execution/*"))
+
+    def wait_for(self, component: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while not set(self._executions(component)) - self.known:
+            assert self.process.poll() is None and time.monotonic() < deadline, (
+                f"{component} never started:\n{self.output[-3000:]}")
+            time.sleep(0.1)
+
+    def signal_when(self, component: str, sig: int, delay: float = 0.0) -> None:
+        self.wait_for(component)
+        time.sleep(delay)
+        self.process.send_signal(sig)
+
+    def finish(self, timeout: float = 600) -> int:
+        code = self.process.wait(timeout)
+        self.reader.join(timeout=30)
+        return code
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def test_the_lock_refuses_a_second_holder_and_dies_with_a_killed_one(tmp_path):
+    holder = hold_lock_in_a_subprocess(tmp_path)
+    try:
+        with pytest.raises(run_lock.RunLockedError) as e, run_lock.hold(tmp_path):
+            pass
+        assert e.value.pid == holder.pid
+        assert e.value.lock_path == tmp_path / run_lock.LOCK_FILE
+        assert f"PID {holder.pid}" in str(e.value) and str(tmp_path / "run.lock") in str(e.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    # SIGKILL leaves the file, not the lock: the next run takes it at once and writes its PID.
+    with run_lock.hold(tmp_path) as lock_path:
+        assert lock_path.read_text() == f"{os.getpid()}\n"
+
+
+def test_a_second_run_on_the_same_output_folder_exits_3_naming_the_lock_and_pid(tmp_path):
+    data_dir = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5))
+    output_dir = tmp_path / "out"
+    holder = hold_lock_in_a_subprocess(output_dir)
+    try:
+        runner = Runner(data_dir, output_dir, tmp_path / "serving")
+        assert runner.finish() == local_runner.EXIT_LOCKED == 3
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "Traceback" not in runner.output
+    assert (f"error: another run (PID {holder.pid}) is using {output_dir}: it holds "
+            f"{output_dir / 'run.lock'}.") in runner.output
+    # Refused before touching anything: no ML Metadata store.
+    assert sorted(p.name for p in output_dir.iterdir()) == ["run.lock"]
+
+
+@pytest.mark.e2e
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    data_dir = write_movielens_fixture(tmp_path / "data", n_users=20, ratings_per_user=(10, 20))
+    output_dir = tmp_path / "out"
+    runner = Runner(data_dir, output_dir, tmp_path / "serving")
+    runner.signal_when("StatisticsGen", signal.SIGINT)
+    assert runner.finish() == local_runner.EXIT_INTERRUPTED == 130, runner.output[-3000:]
+    assert "Traceback" not in runner.output
+    assert runner.output.strip().splitlines()[-1] == (
+        "interrupted; rerun to resume, finished steps are reused")
+    with run_lock.hold(output_dir):  # released
+        pass
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_then_killed_resumes_and_a_concurrent_run_is_refused(tmp_path):
+    """SIGINT during Transform, SIGKILL during the Trainer (with a second run refused meanwhile),
+    then a rerun: it completes and pushes, reusing every step that had finished."""
+    data_dir = write_movielens_fixture(tmp_path / "data", n_users=100, ratings_per_user=(25, 50))
+    output_dir, serving = tmp_path / "out", tmp_path / "serving"
+    args = (data_dir, output_dir, serving)
+
+    first = Runner(*args)
+    first.signal_when("Transform", signal.SIGINT, delay=2)
+    assert first.finish() == 130, first.output[-3000:]
+    assert "Traceback" not in first.output
+
+    second = Runner(*args)
+    second.wait_for("Transform")
+    concurrent = Runner(*args)
+    assert concurrent.finish() == 3, concurrent.output[-3000:]
+    assert f"(PID {second.process.pid})" in concurrent.output
+    second.signal_when("Trainer", signal.SIGKILL, delay=3)  # inside model training
+    assert second.finish() == -signal.SIGKILL
+    assert not serving.exists() or not [p for p in serving.iterdir() if p.name.isdigit()]
+
+    third = Runner(*args)
+    assert third.finish() == local_runner.EXIT_PUSHED, third.output[-3000:]
+    summary = run_summary.summarize_latest_run(str(output_dir / "metadata.sqlite"))
+    states = {node: state for node, (state, _) in summary.components.items()}
+    # Finished before the kill (the Transform in the second run), so reused.
+    for node in ("MovieLensExampleGen", "StatisticsGen", "Transform"):
+        assert states[node] == "CACHED", states
+    assert states["Trainer"] == "COMPLETE" and states["Pusher"] == "COMPLETE"
+    versions = [p for p in serving.iterdir() if p.name.isdigit()]
+    assert [p.name for p in versions] == [Path(summary.pushed_to).name]
+    assert (versions[0] / "saved_model.pb").is_file()
+
