@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import errno
 import logging
 import os
@@ -24,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 INTERRUPTED_MESSAGE = "interrupted; rerun to resume, finished steps are reused"
 # 128 + SIGINT: what shells report for a command stopped with Ctrl-C.
@@ -58,8 +60,8 @@ from components.anomalies_gate import DataAnomaliesError  # noqa: E402
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
 from components.movielens_example_gen.parsing import InputDataError  # noqa: E402
 from models.hparams import MODEL_TYPES, tuned  # noqa: E402
-from pipeline import configs, fetch_data, run_lock, run_summary  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline import configs, fetch_data, run_lock, run_record, run_summary  # noqa: E402
+from pipeline.pipeline import code_fingerprint, create_pipeline  # noqa: E402
 
 # TFX's, Keras' and the Trainer's log lines the console rewrites (see _Console).
 _COMPONENT = re.compile(r"^Component (\S+) is (running|finished)\.$")
@@ -268,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     metadata_path = output_dir / "metadata.sqlite"
     hparams = tuned(args.model)
-    pipeline = create_pipeline(**configs.pipeline_arguments(
+    arguments = configs.pipeline_arguments(
         pipeline_root=str(output_dir / configs.PIPELINE_NAME),
         data_root=str(data_root),
         serving_model_dir=str(serving_model_dir),
@@ -276,20 +278,43 @@ def run(args: argparse.Namespace) -> int:
         hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
                  if args.force_bad_model else hparams),
         beam_pipeline_args=beam_args(args.direct_running_mode, args.direct_num_workers),
-        metadata_connection_config=metadata.sqlite_metadata_connection_config(
-            str(metadata_path)),
         enable_cache=not args.no_cache,
-    ))
+    )
+    pipeline = create_pipeline(**arguments, metadata_connection_config=(
+        metadata.sqlite_metadata_connection_config(str(metadata_path))))
+    # The record's configuration: what create_pipeline got, as JSON.
+    config: dict[str, Any] = {
+        name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        for name, value in arguments.items()}
+    config.update(metadata=str(metadata_path), force_bad_model=args.force_bad_model,
+                  models_code_fingerprint=code_fingerprint())
     # One run per output folder: a second would write the same ML Metadata store.
     with run_lock.hold(output_dir):
-        logging.info("Running pipeline %s on %s; artifacts in %s", configs.PIPELINE_NAME,
-                     data_root, output_dir)
-        LocalDagRunner().run(pipeline)
-        summary = run_summary.summarize_latest_run(str(metadata_path))
-    code = EXIT_PUSHED if summary and summary.pushed_to else EXIT_NOT_BLESSED
+        started = datetime.datetime.now()
+        record_path = run_record.record_path(Path(arguments["pipeline_root"]), started)
+        record = run_record.new_record(data_root=Path(data_root), repo=configs.REPO_ROOT,
+                                       config=config, started=started)
+        run_record.write(record, record_path)
+        logging.info("Running pipeline %s on %s; artifacts in %s; run record %s",
+                     configs.PIPELINE_NAME, data_root, output_dir, record_path)
+        try:
+            LocalDagRunner().run(pipeline)
+            summary = run_summary.summarize_latest_run(str(metadata_path))
+        except KeyboardInterrupt:
+            run_record.finish(record, record_path, "interrupted", EXIT_INTERRUPTED)
+            raise
+        except Exception as e:
+            run_record.finish(record, record_path, "failed", EXIT_ERROR,
+                              error=expected_failure(e) or repr(e))
+            raise
+        code = EXIT_PUSHED if summary and summary.pushed_to else EXIT_NOT_BLESSED
+        run_record.finish(record, record_path, "pushed" if code == EXIT_PUSHED else "not pushed",
+                          code, pipeline_run_id=summary.run_id if summary else None,
+                          pushed_to=summary.pushed_to if summary else None)
     print("\n" + "=" * 72)
     print(run_summary.format_summary(summary) if summary else "No run recorded.")
     print(f"Pipeline finished in {time.time() - start:.0f} s; ML Metadata: {metadata_path}")
+    print(f"Run record (data checksums, versions, commit, configuration): {record_path}")
     print("=" * 72)
     return code
 

@@ -3,6 +3,7 @@ Ctrl-C prints one line and exits 130, a killed run leaves no lock, a second run 
 output folder is refused with exit 3 naming the lock file and its holder's PID, and a rerun
 after SIGINT and SIGKILL completes, reusing the steps that finished."""
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from movielens_fixture import write_movielens_fixture
 
-from pipeline import configs, local_runner, run_lock, run_summary
+from pipeline import configs, local_runner, run_lock, run_record, run_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -87,6 +88,12 @@ class Runner:
         return "".join(self.lines)
 
 
+def records(output_dir: Path) -> list[dict]:
+    """The run records under output_dir, oldest first."""
+    folder = output_dir / "movielens-tfx" / run_record.RUNS_DIR
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
 def test_the_lock_refuses_a_second_holder_and_dies_with_a_killed_one(tmp_path):
     holder = hold_lock_in_a_subprocess(tmp_path)
     try:
@@ -116,12 +123,12 @@ def test_a_second_run_on_the_same_output_folder_exits_3_naming_the_lock_and_pid(
     assert "Traceback" not in runner.output
     assert (f"error: another run (PID {holder.pid}) is using {output_dir}: it holds "
             f"{output_dir / 'run.lock'}.") in runner.output
-    # Refused before touching anything: no ML Metadata store.
+    # Refused before touching anything: no ML Metadata store, no run record.
     assert sorted(p.name for p in output_dir.iterdir()) == ["run.lock"]
 
 
 @pytest.mark.e2e
-def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+def test_ctrl_c_prints_one_line_exits_130_and_records_the_interruption(tmp_path):
     data_dir = write_movielens_fixture(tmp_path / "data", n_users=20, ratings_per_user=(10, 20))
     output_dir = tmp_path / "out"
     runner = Runner(data_dir, output_dir, tmp_path / "serving")
@@ -130,6 +137,8 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     assert "Traceback" not in runner.output
     assert runner.output.strip().splitlines()[-1] == (
         "interrupted; rerun to resume, finished steps are reused")
+    (record,) = records(output_dir)
+    assert record["status"] == "interrupted" and record["exit_code"] == 130
     with run_lock.hold(output_dir):  # released
         pass
 
@@ -168,3 +177,12 @@ def test_a_run_interrupted_then_killed_resumes_and_a_concurrent_run_is_refused(t
     assert [p.name for p in versions] == [Path(summary.pushed_to).name]
     assert (versions[0] / "saved_model.pb").is_file()
 
+    # Each run left its record: interrupted, killed (still "running", its PID gone), pushed.
+    first_record, killed, last = records(output_dir)  # the refused run wrote none
+    assert first_record["status"] == "interrupted"
+    assert killed["status"] == "running" and killed["pid"] == second.process.pid
+    assert last["status"] == "pushed" and last["exit_code"] == 0
+    assert last["pipeline_run_id"] == summary.run_id and last["pushed_to"] == summary.pushed_to
+    record_line = next(line for line in third.output.splitlines()
+                       if line.startswith("Run record"))
+    assert json.loads(Path(record_line.split(": ")[-1]).read_text()) == last
