@@ -597,7 +597,8 @@ def test_a_newly_pushed_version_is_served_without_failing_requests_in_flight(
             t.start()
         try:
             time.sleep(0.5)
-            # As the Pusher does: a plain (non-atomic) copy into a new version folder.
+            # A plain (non-atomic) copy into a new version folder, as a copy by hand or TFX's
+            # own Pusher makes (ours renames a complete copy into place).
             shutil.copytree(version_dir, base_path / str(new))
             deadline = time.monotonic() + 120
             while server.manager.current_version != new and time.monotonic() < deadline:
