@@ -9,9 +9,10 @@ beside it, `<base>/.tmp-<version>/` (TF Serving ignores names that are not integ
 renamed into place once complete: rename(2) is atomic within one file system. Staging folders of
 pushes that died are removed by the next push.
 
-Pushes to one base directory take turns under an flock on `<base>/.push.lock` (released by the
-kernel when a pusher dies, so a killed push never blocks the next), which also makes every
-staging folder found under the lock a dead push's. Object stores (gs://, s3://) have neither
+Pushes to one base directory take turns under an flock on the directory itself (released by
+the kernel when a pusher dies, so a killed push never blocks the next; no lock file for TF
+Serving or anyone listing the folder to trip over), which also makes every staging folder found
+under the lock a dead push's. Object stores (gs://, s3://) have neither
 locks nor atomic renames: there the rename copies object by object and TFX's saved_model.pb-last
 order is what a loader can rely on; staging folders are removed there once an hour old.
 """
@@ -37,7 +38,6 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 STAGING_PREFIX = ".tmp-"
-LOCK_FILE = ".push.lock"
 SAVED_MODEL_FILE = "saved_model.pb"
 # Without a lock (object stores) a staging folder may belong to a push still copying: only
 # those older than this are removed. A staging folder's name carries its start time.
@@ -55,7 +55,7 @@ def _push_lock(base_directory: str) -> Iterator[bool]:
     if not _is_local(base_directory):
         yield False
         return
-    fd = os.open(os.path.join(base_directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(base_directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # waits for another pusher: a push takes seconds
         yield True

@@ -3,10 +3,12 @@ complete or not at all, whether the Pusher is killed or fails mid-copy, and the 
 succeeds and removes what the dead one left."""
 
 import errno
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,26 @@ def test_a_push_in_the_same_second_gets_a_higher_version(tmp_path):
     (base / "5").mkdir()  # an older version pushed by hand is below the clock: ignored
     atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 1000.0)
     assert numeric_folders(base) == ["1000", "1001", "1002", "5"]
+
+
+def test_pushes_to_one_folder_take_turns(tmp_path):
+    model = fake_saved_model(tmp_path / "model", n_assets=1)
+    base = tmp_path / "serving"
+    base.mkdir()
+    other_push = os.open(base, os.O_RDONLY)  # another pusher holding the folder's lock
+    fcntl.flock(other_push, fcntl.LOCK_EX)
+    done = threading.Event()
+    push = threading.Thread(target=lambda: (
+        atomic_pusher.push_atomically(str(model), str(base)), done.set()))
+    push.start()
+    try:
+        assert not done.wait(1.0), "pushed while another push held the lock"
+        assert numeric_folders(base) == [] and staging_folders(base) == []
+    finally:
+        os.close(other_push)
+    assert done.wait(30)
+    push.join()
+    assert len(numeric_folders(base)) == 1
 
 
 def test_a_failure_mid_copy_leaves_no_version_and_the_next_push_succeeds(tmp_path, monkeypatch):
