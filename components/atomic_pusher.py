@@ -142,10 +142,6 @@ class AtomicPushExecutor(pusher_executor.Executor):
 
 
 class AtomicPusher(Pusher):
-    """TFX's Pusher component with `AtomicPushExecutor` (its id stays "Pusher")."""
+    """TFX's Pusher component with `AtomicPushExecutor`: the same spec, inputs and outputs."""
 
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(AtomicPushExecutor)
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.with_id("Pusher")
