@@ -18,7 +18,8 @@ from movielens_fixture import write_movielens_fixture
 from pipeline import configs, local_runner, run_lock, run_record, run_summary
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+# Keras 2 and TensorFlow's log level are the runner's own choice (models/__init__.py, the runner).
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 
 # Holds an output folder's run lock until killed, as a run would.
 HOLD_LOCK = """
