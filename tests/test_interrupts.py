@@ -40,6 +40,13 @@ def hold_lock_in_a_subprocess(output_dir: Path) -> subprocess.Popen:
     return holder
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A background job (`nohup`, `cmd &` in a script: how CI may run the tests) inherits
+    SIGINT ignored, and the runner rightly leaves it so; the runner under test gets SIGINT's
+    default, as a run started from a terminal has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Runner:
     """`python -m pipeline.local_runner` in a subprocess; `signal_when` sends a signal once a
     component has been running for `delay` seconds.
@@ -55,7 +62,8 @@ class Runner:
             [sys.executable, "-m", "pipeline.local_runner", "--offline", "--data-dir",
              str(data_dir), "--output-dir", str(output_dir), "--serving-model-dir",
              str(serving_model_dir)],
-            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=_sigint_as_in_a_terminal)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
