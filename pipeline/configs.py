@@ -154,6 +154,19 @@ BEAM_PIPELINE_ARGS = [
     "--direct_num_workers=1",
 ]
 
+# The portable path, which Flink, Spark and Dataflow take (`--beam portable` of the local runner):
+# Beam's embedded job server sends the work to SDK workers started by an external worker pool
+# (`python -m apache_beam.runners.worker.worker_pool_main --service_port=50000`, with this
+# project's environment first on PATH: each worker is a `python` process of its own, importing
+# the project from the installed package). Code that only works inside one process fails here.
+PORTABLE_WORKER_POOL = "localhost:50000"
+
+
+def portable_beam_args(worker_pool: str = PORTABLE_WORKER_POOL) -> list[str]:
+    """Beam args of the portable runner with SDK workers from the pool at `worker_pool`."""
+    return ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
+            f"--environment_config={worker_pool}"]
+
 
 @dataclasses.dataclass(frozen=True)
 class KubeflowSettings:

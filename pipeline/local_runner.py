@@ -222,6 +222,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Beam DirectRunner mode (default: configs.BEAM_PIPELINE_ARGS)")
     parser.add_argument("--direct-num-workers", type=int,
                         help="Beam DirectRunner workers (default: configs.BEAM_PIPELINE_ARGS)")
+    parser.add_argument("--beam", choices=("direct", "portable"), default="direct",
+                        help="portable: Beam's PortableRunner with SDK workers from the pool at "
+                             "--worker-pool, the path Flink/Spark/Dataflow take (configs."
+                             "portable_beam_args)")
+    parser.add_argument("--worker-pool", default=configs.PORTABLE_WORKER_POOL,
+                        help="host:port of a running Beam worker pool, for --beam portable "
+                             "(default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -277,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
         split=dataclasses.replace(configs.SPLIT, method=args.split),
         hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
                  if args.force_bad_model else hparams),
-        beam_pipeline_args=beam_args(args.direct_running_mode, args.direct_num_workers),
+        beam_pipeline_args=(configs.portable_beam_args(args.worker_pool) if args.beam == "portable"
+                            else beam_args(args.direct_running_mode, args.direct_num_workers)),
         enable_cache=not args.no_cache,
     )
     pipeline = create_pipeline(**arguments, metadata_connection_config=(
