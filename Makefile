@@ -21,7 +21,8 @@ PYTHON ?= $(shell for p in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versio
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv data run serve test test-all lint lock clean kubeflow bench-accuracy bench-ranking
+.PHONY: help venv data run serve test test-all lint lock clean kubeflow bench-deps bench-accuracy \
+	bench-ranking bench-throughput bench-scaling synthetic
 
 help:
 	@echo "make run    create .venv if needed, get the data, run the pipeline (DATA_DIR=..., RUN_ARGS=...)"
@@ -31,6 +32,9 @@ help:
 	@echo "make kubeflow  compile the pipeline for Kubeflow Pipelines (KFP_IMAGE=..., KFP_PIPELINE_ROOT=...)"
 	@echo "make bench-accuracy  our models vs Surprise SVD on 3 protocols, 3 seeds (BENCH_ARGS=...)"
 	@echo "make bench-ranking   top-10 lists: ours vs popularity, implicit, SVD (DATA_DIR=..., BENCH_ARGS=...)"
+	@echo "make bench-throughput  training examples/s of each model vs Surprise SVD (BENCH_ARGS=...)"
+	@echo "make bench-scaling   the pipeline on synthetic data of SIZES=\"100k 1m 5m\": time, memory"
+	@echo "make synthetic       synthetic MovieLens: RATINGS=1000000 OUT=data/synthetic/1m SEED=0"
 	@echo "make lock   re-resolve requirements.in into the pinned requirements.txt"
 	@echo "make clean  remove pipeline outputs (tfx_output/, serving_model/)"
 
@@ -78,15 +82,32 @@ kubeflow: $(STAMP)
 	$(PY) -m pipeline.kubeflow_runner
 
 BENCH_ARGS ?=
-bench-accuracy: $(STAMP)
+# Baselines for the benchmarks only (Surprise, implicit): requirements-bench.txt, installed with
+# the lock as constraints.
+bench-deps: $(STAMP)
+	$(VENV)/bin/uv pip install --python $(PY) -r requirements-bench.txt -c requirements.txt
+
+bench-accuracy: bench-deps
 	$(PY) -m pipeline.fetch_data
 	$(PY) -m bench.accuracy $(BENCH_ARGS)
 
-# implicit is for the benchmark only: requirements-bench.txt, installed with the lock as constraints.
-bench-ranking: $(STAMP)
-	$(VENV)/bin/uv pip install --python $(PY) -r requirements-bench.txt -c requirements.txt
+bench-ranking: bench-deps
 	$(PY) -m pipeline.fetch_data $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 	$(PY) -m bench.ranking $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(BENCH_ARGS)
+
+bench-throughput: bench-deps
+	$(PY) -m bench.throughput $(BENCH_ARGS)
+
+# The whole pipeline on synthetic data of each size (generated once into data/synthetic/).
+SIZES ?= 100k 1m 5m
+bench-scaling: $(STAMP)
+	$(PY) -m bench.scaling --sizes $(SIZES) $(BENCH_ARGS)
+
+RATINGS ?= 1000000
+SEED ?= 0
+OUT ?= data/synthetic/$(RATINGS)-seed$(SEED)
+synthetic: $(STAMP)
+	$(PY) -m bench.synthetic --ratings $(RATINGS) --out "$(OUT)" --seed $(SEED)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
