@@ -18,6 +18,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the machine line of a result."""
+    try:
+        return next((line.split(":", 1)[1].strip() for line in
+                     Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        return "unknown CPU"
+
+
 def write_section(name: str, text: str, heading: str = "") -> None:
     """Replaces the text between `<!-- name:start -->` and `<!-- name:end -->`; appends the
     section (after `heading`, if given) when the file does not have it yet."""

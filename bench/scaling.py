@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = {"command": COMMAND + (f" --runner-args '{args.runner_args}'"
                                      if args.runner_args else ""),
-               "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}),"
-                          f" {os.sysconf('SC_PHYS_PAGES') * PAGE / 2**30:.0f} GiB, Python "
+               "machine": f"{os.cpu_count()} cores ({docs.cpu_model()}), "
+                          f"{os.sysconf('SC_PHYS_PAGES') * PAGE / 2**30:.0f} GiB, Python "
                           f"{platform.python_version()}",
                "sizes": previous.get("sizes", {})}
     for n in (parse_size(s) for s in args.sizes):

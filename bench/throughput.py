@@ -292,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "meta": {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                  "commit": docs.git_commit(),
-                 "machine": f"{os.cpu_count()} cores ({platform.machine()}), Python "
+                 "machine": f"{os.cpu_count()} cores ({docs.cpu_model()}), Python "
                             f"{platform.python_version()}, TensorFlow {tf.__version__}",
-                 "command": "python -m bench.throughput " + " ".join(sys.argv[1:]),
+                 "command": " ".join(["python -m bench.throughput", *sys.argv[1:]]),
                  "train_ratings": len(train), "load_before": list(load_before),
                  "load_after": list(os.getloadavg()),
                  "hparams": {k: dataclasses.asdict(configs.model_hparams(k))
