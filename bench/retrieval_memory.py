@@ -24,12 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import accuracy, docs, throughput  # noqa: E402
-from models import data, features  # noqa: E402
-from pipeline import data as pipeline_data  # noqa: E402
+from models import arrays, features  # noqa: E402
+from pipeline import fetch_data  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "retrieval_memory.json"
 TRAIN_STEPS = 20
@@ -50,14 +49,14 @@ def measure(data_dir: Path) -> dict:
     retrieval = throughput.retrieval_model(encoded)
     model = retrieval.model
     steps = [{"step": "model built", "rss_mib": rss_mib()[0], "peak_mib": rss_mib()[1]}]
-    model.fit(data.to_dataset(retrieval.fit, retrieval.batch_size, shuffle_seed=0), epochs=1,
+    model.fit(arrays.to_dataset(retrieval.fit, retrieval.batch_size, shuffle_seed=0), epochs=1,
               steps_per_epoch=TRAIN_STEPS, verbose=0)
     steps.append({"step": f"{TRAIN_STEPS} training steps of {retrieval.batch_size}",
                   "rss_mib": rss_mib()[0], "peak_mib": rss_mib()[1]})
     model.update_index()  # the top-k metric's index, as IndexUpdater does before validation
     for batch_size in BATCH_SIZES:
         start = time.perf_counter()
-        model.evaluate(data.to_dataset(retrieval.val, batch_size), verbose=0)
+        model.evaluate(arrays.to_dataset(retrieval.val, batch_size), verbose=0)
         steps.append({"step": f"validation in batches of {batch_size}",
                       "seconds": round(time.perf_counter() - start, 1),
                       "rss_mib": rss_mib()[0], "peak_mib": rss_mib()[1]})
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                         "ml-latest-small)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    data_dir = Path(pipeline_data.ensure_data(args.data_dir, dataset="ml-latest-small"))
+    data_dir = Path(fetch_data.ensure_data(args.data_dir, dataset="ml-latest-small"))
     run = measure(data_dir)
     print(json.dumps(run, indent=1))
     runs = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

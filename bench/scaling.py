@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import docs, synthetic
-from pipeline import configs, report
+from pipeline import configs, run_summary
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "scaling.json"
@@ -155,7 +155,7 @@ def execution_windows(metadata_path: Path) -> dict[str, tuple[str, float, float]
     execution's registration and last update in ML Metadata."""
     from ml_metadata.proto import metadata_store_pb2
 
-    store = report.open_store(str(metadata_path))
+    store = run_summary.open_store(str(metadata_path))
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
     windows = {}
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):

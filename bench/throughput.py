@@ -5,11 +5,12 @@
 
 Same data for all, in the same process: ml-latest-small's time split (bench/accuracy.py's time80,
 the pipeline's split: ratings before the 80th timestamp percentile train), encoded as the
-Transform does. Each of our models is built and fed exactly as models/trainer.py trains it, with
-configs.MODEL_HPARAMS: the rating models (bias, mf, neural) by trainer.build_model and
-trainer.make_optimizer on the fit part of trainer's hold-out, through data.to_dataset with the
-configured batch size and shuffling; the retrieval model (configs.HPARAMS.retrieval) as
-trainer.train_retrieval builds it. Only the training loop is timed, per epoch with a Keras
+Transform does. Each of our models is built and fed as models/trainer.py trains it, with the
+tuned hyper-parameters (models/hparams.py tuned): the rating models (bias, mf, neural) by
+trainer.build_model and trainer.make_optimizer on the fit part of trainer's hold-out, through
+arrays.to_dataset with the configured batch size and shuffling; the retrieval model
+(configs.HPARAMS.retrieval) as trainer.train_retrieval builds it (its first fit; the refit on
+all pairs runs the same loop). Only the training loop is timed, per epoch with a Keras
 callback, without validation passes; the first epoch (tracing, the shuffle buffer's first fill)
 is reported apart from the steady epochs. Surprise's SVD (bench/accuracy.py's tuned settings,
 and with our MF's 64 factors) is timed over its whole fit, divided by its epochs.
@@ -32,19 +33,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import accuracy, docs  # noqa: E402
-from models import data, features, trainer  # noqa: E402
+from models import arrays, features, trainer  # noqa: E402
 from models.base import user_history  # noqa: E402
-from models.hparams import RetrievalHParams  # noqa: E402
+from models.hparams import RetrievalHParams, tuned  # noqa: E402
 from models.retrieval import RetrievalModel  # noqa: E402
-from pipeline import configs  # noqa: E402
-from pipeline import data as pipeline_data  # noqa: E402
+from pipeline import configs, fetch_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "throughput.json"
@@ -80,7 +79,7 @@ def timed_fit(model: tf.keras.Model, dataset: tf.data.Dataset, epochs: int, exam
 def rating_model(hp, encoded: accuracy.Encoded) -> tuple[tf.keras.Model, dict[str, np.ndarray]]:
     """The model trainer.train fits for hp, compiled as it compiles it, and its fit data."""
     tf.keras.utils.set_random_seed(hp.seed)
-    fit_data, _ = data.holdout(encoded.train, hp.validation_fraction, hp.seed)
+    fit_data, _ = arrays.holdout(encoded.train, hp.validation_fraction, hp.seed)
     global_mean = float(np.clip(fit_data[features.LABEL_XF].mean(), 0.01, 0.99))
     history = user_history(encoded.train[features.USER_IDX], encoded.train[features.MOVIE_IDX],
                            encoded.num_users)
@@ -90,10 +89,10 @@ def rating_model(hp, encoded: accuracy.Encoded) -> tuple[tf.keras.Model, dict[st
 
 
 def time_rating_model(name: str, encoded: accuracy.Encoded, epochs: int) -> dict:
-    hp = configs.model_hparams(name)
+    hp = tuned(name)
     model, fit_data = rating_model(hp, encoded)
     n = len(fit_data[features.LABEL_XF])
-    return timed_fit(model, data.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
+    return timed_fit(model, arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
                      epochs, n, hp.batch_size)
 
 
@@ -111,7 +110,7 @@ def retrieval_model(encoded: accuracy.Encoded, hp: RetrievalHParams | None = Non
     hp = hp or configs.HPARAMS.retrieval
     tf.keras.utils.set_random_seed(hp.seed)
     pairs = {c: encoded.train[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    fit, val = data.holdout(pairs, hp.validation_fraction, hp.seed)
+    fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     users, movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
     model = RetrievalModel(encoded.num_movies, user_history(users, movies, encoded.num_users),
                            np.bincount(movies, minlength=encoded.num_movies),
@@ -129,7 +128,7 @@ def time_retrieval(encoded: accuracy.Encoded, epochs: int, sampled_negatives: in
     RetrievalHParams option: the epoch's cost no longer grows with the catalogue)."""
     hp = dataclasses.replace(configs.HPARAMS.retrieval, sampled_negatives=sampled_negatives)
     r = retrieval_model(encoded, hp)
-    result = timed_fit(r.model, data.to_dataset(r.fit, r.batch_size, shuffle_seed=hp.seed),
+    result = timed_fit(r.model, arrays.to_dataset(r.fit, r.batch_size, shuffle_seed=hp.seed),
                        epochs, len(r.fit[features.USER_IDX]), r.batch_size)
     return {**result, "catalogue": encoded.num_movies, "embedding_dim": hp.embedding_dim,
             "sampled_negatives": sampled_negatives}
@@ -155,9 +154,9 @@ def time_svd(train, n_factors: int | None = None) -> dict:
 
 def permuted_batches(columns: dict[str, np.ndarray], batch_size: int, seed: int
                      ) -> tf.data.Dataset:
-    """The batches of data.to_dataset(columns, batch_size, seed), shuffled another way: one
+    """The batches of arrays.to_dataset(columns, batch_size, seed), shuffled another way: one
     permutation of the row indices per epoch (a single op), each batch gathered from the columns
-    held as constants, where data.to_dataset passes every example through a shuffle buffer of
+    held as constants, where arrays.to_dataset passes every example through a shuffle buffer of
     the whole data set, one element (a dict of five tensors) at a time."""
     constants = {k: tf.constant(v) for k, v in columns.items()}
     n = len(next(iter(columns.values())))
@@ -191,13 +190,13 @@ def input_seconds(dataset: tf.data.Dataset, epochs: int) -> float:
 def mf_variants(encoded: accuracy.Encoded, epochs: int) -> list[dict]:
     """MF's epoch with trainer's loop, its input alone, and the loop changed one thing at a
     time towards what is fastest."""
-    hp = configs.model_hparams("mf")
+    hp = tuned("mf")
     columns = {c: encoded.train[c] for c in trainer.COLUMNS}
-    fit_data, _ = data.holdout(columns, hp.validation_fraction, hp.seed)
+    fit_data, _ = arrays.holdout(columns, hp.validation_fraction, hp.seed)
     n = len(fit_data[features.LABEL_XF])
     steps = -(-n // hp.batch_size)
-    rows = [{"variant": "input alone: data.to_dataset as trainer calls it (shuffled by example)",
-             "epoch_s": input_seconds(data.to_dataset(fit_data, hp.batch_size,
+    rows = [{"variant": "input alone: arrays.to_dataset as trainer calls it (shuffled by example)",
+             "epoch_s": input_seconds(arrays.to_dataset(fit_data, hp.batch_size,
                                                       shuffle_seed=hp.seed), epochs)},
             {"variant": "input alone: permuted_batches",
              "epoch_s": input_seconds(permuted_batches(fit_data, hp.batch_size, hp.seed),
@@ -207,16 +206,16 @@ def mf_variants(encoded: accuracy.Encoded, epochs: int) -> list[dict]:
     in_memory = permuted_batches(fit_data, hp.batch_size, hp.seed).cache()
     adam = lambda: trainer.make_optimizer(hp)  # noqa: E731
     variants: list[tuple[str, Callable[[], tf.data.Dataset], int, Callable, int]] = [
-        ("trainer's loop: data.to_dataset shuffled by example, batch 1024, Adam, "
+        ("trainer's loop: arrays.to_dataset shuffled by example, batch 1024, Adam, "
          "one call per step",
-         lambda: data.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed), hp.batch_size,
+         lambda: arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed), hp.batch_size,
          adam, 1),
-        ("not shuffled (data.to_dataset without a seed): the shuffle buffer's cost",
-         lambda: data.to_dataset(fit_data, hp.batch_size), hp.batch_size, adam, 1),
+        ("not shuffled (arrays.to_dataset without a seed): the shuffle buffer's cost",
+         lambda: arrays.to_dataset(fit_data, hp.batch_size), hp.batch_size, adam, 1),
         ("permuted_batches",
          lambda: permuted_batches(fit_data, hp.batch_size, hp.seed), hp.batch_size, adam, 1),
         (f"steps_per_execution={steps} (one call per epoch)",
-         lambda: data.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed), hp.batch_size,
+         lambda: arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed), hp.batch_size,
          adam, steps),
         (f"permuted_batches + steps_per_execution={steps}",
          lambda: permuted_batches(fit_data, hp.batch_size, hp.seed), hp.batch_size, adam, steps),
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2: the first epoch is reported apart")
-    data_dir = pipeline_data.ensure_data(args.data_dir, dataset="ml-latest-small")
+    data_dir = fetch_data.ensure_data(args.data_dir, dataset="ml-latest-small")
     ratings, movies = accuracy.load(Path(data_dir))
     train, test = accuracy.split(ratings, "time80")
     encoded = accuracy.encode(train, test, movies)
@@ -313,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"retrieval: {models['retrieval']}\nsampled: {models['retrieval_sampled']}",
           flush=True)
     models["svd"] = time_svd(train)
-    models["svd64"] = time_svd(train, n_factors=configs.model_hparams("mf").embedding_dim)
+    models["svd64"] = time_svd(train, n_factors=tuned("mf").embedding_dim)
     print(f"svd: {models['svd']}\nsvd64: {models['svd64']}", flush=True)
     variants = [] if args.no_variants else mf_variants(encoded, args.epochs)
     results = {
@@ -324,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                  "command": " ".join(["python -m bench.throughput", *sys.argv[1:]]),
                  "train_ratings": len(train), "load_before": list(load_before),
                  "load_after": list(os.getloadavg()),
-                 "hparams": {k: dataclasses.asdict(configs.model_hparams(k))
+                 "hparams": {k: dataclasses.asdict(tuned(k))
                              for k in RATING_MODELS}},
         "models": models, "mf_variants": variants,
     }

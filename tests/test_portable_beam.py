@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from movielens_fixture import write_movielens_fixture
 
-from pipeline import configs, report
+from pipeline import configs, run_summary
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def test_the_pipeline_runs_and_pushes_through_the_portable_runner(tmp_path, work
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     print(f"portable pipeline run: {time.time() - start:.0f} s")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    summary = report.summarize_latest_run(str(output_dir / "metadata.sqlite"))
+    summary = run_summary.summarize_latest_run(str(output_dir / "metadata.sqlite"))
     assert set(state for state, _ in summary.components.values()) == {"COMPLETE"}
     versions = [p for p in serving_dir.iterdir() if p.name.isdigit()]
     assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
