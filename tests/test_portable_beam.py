@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from movielens_fixture import write_movielens_fixture
 
-from pipeline import configs, run_summary
+from models import contract
+from pipeline import run_summary
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +74,7 @@ def worker_pool(tmp_path):
 def test_the_pipeline_runs_and_pushes_through_the_portable_runner(tmp_path, worker_pool):
     address, pool_log = worker_pool
     data_dir = write_movielens_fixture(tmp_path / "data", n_users=100, ratings_per_user=(25, 50))
-    output_dir, serving_dir = tmp_path / "tfx", tmp_path / "serving" / configs.MODEL_NAME
+    output_dir, serving_dir = tmp_path / "tfx", tmp_path / "serving" / contract.MODEL_NAME
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
     start = time.time()
     proc = subprocess.run(
