@@ -9,6 +9,10 @@ beside it, `<base>/.tmp-<version>/` (TF Serving ignores names that are not integ
 renamed into place once complete: rename(2) is atomic within one file system. Staging folders of
 pushes that died are removed by the next push.
 
+A model identical to the newest version already served (same files, same bytes: the Trainer was
+a cache hit) is not pushed again: TF Serving would load the same model under a new number. The
+PushedModel then names that version and carries IDENTICAL_KEY = 1.
+
 Pushes to one base directory take turns under an flock on the directory itself (released by
 the kernel when a pusher dies, so a killed push never blocks the next; no lock file for TF
 Serving or anyone listing the folder to trip over), which also makes every staging folder found
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import time
@@ -38,6 +43,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 STAGING_PREFIX = ".tmp-"
+# PushedModel custom property: 1 when the blessed model was already the newest served version.
+IDENTICAL_KEY = "identical_to_served"
 SAVED_MODEL_FILE = "saved_model.pb"
 # Without a lock (object stores) a staging folder may belong to a push still copying: only
 # those older than this are removed. A staging folder's name carries its start time.
@@ -90,6 +97,26 @@ def copy_model(model_path: str, destination: str) -> None:
         io_utils.copy_file(saved_model, os.path.join(destination, SAVED_MODEL_FILE))
 
 
+def tree_digest(path: str) -> str:
+    """sha256 over a folder's relative file names and contents (fileio: local or remote)."""
+    digest = hashlib.sha256()
+    for directory, _, files in sorted(fileio.walk(path)):
+        for name in sorted(files):
+            file_path = os.path.join(directory, name)
+            digest.update(os.path.relpath(file_path, path).encode() + b"\0")
+            with fileio.open(file_path, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()
+
+
+def served_copy(model_path: str, base_directory: str) -> tuple[str, str] | None:
+    """(folder, version) of the newest served version if it holds exactly model_path's files."""
+    if not fileio.exists(base_directory) or not (served := versions(base_directory)):
+        return None
+    newest = os.path.join(base_directory, str(served[-1]))
+    return (newest, str(served[-1])) if tree_digest(newest) == tree_digest(model_path) else None
+
+
 def push_atomically(model_path: str, base_directory: str,
                     clock: Callable[[], float] = time.time) -> tuple[str, str]:
     """Copies model_path to `<base_directory>/<version>/` through a staging folder renamed into
@@ -133,11 +160,17 @@ class AtomicPushExecutor(pusher_executor.Executor):
                 pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP):
             raise NotImplementedError(f"AtomicPushExecutor pushes to a filesystem with Unix-time "
                                       f"versions only, not {destination}")
-        serving_path, version = push_atomically(model_path,
-                                                destination.filesystem.base_directory)
+        base_directory = destination.filesystem.base_directory
+        if served := served_copy(model_path, base_directory):
+            serving_path, version = served
+            logging.info("The blessed model is the one served as version %s already: not pushed "
+                         "again.", version)
+        else:
+            serving_path, version = push_atomically(model_path, base_directory)
         # The archived copy in the PushedModel artifact, as TFX's Pusher makes it.
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
+        model_push.set_int_custom_property(IDENTICAL_KEY, int(served is not None))
         logging.info("Model pushed to %s.", model_push.uri)
 
 

@@ -51,17 +51,14 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if "--verbose" in sys.argv[1:] else "3"
 # Google client libraries warn about Python 3.10 support on import; nothing to act on here.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
 
-import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
-from tfx.orchestration import metadata  # noqa: E402
-from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
-from components.anomalies_gate import DataAnomaliesError  # noqa: E402
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
-from components.movielens_example_gen.parsing import InputDataError  # noqa: E402
 from models.hparams import MODEL_TYPES, tuned  # noqa: E402
-from pipeline import configs, fetch_data, run_lock, run_record, run_summary  # noqa: E402
-from pipeline.pipeline import code_fingerprint, create_pipeline  # noqa: E402
+from pipeline import configs, fetch_data, fingerprints, run_lock, run_record  # noqa: E402
+
+# TensorFlow, TFX and the pipeline's components are imported by run() once it knows there is work
+# to do: their start-up takes 15-40 s, and an unchanged rerun answers in about a second.
 
 # TFX's, Keras' and the Trainer's log lines the console rewrites (see _Console).
 _COMPONENT = re.compile(r"^Component (\S+) is (running|finished)\.$")
@@ -71,13 +68,15 @@ _EPOCH_RMSE = re.compile(r" - val_rmse: ([0-9.]+)")
 _RETRIEVAL_EPOCH = re.compile(r"^Retrieval epoch (\d+): validation (NDCG@\d+ [0-9.]+)")
 # Warnings without anything to act on: TFT/TF's at every transform graph load, the TFX
 # resolver's for every input of every component (ArtifactQuery.property_predicate), Beam's
-# about an optional speed-up, TensorFlow's deprecation notices to library authors.
+# about an optional speed-up and its batch-size tuning (logged through the root logger),
+# TensorFlow's deprecation notices to library authors.
 _NOISE = re.compile(r"Tables initialized inside a tf.function|is not available in Keras 3|"
                     r"No training configuration found|Sharding callback|"
                     r"does not have payload_format custom property|"
                     r"SavedModel saved prior to TF 2.5 detected|"
                     r"Query\.property_predicate is not supported|"
-                    r"Couldn't find python-snappy|will be removed in a future version")
+                    r"Couldn't find python-snappy|will be removed in a future version|"
+                    r"^BatchElements statistics")
 # A progress line at most this often: long steps show they advance, short ones stay one line.
 _PROGRESS_SECONDS = 10.0
 
@@ -144,14 +143,19 @@ def configure_logging(verbose: bool) -> None:
         console = _Console()
         for handler in logging.getLogger().handlers:
             handler.addFilter(console)
-        # TensorFlow's logger also prints through a handler of its own, which the filter above
-        # does not see; route it through the root handlers only.
-        tf_logger = tf.get_logger()
-        tf_logger.handlers.clear()
-        tf_logger.setLevel(logging.WARNING)
-        # Keras prints its epoch lines to stdout; through absl logging, _Console keeps one
-        # progress line of them.
-        tf.keras.utils.disable_interactive_logging()
+
+
+def quiet_tensorflow() -> None:
+    """Routes TensorFlow's and Keras' console output through the root handlers (and _Console)."""
+    import tensorflow as tf
+
+    # TensorFlow's logger also prints through a handler of its own, which _Console does not see.
+    tf_logger = tf.get_logger()
+    tf_logger.handlers.clear()
+    tf_logger.setLevel(logging.WARNING)
+    # Keras prints its epoch lines to stdout; through absl logging, _Console keeps one progress
+    # line of them.
+    tf.keras.utils.disable_interactive_logging()
 
 
 EXIT_PUSHED, EXIT_ERROR, EXIT_NOT_BLESSED, EXIT_LOCKED = 0, 1, 2, 3
@@ -168,18 +172,27 @@ _OS_ERRORS = {
 }
 
 
+def _raised_by(error: BaseException, module: str, *names: str) -> bool:
+    """Whether `error` is one of `module`'s exception classes `names`. A module that was never
+    imported raised nothing, and importing it here could cost TensorFlow's start-up."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(error, tuple(getattr(loaded, n) for n in names))
+
+
 def expected_failure(error: BaseException) -> str | None:
     """The paragraph to print for an expected failure (what, where, what to do); None when the
     error is unexpected and its traceback should be shown."""
-    if isinstance(error, DataAnomaliesError):
+    if _raised_by(error, "components.anomalies_gate", "DataAnomaliesError"):
         return (f"{error}\nThe data breaks schema/schema.pbtxt: fix the data (or the schema, if "
                 "the data is right) and run again.")
-    if isinstance(error, (InputDataError, fetch_data.DataError)):
+    if isinstance(error, fetch_data.DataError) or _raised_by(
+            error, "components.movielens_example_gen.parsing", "InputDataError"):
         return str(error)
     if isinstance(error, OSError) and error.errno in _OS_ERRORS:
         where = f" ({error.filename})" if error.filename else ""
         return f"{error.strerror or error}{where}: {_OS_ERRORS[error.errno]}."
-    if isinstance(error, (tf.errors.NotFoundError, tf.errors.PermissionDeniedError)):
+    if _raised_by(error, "tensorflow.python.framework.errors_impl", "NotFoundError",
+                  "PermissionDeniedError"):
         return f"{error.message}: check that the path exists and can be read and written."
     return None
 
@@ -288,26 +301,38 @@ def run(args: argparse.Namespace) -> int:
                             else beam_args(args.direct_running_mode, args.direct_num_workers)),
         enable_cache=not args.no_cache,
     )
-    pipeline = create_pipeline(**arguments, metadata_connection_config=(
-        metadata.sqlite_metadata_connection_config(str(metadata_path))))
-    # The record's configuration: what create_pipeline got, as JSON.
+    # The record's configuration: what create_pipeline gets, as JSON, and the code it runs.
     config: dict[str, Any] = {
         name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
         for name, value in arguments.items()}
     config.update(metadata=str(metadata_path), force_bad_model=args.force_bad_model,
-                  models_code_fingerprint=code_fingerprint())
+                  models_code_fingerprint=fingerprints.models_fingerprint(),
+                  source_fingerprint=fingerprints.source_fingerprint())
+    pipeline_root = Path(arguments["pipeline_root"])
     # One run per output folder: a second would write the same ML Metadata store.
     with run_lock.hold(output_dir):
         started = datetime.datetime.now()
-        record_path = run_record.record_path(Path(arguments["pipeline_root"]), started)
+        record_path = run_record.record_path(pipeline_root, started)
         record = run_record.new_record(data_root=Path(data_root), repo=configs.REPO_ROOT,
                                        config=config, started=started)
+        unchanged = (None if args.no_cache or not metadata_path.exists() else
+                     run_record.find_unchanged(record, pipeline_root, serving_model_dir))
+        if unchanged is not None:
+            earlier_path, earlier = unchanged
+            # An unchanged run's record points at the run that did the work, and keeps its summary.
+            run_record.write(record, record_path)
+            run_record.finish(record, record_path, "unchanged", EXIT_PUSHED,
+                              same_as=earlier.get("same_as") or str(earlier_path),
+                              same_as_started=earlier.get("same_as_started") or earlier["started"],
+                              pushed_to=earlier["pushed_to"], summary=earlier.get("summary"),
+                              pipeline_run_id=earlier.get("pipeline_run_id"))
+            print(format_unchanged(record, record_path, time.time() - start))
+            return EXIT_PUSHED
         run_record.write(record, record_path)
         logging.info("Running pipeline %s on %s; artifacts in %s; run record %s",
                      configs.PIPELINE_NAME, data_root, output_dir, record_path)
         try:
-            LocalDagRunner().run(pipeline)
-            summary = run_summary.summarize_latest_run(str(metadata_path))
+            summary = run_pipeline(arguments, metadata_path, args.verbose)
         except KeyboardInterrupt:
             run_record.finish(record, record_path, "interrupted", EXIT_INTERRUPTED)
             raise
@@ -315,16 +340,52 @@ def run(args: argparse.Namespace) -> int:
             run_record.finish(record, record_path, "failed", EXIT_ERROR,
                               error=expected_failure(e) or repr(e))
             raise
+        from pipeline import run_summary
+
+        text = run_summary.format_summary(summary) if summary else "No run recorded."
         code = EXIT_PUSHED if summary and summary.pushed_to else EXIT_NOT_BLESSED
         run_record.finish(record, record_path, "pushed" if code == EXIT_PUSHED else "not pushed",
                           code, pipeline_run_id=summary.run_id if summary else None,
-                          pushed_to=summary.pushed_to if summary else None)
+                          pushed_to=summary.pushed_to if summary else None, summary=text)
     print("\n" + "=" * 72)
-    print(run_summary.format_summary(summary) if summary else "No run recorded.")
+    print(text)
     print(f"Pipeline finished in {time.time() - start:.0f} s; ML Metadata: {metadata_path}")
     print(f"Run record (data checksums, versions, commit, configuration): {record_path}")
     print("=" * 72)
     return code
+
+
+def run_pipeline(arguments: dict[str, Any], metadata_path: Path, verbose: bool):
+    """Builds the pipeline, runs it with LocalDagRunner, returns its run_summary.RunSummary."""
+    from tfx.orchestration import metadata
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+    from pipeline import run_summary
+    from pipeline.pipeline import create_pipeline
+
+    if not verbose:
+        quiet_tensorflow()
+    pipeline = create_pipeline(**arguments, metadata_connection_config=(
+        metadata.sqlite_metadata_connection_config(str(metadata_path))))
+    LocalDagRunner().run(pipeline)
+    return run_summary.summarize_latest_run(str(metadata_path))
+
+
+def format_unchanged(record: dict[str, Any], record_path: Path, seconds: float) -> str:
+    """The summary of a run that found nothing changed: `record` as run_record.finish left it."""
+    pushed_to = Path(record["pushed_to"])
+    return "\n".join([
+        "=" * 72,
+        f"Nothing changed since the run of {record['same_as_started']}: the same data (sha256), "
+        "code, configuration and packages.",
+        "No step ran and nothing was pushed. That run's summary:",
+        "",
+        record.get("summary") or f"(in {record['same_as']})",
+        "",
+        f"Serving version {pushed_to.name}: {pushed_to}",
+        "To run every step anyway: --no-cache (make run RUN_ARGS=--no-cache).",
+        f"Finished in {seconds:.1f} s. Run record: {record_path}",
+        "=" * 72])
 
 
 if __name__ == "__main__":

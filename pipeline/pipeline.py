@@ -15,9 +15,7 @@ pipeline imports no model code.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import tensorflow_model_analysis as tfma
@@ -45,12 +43,14 @@ from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
 from models import contract, features
 from models.hparams import HParams
+from pipeline.fingerprints import models_fingerprint
 
 if TYPE_CHECKING:  # a type only: the values come from the caller
     from pipeline.configs import EvalSettings
 
-# TFX cache keys cover inputs and parameters but not the code behind a dotted-name function; this
-# fingerprint of the models package makes an edited preprocessing_fn or model rerun its steps.
+# TFX cache keys cover inputs and parameters but not the code behind a dotted-name function; the
+# models package's fingerprint (pipeline/fingerprints.py) in custom_config makes an edited
+# preprocessing_fn or model rerun its steps.
 CODE_FINGERPRINT_KEY = "code_fingerprint"
 
 # Component ids, in pipeline order: ML Metadata, the run summary, the Kubeflow runner and the tests
@@ -74,15 +74,6 @@ COMPONENT_IDS = (EXAMPLE_GEN_ID, STATISTICS_GEN_ID, SCHEMA_GEN_ID, EXAMPLE_VALID
                  ANOMALIES_GATE_ID, TRANSFORM_ID, TRAINER_ID, BASELINE_TRAINER_ID,
                  BLESSED_MODEL_RESOLVER_ID, EVALUATOR_ID, BLESSED_MODEL_EVALUATOR_ID,
                  TOPK_EVALUATOR_ID, BLESSING_GATE_ID, PUSHER_ID, REPORT_GEN_ID)
-
-
-def code_fingerprint() -> str:
-    import models
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(models.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _model_specs(baseline: str) -> list[tfma.ModelSpec]:
@@ -191,7 +182,7 @@ def create_pipeline(
     anomalies_gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"]).with_id(ANOMALIES_GATE_ID)
 
-    fingerprint = code_fingerprint()
+    fingerprint = models_fingerprint()
     transform = Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],

@@ -4,6 +4,11 @@ Written when the run starts (status "running") and rewritten when it ends, so an
 failed run leaves one too; "running" with a PID that is gone means the run was killed. Enough to
 tell two runs apart and to rerun one: the data's checksums, the package versions, the git commit
 (and whether the checkout had uncommitted changes), the configuration, Python and the platform.
+
+A run's inputs digest covers what decides its outcome: data, code (pipeline/fingerprints.py),
+configuration and packages. `find_unchanged` finds the earlier run with the same digest whose
+pushed version is still the one served: the runner then says so and runs nothing (status
+"unchanged"), where TFX would take a minute to find every step cached.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ def git_state(repo: Path) -> dict[str, Any]:
 
 def new_record(*, data_root: Path, repo: Path, config: dict[str, Any],
                started: datetime.datetime) -> dict[str, Any]:
-    return {
+    record = {
         "started": started.isoformat(timespec="seconds"),
         "finished": None,
         "status": "running",
@@ -78,6 +83,57 @@ def new_record(*, data_root: Path, repo: Path, config: dict[str, Any],
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+    record["inputs_digest"] = inputs_digest(record)
+    return record
+
+
+# The record's fields that decide a run's outcome; not its times, PID, argv or git state (the
+# source fingerprint in "config" covers the code itself, committed or not).
+DIGEST_FIELDS = ("data", "packages", "config", "python")
+# Records of runs whose pushed version (pushed_to) is what their inputs produced.
+PUSHED_STATUSES = ("pushed", "unchanged")
+
+
+def inputs_digest(record: dict[str, Any]) -> str:
+    fields = {name: record.get(name) for name in DIGEST_FIELDS}
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_records(pipeline_root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every readable run record under pipeline_root, oldest first (names are start times)."""
+    found = []
+    for path in sorted((pipeline_root / RUNS_DIR).glob("*.json")):
+        try:
+            found.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue  # a record from an older layout, or damaged: never a reason to skip a run
+    return found
+
+
+def serving_versions(serving_model_dir: Path) -> list[int]:
+    """The complete version folders TF Serving would load, ascending."""
+    if not serving_model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in serving_model_dir.iterdir()
+                  if p.name.isdigit() and (p / "saved_model.pb").is_file())
+
+
+def find_unchanged(record: dict[str, Any], pipeline_root: Path, serving_model_dir: Path
+                   ) -> tuple[Path, dict[str, Any]] | None:
+    """The newest earlier run with `record`'s inputs digest that pushed (or found unchanged) the
+    version still served, the newest in serving_model_dir; None when there is none."""
+    digest = inputs_digest(record)
+    served = serving_versions(serving_model_dir)
+    if not served:
+        return None
+    for path, earlier in reversed(read_records(pipeline_root)):
+        if earlier.get("status") in PUSHED_STATUSES and earlier.get("inputs_digest") == digest:
+            pushed_to = earlier.get("pushed_to") or ""
+            same_version = Path(pushed_to).name == str(served[-1])
+            in_place = Path(pushed_to).parent.resolve() == serving_model_dir.resolve()
+            return (path, earlier) if same_version and in_place else None
+    return None
 
 
 def record_path(pipeline_root: Path, started: datetime.datetime) -> Path:

@@ -10,6 +10,7 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.atomic_pusher import IDENTICAL_KEY
 from components.evaluation import blessing_gate, results, topk
 from components.evaluation.report_gen import REPORT_FILE, EvaluationReport
 from models import features
@@ -28,6 +29,8 @@ class RunSummary:
     run_id: str
     blessed: bool | None = None
     pushed_to: str | None = None
+    # The blessed model was the version already served (pushed_to): no new version was made.
+    already_served: bool = False
     evaluation_uri: str | None = None
     report_path: str | None = None
     # slice name ("overall" or a genre) -> metric name -> value, of the candidate; the bias
@@ -118,6 +121,8 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
     pushed = _output(outputs, PUSHER_ID, "PushedModel")
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
+        identical = pushed.custom_properties.get(IDENTICAL_KEY)
+        summary.already_served = identical is not None and identical.int_value == 1
     evaluation = _output(outputs, EVALUATOR_ID, "ModelEvaluation")
     blessed_evaluation = _output(outputs, BLESSED_MODEL_EVALUATOR_ID, "ModelEvaluation")
     if evaluation is not None:
@@ -159,8 +164,12 @@ def format_summary(summary: RunSummary) -> str:
     elif summary.blessed is False:
         lines.append("Model NOT blessed. Failed:")
         lines += [f"  - {failure}" for failure in summary.failures or ["see the evaluation"]]
-    lines.append(f"Pushed model: {summary.pushed_to}" if summary.pushed_to
-                 else "Nothing was pushed in this run.")
+    if summary.already_served:
+        lines.append(f"Pushed model: none new; the blessed model is already served as "
+                     f"{summary.pushed_to}")
+    else:
+        lines.append(f"Pushed model: {summary.pushed_to}" if summary.pushed_to
+                     else "Nothing was pushed in this run.")
     if summary.evaluation_uri:
         lines.append(f"Evaluation: {summary.evaluation_uri}")
     if summary.report_path:

@@ -153,8 +153,11 @@ def test_the_second_run_compares_with_the_first_runs_blessed_model(runs):
     assert top_k.metrics[results.LATEST_BLESSED] == top_k.metrics[results.CANDIDATE]
     assert second.output(pl.TOPK_EVALUATOR_ID, "ModelBlessing").custom_properties[
         "baseline_model_id"].int_value == first_model.id
-    assert second.summary.blessed is True and second.summary.pushed_to
-    assert len(second.versions) == 2
+    # Blessed again, but it is the model already served: no second version of the same files.
+    assert second.summary.blessed is True and second.summary.already_served
+    assert second.versions == first.versions
+    assert second.summary.pushed_to == first.summary.pushed_to
+    assert "already served as" in run_summary.format_summary(second.summary)
 
 
 def test_a_third_run_with_unchanged_inputs_is_served_from_the_cache(runs):
@@ -204,7 +207,9 @@ def test_the_report_shows_the_verdict_rules_and_slices(runs):
     good, bad = history["second"].summary, history["bad"].summary
     text = open(good.report_path).read()
     assert text.startswith("# Evaluation report: model BLESSED")
-    assert f"Pushed to `{good.pushed_to}`" in text
+    assert f"It is the model already served from `{good.pushed_to}`" in text
+    first_report = open(history["first"].summary.report_path).read()
+    assert f"Pushed to `{history['first'].summary.pushed_to}`" in first_report
     for genre in features.GENRE_NAMES:
         assert f"| {genre} |" in text, genre
     for bucket in ("| 0 |", "| 1-19 |", "| 20-100 |"):

@@ -28,6 +28,7 @@ from tfx.dsl.component.experimental.annotations import (  # noqa: E402
 from tfx.dsl.component.experimental.decorators import component  # noqa: E402
 from tfx.types import artifact, standard_artifacts  # noqa: E402
 
+from components.atomic_pusher import IDENTICAL_KEY  # noqa: E402
 from components.evaluation import blessing_gate, results, topk  # noqa: E402
 from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES  # noqa: E402
 from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
@@ -267,15 +268,20 @@ SLICINGS = ((features.GENRES, "genre"), (features.USER_ACTIVITY, "user activity 
 
 def write_report(output_dir: str, vs_baseline: results.Evaluation,
                  vs_blessed: results.Evaluation, top_k: topk.TopKEvaluation, blessed: bool,
-                 failures: Sequence[str], pushed_to: str | None, settings: dict) -> str:
+                 failures: Sequence[str], pushed_to: str | None, settings: dict,
+                 already_served: bool = False) -> str:
     """Writes report.md and its PNGs into output_dir; returns the report's path."""
     report = _Report(vs_baseline, vs_blessed, top_k, settings)
     tf.io.gfile.makedirs(output_dir)
     verdict = "BLESSED" if blessed else "NOT BLESSED"
     lines = [f"# Evaluation report: model {verdict}", ""]
     if blessed:
-        lines.append(f"Every blessing rule holds. Pushed to `{pushed_to}`." if pushed_to
-                     else "Every blessing rule holds, but the Pusher did not push it.")
+        if already_served:
+            lines.append(f"Every blessing rule holds. It is the model already served from "
+                         f"`{pushed_to}`: no new version was pushed.")
+        else:
+            lines.append(f"Every blessing rule holds. Pushed to `{pushed_to}`." if pushed_to
+                         else "Every blessing rule holds, but the Pusher did not push it.")
     else:
         lines += ["The model was **not pushed**. Failed rules:", ""]
         lines += [f"- {message}" for message in failures]
@@ -321,4 +327,6 @@ def EvaluationReportGen(  # noqa: N802 - TFX component names are classes
         failures=[f for f in failures.split("\n") if f],
         pushed_to=(pushed_model.get_string_custom_property("pushed_destination")
                    if pushed else None),
-        settings=json.loads(eval_settings))
+        settings=json.loads(eval_settings),
+        already_served=bool(pushed and pushed_model.mlmd_artifact.custom_properties.get(
+            IDENTICAL_KEY) and pushed_model.get_int_custom_property(IDENTICAL_KEY) == 1))
