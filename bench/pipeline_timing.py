@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.pipeline_timing [--data-dir DIR] [--modes in_memory multi_processing]
 
 For each mode: a cold run (fresh output folder, every component executes), then a rerun of the
-same folder (every component a cache hit). Each run is a fresh `python -m pipeline.local_runner`
-process, so the times include importing TensorFlow/TFX as a user's `make run` does. Writes
+same folder with nothing changed (the runner finds the run record of the same inputs and runs no
+step). Each run is a fresh `python -m pipeline.local_runner` process, so the times include
+importing TensorFlow/TFX, where a run needs them, as a user's `make run` does. Writes
 bench/results/pipeline_timing.json and the "Pipeline" section of docs/benchmarks.md; modes not
 run this time keep their earlier results, each with its own date and commit.
 """
@@ -39,6 +40,9 @@ def run_once(data_dir: Path, out: Path, mode: str, workers: int) -> dict:
     if proc.returncode not in (0, 2):  # 2: ran, but the model was not blessed
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
         raise SystemExit(f"pipeline failed in mode {mode} (exit {proc.returncode})")
+    if "Nothing changed since the run of" in proc.stdout:
+        return {"wall_s": round(wall, 1), "pipeline_s": 0.0, "components_s": {}, "rmse": None,
+                "mae": None, "blessed": None, "unchanged": True}
     summary = run_summary.summarize_latest_run(str(out / "tfx" / "metadata.sqlite"))
     if summary is None:
         raise SystemExit(f"no run recorded in {out / 'tfx'}")
@@ -63,17 +67,21 @@ def doc_section(results: dict) -> str:
         + ".",
         "",
         "| | " + " | ".join(f"{m} cold" for m in modes) + " | "
-        + " | ".join(f"{m} cached" for m in modes) + " |",
+        + " | ".join(f"{m} rerun, unchanged" for m in modes) + " |",
         "|---|" + "---:|" * (2 * len(modes)),
         "| **whole run (wall)** | " + " | ".join(f"{r['cold']['wall_s']:.0f} s" for r in
                                                modes.values()) + " | "
         + " | ".join(f"{r['cached']['wall_s']:.0f} s" for r in modes.values()) + " |",
     ]
+
+    def cell(run: dict, node: str) -> str:
+        if run.get("unchanged"):
+            return "– (not run)"
+        return f"{run['components_s'].get(node, 0):.1f} s"
+
     for node in nodes:
-        lines.append(f"| {node} | " + " | ".join(
-            f"{r['cold']['components_s'].get(node, 0):.1f} s" for r in modes.values()) + " | "
-            + " | ".join(f"{r['cached']['components_s'].get(node, 0):.1f} s"
-                         for r in modes.values()) + " |")
+        lines.append(f"| {node} | " + " | ".join(cell(r["cold"], node) for r in modes.values())
+                     + " | " + " | ".join(cell(r["cached"], node) for r in modes.values()) + " |")
     lines += ["", "Eval-split RMSE of the cold runs: " + ", ".join(
         f"{m} {r['cold']['rmse']:.4f}" if r["cold"]["rmse"] is not None else f"{m} n/a"
         for m, r in modes.items()), ""]
@@ -104,7 +112,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
             print(f"{mode}: cold run ...", flush=True)
             cold = run_once(data_dir, Path(tmp), mode, workers)
-            print(f"{mode}: cached rerun ...", flush=True)
+            print(f"{mode}: rerun, nothing changed ...", flush=True)
             cached = run_once(data_dir, Path(tmp), mode, workers)
         results["modes"][mode] = {"workers": workers, "date": time.strftime("%Y-%m-%d %H:%M"),
                                   "commit": commit, "cold": cold, "cached": cached}
