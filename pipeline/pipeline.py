@@ -37,7 +37,11 @@ from components.anomalies_gate import AnomaliesGate
 from components.atomic_pusher import AtomicPusher
 from components.evaluation import results, topk
 from components.evaluation.blessing_gate import BlessingGate
-from components.evaluation.metrics import RMSEIfEnoughExamples, RootMeanSquaredError
+from components.evaluation.metrics import (
+    PlainMeanAbsoluteError,
+    RMSEIfEnoughExamples,
+    RootMeanSquaredError,
+)
 from components.evaluation.report_gen import EvaluationReportGen
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
@@ -120,7 +124,8 @@ def make_eval_configs(settings: EvalSettings) -> dict[str, tfma.EvalConfig]:
             tfma.MetricConfig(class_name=RootMeanSquaredError.__name__,
                               module=RootMeanSquaredError.__module__,
                               per_slice_thresholds=list(rmse_thresholds)),
-            tfma.MetricConfig(class_name="MeanAbsoluteError"),
+            tfma.MetricConfig(class_name=PlainMeanAbsoluteError.__name__,
+                              module=PlainMeanAbsoluteError.__module__),
             *extra,
         ])]
 
