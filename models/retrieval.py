@@ -141,6 +141,9 @@ class RetrievalModel(tfrs.Model):
             np.float32))
         self.catalogue = tf.range(num_movies, dtype=tf.int64)
         self.sampled_negatives = sampled_negatives
+        self.temperature = temperature
+        # CatalogueSoftmax's loss (not in-batch negatives), computed directly in compute_loss.
+        self.catalogue_softmax = not in_batch_negatives
         # Top-k accuracy of the held-out positive among all movies, on validation only.
         ks = sorted({min(k, num_movies) for k in (10, 100)})
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=ks[-1])
@@ -217,15 +220,16 @@ class RetrievalModel(tfrs.Model):
             query = tf.gather(self.query(self.histories(unique)), position)
         catalogue = self.candidates()
         positives = tf.gather(catalogue, movies)
-        negatives, negative_ids = catalogue, self.catalogue
-        if training and self.sampled_negatives:
-            # Movies drawn uniformly: every movie equally likely, so no log-q correction.
-            negative_ids = tf.random.uniform([self.sampled_negatives], 0, self.num_movies,
-                                             dtype=tf.int64)
-            negatives = tf.gather(catalogue, negative_ids)
-        loss = self.task(query, tf.concat([positives, negatives], axis=0),
-                         candidate_ids=tf.concat([movies, negative_ids], axis=0),
-                         compute_metrics=False)
+        if self.catalogue_softmax and not (training and self.sampled_negatives):
+            # The task's loss on [positives; catalogue] with the in-batch positives masked and the
+            # positive's catalogue copy removed as an accidental hit is, exactly, the softmax
+            # cross-entropy of the catalogue's logits with the positive's index as the label:
+            # computed so, a step skips the batch's B extra columns and the [B, B + M] label,
+            # mask and accidental-hit tensors (docs/benchmarks.md, "Training throughput").
+            logits = tf.matmul(query, catalogue, transpose_b=True) / self.temperature
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(movies, logits))
+        else:
+            loss = self._task_loss(query, catalogue, positives, movies, training)
         if training:
             return loss
         # Updated here, not by the task: with extra negatives, TFRS 0.7.3's Retrieval passes
@@ -233,6 +237,20 @@ class RetrievalModel(tfrs.Model):
         with tf.control_dependencies([metric.update_state(query, positives, movies)
                                       for metric in self.task.factorized_metrics]):
             return tf.identity(loss)
+
+    def _task_loss(self, query: tf.Tensor, catalogue: tf.Tensor, positives: tf.Tensor,
+                   movies: tf.Tensor, training: bool) -> tf.Tensor:
+        """tfrs.tasks.Retrieval's loss on [the batch's positives; the negatives]: the whole
+        catalogue, or sampled_negatives random movies in training."""
+        negatives, negative_ids = catalogue, self.catalogue
+        if training and self.sampled_negatives:
+            # Movies drawn uniformly: every movie equally likely, so no log-q correction.
+            negative_ids = tf.random.uniform([self.sampled_negatives], 0, self.num_movies,
+                                             dtype=tf.int64)
+            negatives = tf.gather(catalogue, negative_ids)
+        return self.task(query, tf.concat([positives, negatives], axis=0),
+                         candidate_ids=tf.concat([movies, negative_ids], axis=0),
+                         compute_metrics=False)
 
 
 class IndexUpdater(tf.keras.callbacks.Callback):
