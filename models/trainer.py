@@ -49,6 +49,20 @@ def make_optimizer(hp: HParams) -> tf.keras.optimizers.Optimizer:
     return registered(OPTIMIZERS, hp.optimizer, "optimizer")(hp.learning_rate)
 
 
+# Training steps per call from Python into the compiled train function: one call per batch cost
+# more than the step of a small model (MF on ml-latest-small: 3.8x faster with the per-epoch
+# permutation of arrays.to_dataset, docs/benchmarks.md "Training throughput"). Callbacks acting
+# at epoch ends (early stopping, learning-rate schedules, validation) are unaffected; batch-level
+# ones would see one batch end per this many steps. Not a hyper-parameter: the updates are the
+# same, only grouped.
+STEPS_PER_EXECUTION = 64
+
+
+def steps_per_execution(examples: int, batch_size: int) -> int:
+    """STEPS_PER_EXECUTION, or an epoch's steps when fewer."""
+    return max(1, min(STEPS_PER_EXECUTION, -(-examples // batch_size)))
+
+
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],
           log_dir: str | None = None, verbose: int = 2) -> tf.keras.Model:
     """Fits a model on in-memory transformed columns with early stopping on a held-out slice."""
@@ -59,7 +73,8 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     model = build_model(hp, num_users, num_movies, global_mean, history)
-    model.compile(optimizer=make_optimizer(hp))
+    model.compile(optimizer=make_optimizer(hp), steps_per_execution=steps_per_execution(
+        len(fit_data[features.LABEL_XF]), hp.batch_size))
     callbacks = [tf.keras.callbacks.EarlyStopping(
         monitor="val_rmse", mode="min", patience=hp.early_stopping_patience,
         restore_best_weights=True)]
@@ -78,6 +93,9 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     return model
 
 
+VALIDATION_USERS_PER_BATCH = 1024
+
+
 class RankingValidation(tf.keras.callbacks.Callback):
     """Logs `val_ndcg`: NDCG@k of full-catalogue top-k lists on held-out interactions, with the
     movies of the training history excluded, as `recommend` serves them and bench/ranking.py
@@ -90,9 +108,15 @@ class RankingValidation(tf.keras.callbacks.Callback):
     def ndcg(self, popularity_weight: float) -> float:
         """Validation NDCG@k of the model's top k with this popularity boost."""
         model: RetrievalModel = self.model
-        histories = model.histories(tf.constant(self.users, tf.int64))
-        scores = retrieval.exclude(model.score(histories, popularity_weight), histories)
-        top = tf.math.top_k(scores, self.k).indices.numpy()
+        top = []
+        # Users in chunks: all of them at once held a float32 [users, movies] score matrix
+        # (6k x 21k, 0.5 GB, at 1M ratings) and its copy with the seen movies excluded.
+        for start in range(0, len(self.users), VALIDATION_USERS_PER_BATCH):
+            histories = model.histories(
+                tf.constant(self.users[start:start + VALIDATION_USERS_PER_BATCH], tf.int64))
+            scores = retrieval.exclude(model.score(histories, popularity_weight), histories)
+            top.append(tf.math.top_k(scores, self.k).indices.numpy())
+        top = np.concatenate(top) if top else np.zeros((0, self.k), np.int32)
         return ranking_metrics.mean(ranking_metrics.per_user(top, self.relevant, self.k))["ndcg"]
 
     def on_epoch_end(self, epoch, logs=None):
@@ -109,15 +133,17 @@ class RankingValidation(tf.keras.callbacks.Callback):
 
 
 def _retrieval_model(hp: RetrievalHParams, num_users: int, num_movies: int, users: np.ndarray,
-                     movies: np.ndarray) -> RetrievalModel:
-    """A compiled RetrievalModel whose histories and popularity are those of these pairs."""
+                     movies: np.ndarray, batch_size: int) -> RetrievalModel:
+    """A compiled RetrievalModel whose histories and popularity are those of these pairs,
+    trained in batches of batch_size."""
     model = RetrievalModel(num_movies, user_history(users, movies, num_users),
                            np.bincount(movies, minlength=num_movies),
                            dim=hp.embedding_dim, history_dropout=hp.history_dropout,
                            temperature=hp.temperature,
                            in_batch_negatives=hp.in_batch_negatives,
                            sampled_negatives=hp.sampled_negatives)
-    model.compile(optimizer=tf.keras.optimizers.Adam(hp.learning_rate))
+    model.compile(optimizer=tf.keras.optimizers.Adam(hp.learning_rate),
+                  steps_per_execution=steps_per_execution(len(users), batch_size))
     return model
 
 
@@ -130,7 +156,8 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
-    model = _retrieval_model(hp, num_users, num_movies, fit_users, fit_movies)
+    batch_size = min(hp.batch_size, max(1, len(fit_users) // hp.min_steps_per_epoch))
+    model = _retrieval_model(hp, num_users, num_movies, fit_users, fit_movies, batch_size)
     relevant: dict[int, set[int]] = {}
     for user, movie in zip(val[features.USER_IDX], val[features.MOVIE_IDX], strict=True):
         relevant.setdefault(int(user), set()).add(int(movie))
@@ -146,10 +173,12 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
                                          restore_best_weights=True),
         schedule,
     ]
-    batch_size = min(hp.batch_size, max(1, len(fit_users) // hp.min_steps_per_epoch))
     start = time.time()
+    # Validation batches as the training ones: each is scored against the whole catalogue, and
+    # batches of 8192 held 3.6 GB more at 1M ratings, and were slower (docs/benchmarks.md,
+    # "Retrieval validation memory").
     history = model.fit(arrays.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
-                        validation_data=arrays.to_dataset(val, 8192), epochs=hp.max_epochs,
+                        validation_data=arrays.to_dataset(val, batch_size), epochs=hp.max_epochs,
                         callbacks=callbacks, verbose=verbose)
     # The model's softmax spreads its picks over more of the catalogue than the top-k metric
     # rewards; a popularity boost, chosen on the same validation split, corrects that.
@@ -164,7 +193,7 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
         start = time.time()
         tf.keras.utils.set_random_seed(hp.seed)
         users, movies = pairs[features.USER_IDX], pairs[features.MOVIE_IDX]
-        model = _retrieval_model(hp, num_users, num_movies, users, movies)
+        model = _retrieval_model(hp, num_users, num_movies, users, movies, batch_size)
         model.fit(arrays.to_dataset(pairs, batch_size, shuffle_seed=hp.seed), epochs=best_epochs,
                   callbacks=[schedule], verbose=verbose)
         _LOG.info("Refitted the retrieval model on all %d interactions for %d epochs in %.1f s",
