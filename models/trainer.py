@@ -132,8 +132,9 @@ class RankingValidation(tf.keras.callbacks.Callback):
                   ndcg, top_k)
 
 
-def _retrieval_model(hp: RetrievalHParams, num_users: int, num_movies: int, users: np.ndarray,
-                     movies: np.ndarray, batch_size: int) -> RetrievalModel:
+def build_retrieval_model(hp: RetrievalHParams, num_users: int, num_movies: int,
+                          users: np.ndarray, movies: np.ndarray, batch_size: int
+                          ) -> RetrievalModel:
     """A compiled RetrievalModel whose histories and popularity are those of these pairs,
     trained in batches of batch_size."""
     model = RetrievalModel(num_movies, user_history(users, movies, num_users),
@@ -147,6 +148,14 @@ def _retrieval_model(hp: RetrievalHParams, num_users: int, num_movies: int, user
     return model
 
 
+# hp.refit applies up to this many training interactions. The refit adds the held-out tenth of
+# the positives and repeats the best epoch count on all of them: about double the retrieval
+# training, whose epochs cost interactions x catalogue. ml-latest-small (80k) keeps it (its
+# NDCG@10 is measured with it); at 1M ratings it was the larger half of a 47-minute stage
+# (docs/benchmarks.md, "Scaling"), where a tenth more positives matters less.
+REFIT_MAX_INTERACTIONS = 500_000
+
+
 def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
                     train_data: dict[str, np.ndarray], verbose: int = 2) -> RetrievalModel:
     """Fits the retrieval model on the training interactions, with early stopping on the
@@ -157,7 +166,7 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
     batch_size = min(hp.batch_size, max(1, len(fit_users) // hp.min_steps_per_epoch))
-    model = _retrieval_model(hp, num_users, num_movies, fit_users, fit_movies, batch_size)
+    model = build_retrieval_model(hp, num_users, num_movies, fit_users, fit_movies, batch_size)
     relevant: dict[int, set[int]] = {}
     for user, movie in zip(val[features.USER_IDX], val[features.MOVIE_IDX], strict=True):
         relevant.setdefault(int(user), set()).add(int(movie))
@@ -189,11 +198,17 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
               "popularity weight %g (validation NDCG@10 %s)", len(fit_users),
               time.time() - start, best_epochs, popularity_weight,
               ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
-    if hp.refit and len(val_users):
+    refit = hp.refit and len(val_users)
+    if refit and len(pairs[features.USER_IDX]) > REFIT_MAX_INTERACTIONS:
+        refit = False
+        _LOG.info("No refit: %d interactions > %d, the held-out tenth is worth less than the "
+                  "%d epochs it would repeat", len(pairs[features.USER_IDX]),
+                  REFIT_MAX_INTERACTIONS, best_epochs)
+    if refit:
         start = time.time()
         tf.keras.utils.set_random_seed(hp.seed)
         users, movies = pairs[features.USER_IDX], pairs[features.MOVIE_IDX]
-        model = _retrieval_model(hp, num_users, num_movies, users, movies, batch_size)
+        model = build_retrieval_model(hp, num_users, num_movies, users, movies, batch_size)
         model.fit(arrays.to_dataset(pairs, batch_size, shuffle_seed=hp.seed), epochs=best_epochs,
                   callbacks=[schedule], verbose=verbose)
         _LOG.info("Refitted the retrieval model on all %d interactions for %d epochs in %.1f s",
