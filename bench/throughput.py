@@ -3,17 +3,18 @@
     python -m bench.throughput                 # every model, 5 epochs each
     make bench-throughput BENCH_ARGS="--epochs 8"
 
-Same data for all, in the same process: ml-latest-small's time split (bench/accuracy.py's time80,
-the pipeline's split: ratings before the 80th timestamp percentile train), encoded as the
-Transform does. Each of our models is built and fed as models/trainer.py trains it, with the
+Same data for all, in the same process: ml-latest-small's time split (bench/accuracy.py's
+time80, the pipeline's split: ratings before the 80th timestamp percentile train), encoded as
+the Transform does. Each of our models is built and fed as models/trainer.py trains it, with the
 tuned hyper-parameters (models/hparams.py tuned): the rating models (bias, mf, neural) by
-trainer.build_model and trainer.make_optimizer on the fit part of trainer's hold-out, through
-arrays.to_dataset with the configured batch size and shuffling; the retrieval model
-(configs.HPARAMS.retrieval) as trainer.train_retrieval builds it (its first fit; the refit on
-all pairs runs the same loop). Only the training loop is timed, per epoch with a Keras
-callback, without validation passes; the first epoch (tracing, the shuffle buffer's first fill)
-is reported apart from the steady epochs. Surprise's SVD (bench/accuracy.py's tuned settings,
-and with our MF's 64 factors) is timed over its whole fit, divided by its epochs.
+trainer.build_model and trainer.make_optimizer, compiled with trainer.steps_per_execution, on
+the fit part of trainer's hold-out, through arrays.to_dataset with the configured batch size and
+shuffling; the retrieval model (configs.HPARAMS.retrieval) by trainer.build_retrieval_model, as
+trainer.train_retrieval builds it (its first fit; the refit on all pairs runs the same loop).
+Only the training loop is timed, per epoch with a Keras callback, without validation passes; the
+first epoch (tracing) is reported apart from the steady epochs. Surprise's SVD
+(bench/accuracy.py's tuned settings, and with our MF's 64 factors) is timed over its whole fit,
+divided by its epochs.
 
 Then "where MF's epoch goes": the same MF and optimizer with other input pipelines and Keras
 settings, to find what would make models/trainer.py's loop faster (docs/benchmarks.md).
@@ -84,7 +85,9 @@ def rating_model(hp, encoded: accuracy.Encoded) -> tuple[tf.keras.Model, dict[st
     history = user_history(encoded.train[features.USER_IDX], encoded.train[features.MOVIE_IDX],
                            encoded.num_users)
     model = trainer.build_model(hp, encoded.num_users, encoded.num_movies, global_mean, history)
-    model.compile(optimizer=trainer.make_optimizer(hp))
+    model.compile(optimizer=trainer.make_optimizer(hp),
+                  steps_per_execution=trainer.steps_per_execution(
+                      len(fit_data[features.LABEL_XF]), hp.batch_size))
     return model, fit_data
 
 
@@ -112,13 +115,9 @@ def retrieval_model(encoded: accuracy.Encoded, hp: RetrievalHParams | None = Non
     pairs = {c: encoded.train[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     users, movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
-    model = RetrievalModel(encoded.num_movies, user_history(users, movies, encoded.num_users),
-                           np.bincount(movies, minlength=encoded.num_movies),
-                           dim=hp.embedding_dim, history_dropout=hp.history_dropout,
-                           temperature=hp.temperature, in_batch_negatives=hp.in_batch_negatives,
-                           sampled_negatives=hp.sampled_negatives)
-    model.compile(optimizer=tf.keras.optimizers.Adam(hp.learning_rate))
     batch_size = min(hp.batch_size, max(1, len(users) // hp.min_steps_per_epoch))
+    model = trainer.build_retrieval_model(hp, encoded.num_users, encoded.num_movies, users,
+                                          movies, batch_size)
     return Retrieval(model, fit, val, batch_size)
 
 
@@ -152,28 +151,15 @@ def time_svd(train, n_factors: int | None = None) -> dict:
 
 # --- Where MF's epoch goes: the same model and optimizer, other loops ------------------------
 
-def permuted_batches(columns: dict[str, np.ndarray], batch_size: int, seed: int
-                     ) -> tf.data.Dataset:
-    """The batches of arrays.to_dataset(columns, batch_size, seed), shuffled another way: one
-    permutation of the row indices per epoch (a single op), each batch gathered from the columns
-    held as constants, where arrays.to_dataset passes every example through a shuffle buffer of
-    the whole data set, one element (a dict of five tensors) at a time."""
-    constants = {k: tf.constant(v) for k, v in columns.items()}
+def shuffled_by_example(columns: dict[str, np.ndarray], batch_size: int, seed: int
+                        ) -> tf.data.Dataset:
+    """The batches of arrays.to_dataset(columns, batch_size, seed) before it shuffled by a
+    per-epoch permutation: every example (a dict of five tensors) through a shuffle buffer of
+    the whole data set, one at a time."""
     n = len(next(iter(columns.values())))
-
-    def epoch(epoch_seed: tf.Tensor) -> tf.data.Dataset:
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([epoch_seed, tf.constant(0, tf.int64)]))
-        return tf.data.Dataset.range(0, n, batch_size).map(
-            lambda start: {k: tf.gather(v, order[start:start + batch_size])
-                           for k, v in constants.items()})
-
-    # A new seed each epoch: Dataset.random draws again at every iteration.
-    return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-            .flat_map(epoch)
-            # flat_map hides the number of batches, which steps_per_execution > 1 needs.
-            .apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
-            .prefetch(tf.data.AUTOTUNE))
+    return (tf.data.Dataset.from_tensor_slices(columns)
+            .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def input_seconds(dataset: tf.data.Dataset, epochs: int) -> float:
@@ -195,37 +181,39 @@ def mf_variants(encoded: accuracy.Encoded, epochs: int) -> list[dict]:
     fit_data, _ = arrays.holdout(columns, hp.validation_fraction, hp.seed)
     n = len(fit_data[features.LABEL_XF])
     steps = -(-n // hp.batch_size)
-    rows = [{"variant": "input alone: arrays.to_dataset as trainer calls it (shuffled by example)",
+    rows = [{"variant": "input alone: shuffled by example (trainer's input before)",
+             "epoch_s": input_seconds(shuffled_by_example(fit_data, hp.batch_size, hp.seed),
+                                      epochs)},
+            {"variant": "input alone: arrays.to_dataset as trainer calls it (a permutation "
+                        "per epoch)",
              "epoch_s": input_seconds(arrays.to_dataset(fit_data, hp.batch_size,
-                                                      shuffle_seed=hp.seed), epochs)},
-            {"variant": "input alone: permuted_batches",
-             "epoch_s": input_seconds(permuted_batches(fit_data, hp.batch_size, hp.seed),
-                                      epochs)}]
+                                                      shuffle_seed=hp.seed), epochs)}]
     # The floor of the step itself: the first epoch's batches kept in memory (cache) and
     # replayed, so later epochs cost no input work.
-    in_memory = permuted_batches(fit_data, hp.batch_size, hp.seed).cache()
+    in_memory = arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed).cache()
     adam = lambda: trainer.make_optimizer(hp)  # noqa: E731
+    spe = trainer.steps_per_execution(n, hp.batch_size)
     variants: list[tuple[str, Callable[[], tf.data.Dataset], int, Callable, int]] = [
-        ("trainer's loop: arrays.to_dataset shuffled by example, batch 1024, Adam, "
-         "one call per step",
-         lambda: arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed), hp.batch_size,
-         adam, 1),
-        ("not shuffled (arrays.to_dataset without a seed): the shuffle buffer's cost",
+        ("trainer's loop before: shuffled by example, batch 1024, Adam, one call per step",
+         lambda: shuffled_by_example(fit_data, hp.batch_size, hp.seed), hp.batch_size, adam, 1),
+        ("not shuffled: the shuffle buffer's cost",
          lambda: arrays.to_dataset(fit_data, hp.batch_size), hp.batch_size, adam, 1),
-        ("permuted_batches",
-         lambda: permuted_batches(fit_data, hp.batch_size, hp.seed), hp.batch_size, adam, 1),
-        (f"steps_per_execution={steps} (one call per epoch)",
-         lambda: arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed), hp.batch_size,
-         adam, steps),
-        (f"permuted_batches + steps_per_execution={steps}",
-         lambda: permuted_batches(fit_data, hp.batch_size, hp.seed), hp.batch_size, adam, steps),
-        (f"the step alone: batches cached in memory, steps_per_execution={steps}",
-         lambda: in_memory, hp.batch_size, adam, steps),
+        ("arrays.to_dataset's permutation, one call per step",
+         lambda: arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
+         hp.batch_size, adam, 1),
+        (f"shuffled by example, steps_per_execution={steps}",
+         lambda: shuffled_by_example(fit_data, hp.batch_size, hp.seed), hp.batch_size, adam,
+         steps),
+        (f"trainer's loop now: the permutation + steps_per_execution={spe}",
+         lambda: arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
+         hp.batch_size, adam, spe),
+        (f"the step alone: batches cached in memory, steps_per_execution={spe}",
+         lambda: in_memory, hp.batch_size, adam, spe),
         ("the step alone with Adagrad (sparse updates) instead of Adam",
          lambda: in_memory, hp.batch_size,
-         lambda: tf.keras.optimizers.Adagrad(hp.learning_rate), steps),
-        ("permuted_batches + steps_per_execution=8, batch 8192",
-         lambda: permuted_batches(fit_data, 8192, hp.seed), 8192, adam, 8),
+         lambda: tf.keras.optimizers.Adagrad(hp.learning_rate), spe),
+        ("the permutation + steps_per_execution=8, batch 8192",
+         lambda: arrays.to_dataset(fit_data, 8192, shuffle_seed=hp.seed), 8192, adam, 8),
     ]
     for label, dataset, batch_size, optimizer, steps_per_execution in variants:
         model, _ = rating_model(hp, encoded)
@@ -276,10 +264,11 @@ def markdown(results: dict) -> str:
         return "\n".join(lines) + "\n"
     lines += ["", "Where biased MF's epoch goes: its input pipeline alone, then the same model "
               "and hyper-parameters with one change at a time (bench/throughput.py "
-              "mf_variants):", "", "| MF loop | epoch s | examples / s | vs trainer's loop |",
+              "mf_variants):", "",
+              "| MF loop | epoch s | examples / s | vs trainer's loop before |",
               "|---|---:|---:|---:|"]
     base = next(r["examples_per_s"] for r in results["mf_variants"]
-                if r["variant"].startswith("trainer's loop"))
+                if r["variant"].startswith("trainer's loop before"))
     for r in results["mf_variants"]:
         lines.append(f"| {r['variant']} | {r['epoch_s']:.3f} | {r['examples_per_s']:,} | "
                      f"{r['examples_per_s'] / base:.2f}x |")
