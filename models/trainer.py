@@ -209,8 +209,12 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
         tf.keras.utils.set_random_seed(hp.seed)
         users, movies = pairs[features.USER_IDX], pairs[features.MOVIE_IDX]
         model = build_retrieval_model(hp, num_users, num_movies, users, movies, batch_size)
+        # Its progress line per epoch: with verbose=0 the console would show nothing for minutes.
+        progress = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: _LOG.info(
+            "Retrieval refit epoch %d/%d: loss %.4f", epoch + 1, best_epochs,
+            (logs or {}).get("loss", float("nan"))))
         model.fit(arrays.to_dataset(pairs, batch_size, shuffle_seed=hp.seed), epochs=best_epochs,
-                  callbacks=[schedule], verbose=verbose)
+                  callbacks=[schedule, progress], verbose=verbose)
         _LOG.info("Refitted the retrieval model on all %d interactions for %d epochs in %.1f s",
                   len(users), best_epochs, time.time() - start)
     model.popularity_weight = popularity_weight

@@ -115,11 +115,13 @@ def test_the_console_shows_components_with_their_time_progress_and_warnings():
         (16, "absl", info, "3/3 - 0s - rmse: 0.8 - val_rmse: 0.9377 - lr: 0.003"),
         (17, "models.trainer", info, "Retrieval epoch 3: validation NDCG@10 0.38; accuracy .."),
         (27, "models.trainer", info, "Retrieval epoch 4: validation NDCG@10 0.39; accuracy .."),
-        (28, "models.trainer", warning, "Something to act on"),
-        (28, "models.warmup", info, "Wrote 8 warmup requests to ..."),
-        (29, "components.evaluation.topk", info, "Top-10 NDCG over 100 users: ..."),
-        (29, "absl", info, "A cached execution 8 is used."),
-        (30, "absl", info, "Component Trainer is finished."),
+        (37, "models.trainer", info, "Retrieval refit epoch 1/4: loss 7.1234"),
+        (39, "models.trainer", info, "Retrieval refit epoch 2/4: loss 6.9"),  # too soon
+        (40, "models.trainer", warning, "Something to act on"),
+        (40, "models.warmup", info, "Wrote 8 warmup requests to ..."),
+        (41, "components.evaluation.topk", info, "Top-10 NDCG over 100 users: ..."),
+        (41, "absl", info, "A cached execution 8 is used."),
+        (42, "absl", info, "Component Trainer is finished."),
     ]:
         now[0] = seconds
         record = logging.LogRecord(name, level, __file__, 1, message, (), None)
@@ -129,9 +131,10 @@ def test_the_console_shows_components_with_their_time_progress_and_warnings():
                      "Transform                       4 s",
                      "  Trainer epoch 2/40: validation RMSE 0.9377 stars",
                      "  Trainer retrieval epoch 4: validation NDCG@10 0.39",
+                     "  Trainer retrieval refit on all interactions, epoch 1/4",
                      "Something to act on",
                      "Top-10 NDCG over 100 users: ...",
-                     "Trainer                        26 s (cached)"]
+                     "Trainer                        38 s (cached)"]
 
 
 def test_make_run_fails_with_make_s_code_and_the_runner_s_paragraph(tmp_path):
