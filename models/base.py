@@ -178,6 +178,68 @@ class Factors(tf.keras.layers.Layer):
         return p, q
 
 
+class UserDrift(tf.keras.layers.Layer):
+    """A user's rating offset at a point in time, from what the trained model got wrong then.
+
+    Users' ratings drift (a user who rated 3.4 on average in 2002 rated 2.3 in 2017, and
+    sessions have moods), which a bias b_u fitted on all of a user's ratings averages away. As
+    timeSVD++'s b_u(t), this adds to a prediction at time t the shrunk mean residual of the
+    user's `window` training ratings nearest to t:
+        sum(r - r_hat) / (count + shrinkage)
+    (0 for unknown users). Without a time it is "now", after the training data: the user's last
+    `window` ratings, which is what serving and the pipeline's time-split evaluation need.
+
+    Built after training from the training ratings' residuals (RatingModel.fit_user_drift);
+    holds them, sorted by user and time, as constants saved with the model.
+    Input: user indices int64 [B], optionally timestamps int64 [B] (seconds); output float32 [B]
+    on the scaled rating range.
+    """
+
+    # Keys user * 2**33 + timestamp sort by user, then time (timestamps up to the year 2242).
+    _USER_STRIDE = 2**33
+
+    def __init__(self, users: np.ndarray, timestamps: np.ndarray, residuals: np.ndarray,
+                 num_users: int, window: int, shrinkage: float, **kwargs):
+        super().__init__(**kwargs)
+        if window < 1 or shrinkage < 0:
+            raise ValueError(f"need window >= 1 and shrinkage >= 0, got {window}, {shrinkage}")
+        users, timestamps = np.asarray(users, np.int64), np.asarray(timestamps, np.int64)
+        if timestamps.size and not 0 <= timestamps.min() <= timestamps.max() < self._USER_STRIDE:
+            raise ValueError("timestamps must be seconds in [0, 2**33)")
+        keep = users < num_users  # OOV users have no usable ratings
+        users, timestamps = users[keep], timestamps[keep]
+        residuals = np.asarray(residuals, np.float64)[keep]
+        order = np.lexsort((timestamps, users))
+        counts = np.bincount(users, minlength=num_users + features.NUM_OOV_BUCKETS)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        cumulative = np.concatenate([[0.0], np.cumsum(residuals[order])])
+        self.window, self.shrinkage = int(window), float(shrinkage)
+        self.keys = tf.constant(users[order] * self._USER_STRIDE + timestamps[order], tf.int64)
+        self.starts = tf.constant(starts, tf.int64)
+        self.cumulative = tf.constant(cumulative, tf.float64)
+        # "Now": each user's last `window` ratings.
+        lo = np.maximum(counts - self.window, 0)
+        total = cumulative[starts[:-1] + counts] - cumulative[starts[:-1] + lo]
+        now = np.divide(total, counts - lo + self.shrinkage, out=np.zeros_like(total),
+                        where=counts > lo)
+        self.now = tf.constant(now, tf.float32)
+
+    def call(self, users: tf.Tensor, timestamps: tf.Tensor | None = None) -> tf.Tensor:
+        if timestamps is None:
+            return tf.gather(self.now, users)
+        users, timestamps = tf.cast(users, tf.int64), tf.cast(timestamps, tf.int64)
+        start = tf.gather(self.starts, users)
+        count = tf.gather(self.starts, users + 1) - start
+        position = tf.searchsorted(self.keys, users * self._USER_STRIDE + timestamps,
+                                   out_type=tf.int64) - start
+        lo = tf.clip_by_value(position - self.window // 2, 0,
+                              tf.maximum(count - self.window, 0))
+        hi = tf.minimum(count, lo + self.window)
+        total = tf.gather(self.cumulative, start + hi) - tf.gather(self.cumulative, start + lo)
+        return tf.cast(tf.math.divide_no_nan(total, tf.cast(hi - lo, tf.float64)
+                                             + self.shrinkage), tf.float32)
+
+
 class RatingModel(tfrs.Model):
     """Base of the rating models: subclasses define `forward`; this adds the task and metrics.
 
@@ -191,6 +253,7 @@ class RatingModel(tfrs.Model):
     def __init__(self, *, loss: str = "mse"):
         super().__init__()
         self.task = tfrs.tasks.Ranking(loss=make_loss(loss), metrics=[StarsRMSE()])
+        self.user_drift: UserDrift | None = None  # see fit_user_drift
 
     @classmethod
     def from_hparams(cls, hp: HParams, num_users: int, num_movies: int, *, global_mean: float,
@@ -208,7 +271,31 @@ class RatingModel(tfrs.Model):
     # about three times as long (docs/benchmarks.md, "Measurements behind settings").
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return self.forward(inputs, training)
+        prediction = self.forward(inputs, training)
+        if self.user_drift is not None:
+            prediction += self.user_drift(inputs[features.USER_IDX],
+                                          inputs.get(features.TIMESTAMP))
+        return prediction
+
+    def drift_now(self, users: tf.Tensor) -> tf.Tensor:
+        """The users' drift offsets now (see UserDrift), zeros before fit_user_drift: [B]."""
+        if self.user_drift is None:
+            return tf.zeros(tf.shape(users), tf.float32)
+        return self.user_drift(users)
+
+    def fit_user_drift(self, columns: dict[str, np.ndarray], timestamps: np.ndarray,
+                       num_users: int, window: int, shrinkage: float) -> None:
+        """After training: adds UserDrift, built from the trained model's residuals on the
+        training columns (features.MODEL_INPUTS and the label) rated at `timestamps` [N]."""
+        self.user_drift = None
+        inputs = {k: columns[k] for k in features.MODEL_INPUTS}
+        predicted = self.predict(tf.data.Dataset.from_tensor_slices(inputs).batch(8192),
+                                 verbose=0).reshape(-1)
+        self.user_drift = UserDrift(columns[features.USER_IDX], timestamps,
+                                    columns[features.LABEL_XF] - predicted, num_users,
+                                    window, shrinkage)
+        # Keras keeps the predict and evaluate functions it traced without the drift.
+        self.predict_function = self.test_function = None
 
     # Scoring a whole catalogue, for `recommend`. Like a TFRS BruteForce index: what depends on
     # the movies only is computed once, when the model is exported, not at every request.

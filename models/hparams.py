@@ -104,6 +104,12 @@ class HParams:
     # Epochs without improvement before the learning rate is cut to a third; 0: never.
     reduce_lr_patience: int = 1
     validation_fraction: float = 0.05  # of the train split, held out for early stopping
+    # After training, each user's offset at a time t: the shrunk mean residual of their
+    # drift_window training ratings nearest to t (serving: their last ones); 0: none. Needs the
+    # training ratings' timestamps (models/base.py, UserDrift). 25 and 5 were chosen on the
+    # random validation holdout (docs/benchmarks.md).
+    drift_window: int = 25
+    drift_shrinkage: float = 5.0
     seed: int = 42
     # The retrieval stage of `recommend`; None: recommend ranks the catalogue by predicted rating.
     retrieval: RetrievalHParams | None = None
@@ -136,7 +142,8 @@ class HParams:
 # baseline and ranks the catalogue by predicted rating; it keeps the steps it was always trained
 # with, so that the reference of the blessing rules does not move.
 TUNED: dict[str, dict[str, Any]] = {
-    "bias": {"learning_rate": 1e-2, "batch_size": 4096, "reduce_lr_patience": 0},
+    "bias": {"learning_rate": 1e-2, "batch_size": 4096, "reduce_lr_patience": 0,
+             "drift_window": 0},
     "mf": {"l2": 0.03, "retrieval": RetrievalHParams()},
     "neural": {"retrieval": RetrievalHParams()},
 }

@@ -32,7 +32,7 @@ class BiasBaseline(RatingModel):
         return {"bias": self.biases.movie(movies[features.MOVIE_IDX])}
 
     def score_catalogue(self, users, side):
-        return self.biases.grid(users, side["bias"])
+        return self.biases.grid(users, side["bias"]) + self.drift_now(users)[:, None]
 
 
 class BiasedMF(RatingModel):
@@ -76,4 +76,4 @@ class BiasedMF(RatingModel):
         # [B, dim] x [M, dim]^T: one matrix product instead of B * M embedding lookups.
         logit = (self.biases.grid(users, side["bias"])
                  + tf.matmul(self.factors.user(users), side["factors"], transpose_b=True))
-        return self._output(logit)
+        return self._output(logit) + self.drift_now(users)[:, None]

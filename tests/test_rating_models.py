@@ -1,0 +1,131 @@
+"""The rating models' user drift (models/base.py, UserDrift): offsets from the residuals of a
+user's training ratings nearest in time, "now" when no time is given, saved with the model."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import contract, export, features, trainer
+from models.base import UserDrift, user_history
+from models.catalogue import Catalogue
+from models.hparams import HParams, tuned
+
+N_USERS, N_MOVIES = 30, 20
+
+
+def drift(window, shrinkage):
+    # User 0 rated at t = 10, 20, 30, 40 (given out of order), with residuals 1, 1, -1, -1;
+    # user 1 once; user 2 never; index 3 (N_USERS here) is the OOV bucket.
+    users = np.array([0, 1, 0, 0, 0], np.int64)
+    times = np.array([30, 5, 10, 40, 20], np.int64)
+    residuals = np.array([-1.0, 0.5, 1.0, -1.0, 1.0])
+    return UserDrift(users, times, residuals, num_users=3, window=window, shrinkage=shrinkage)
+
+
+def test_now_is_the_shrunk_mean_residual_of_each_users_last_ratings():
+    layer = drift(window=2, shrinkage=1.0)
+    now = layer(tf.constant([0, 1, 2, 3], tf.int64)).numpy()
+    np.testing.assert_allclose(now, [-2 / 3, 0.5 / 2, 0.0, 0.0])
+
+
+def test_at_a_time_the_window_is_the_users_ratings_nearest_to_it():
+    layer = drift(window=2, shrinkage=0.0)
+    users = tf.constant([0, 0, 0, 0, 0, 1, 2, 3], tf.int64)
+    times = tf.constant([0, 10, 25, 35, 99, 0, 50, 50], tf.int64)
+    # Before the first rating: the first two; between: the two around it; after: the last two.
+    np.testing.assert_allclose(layer(users, times).numpy(),
+                               [1.0, 1.0, 0.0, -1.0, -1.0, 0.5, 0.0, 0.0])
+    # A window wider than the history takes all of it.
+    wide = drift(window=10, shrinkage=0.0)
+    np.testing.assert_allclose(wide(users[:2], times[:2]).numpy(), [0.0, 0.0], atol=1e-7)
+
+
+def test_bad_windows_and_timestamps_are_refused():
+    with pytest.raises(ValueError, match="window"):
+        drift(window=0, shrinkage=1.0)
+    with pytest.raises(ValueError, match="timestamps"):
+        UserDrift(np.array([0]), np.array([-1]), np.array([0.0]), 1, 2, 1.0)
+
+
+def ratings(n=2000, seed=0):
+    """Columns whose users' ratings rise over time: what a static bias cannot follow."""
+    rng = np.random.default_rng(seed)
+    users, movies = rng.integers(0, N_USERS, n), rng.integers(0, N_MOVIES, n)
+    times = rng.integers(0, 1000, n)
+    stars = np.clip(3.0 + 0.3 * rng.normal(size=N_MOVIES)[movies] + times / 500
+                    + rng.normal(scale=0.3, size=n), features.RATING_MIN, features.RATING_MAX)
+    genres = (rng.random((N_MOVIES, len(features.GENRE_NAMES))) < 0.2).astype(np.float32)
+    years = rng.normal(size=N_MOVIES).astype(np.float32)
+    columns = {features.USER_IDX: users.astype(np.int64),
+               features.MOVIE_IDX: movies.astype(np.int64),
+               features.GENRES_XF: genres[movies], features.YEAR_XF: years[movies],
+               features.LABEL_XF: features.scale_rating(stars).astype(np.float32),
+               features.TIMESTAMP: times.astype(np.int64)}
+    return columns, genres, years
+
+
+@pytest.fixture(scope="module", params=["bias", "mf", "neural"])
+def drifted(request):
+    columns, genres, years = ratings()
+    hp = HParams(model_type=request.param, embedding_dim=4, hidden_units=(8,), max_epochs=5,
+                 batch_size=256)
+    model = trainer.train(hp, N_USERS, N_MOVIES, columns, verbose=0)
+    static = trainer.predict_stars(model, columns)
+    model.fit_user_drift(columns, columns[features.TIMESTAMP], N_USERS, window=25,
+                         shrinkage=5.0)
+    return model, columns, genres, years, static
+
+
+def test_drift_follows_ratings_that_change_over_time(drifted):
+    model, columns, _, _, static = drifted
+    stars = features.unscale_rating(columns[features.LABEL_XF])
+    timed = trainer.predict_stars(model, columns)  # the columns carry each rating's time
+    assert np.sqrt(np.mean((timed - stars) ** 2)) < 0.8 * np.sqrt(np.mean((static - stars) ** 2))
+
+
+def test_without_a_time_the_prediction_is_now_in_call_and_score_catalogue(drifted):
+    model, _, genres, years, _ = drifted
+    users = np.array([0, 7, N_USERS], np.int64)  # the last is the OOV bucket
+    movies = {features.MOVIE_IDX: np.arange(N_MOVIES + 1, dtype=np.int64),
+              features.GENRES_XF: np.vstack([genres, genres[:1]]),
+              features.YEAR_XF: np.append(years, 0.0).astype(np.float32)}
+    pairs = {k: np.concatenate([v] * len(users)) for k, v in movies.items()}
+    pairs[features.USER_IDX] = np.repeat(users, N_MOVIES + 1)
+    now = model(pairs).numpy()
+    later = dict(pairs, **{features.TIMESTAMP: np.full(len(now), 10**6, np.int64)})
+    np.testing.assert_allclose(now, model(later).numpy(), rtol=1e-5, atol=1e-6)
+    without = model.forward({k: tf.constant(v) for k, v in pairs.items()}, False).numpy()
+    offsets = model.user_drift(tf.constant(pairs[features.USER_IDX])).numpy()
+    np.testing.assert_allclose(now, without + offsets, rtol=1e-5, atol=1e-6)
+    assert offsets[-1] == 0.0 and np.abs(offsets).max() > 0.01  # OOV: none
+    grid = model.score_catalogue(tf.constant(users), model.movie_side(movies)).numpy()
+    np.testing.assert_allclose(grid, now.reshape(len(users), -1), rtol=1e-5, atol=1e-6)
+
+
+def test_the_exported_model_serves_the_drift_now(drifted, tmp_path):
+    model, columns, genres, years, _ = drifted
+    if not hasattr(model, "factors"):
+        pytest.skip("one export is enough: the bias model's is the same code")
+    movie_ids = np.arange(N_MOVIES, dtype=np.int64) + 100
+    catalogue = Catalogue(movie_ids=movie_ids, movie_idx=np.arange(N_MOVIES, dtype=np.int64),
+                          genres=genres, years=years,
+                          titles=np.array([b"m"] * N_MOVIES, dtype=object))
+    history = user_history(columns[features.USER_IDX], columns[features.MOVIE_IDX], N_USERS)
+    path = str(tmp_path / "model")
+    export.export_serving_model(
+        export.ServingModule(model, list(range(1, N_USERS + 1)), N_MOVIES, catalogue,
+                             history), path)
+    loaded = tf.saved_model.load(path)
+    # Raw user ids are the indices + 1 (ids start at 1), movie ids the indices + 100.
+    users, movies = np.array([0, 3, 9], np.int64), np.array([0, 5, 19], np.int64)
+    served = loaded.signatures[contract.PREDICT_IDS](
+        user_id=tf.constant(users + 1), movie_id=tf.constant(movies + 100))[contract.RATING].numpy()
+    expected = trainer.predict_stars(model, {
+        features.USER_IDX: users, features.MOVIE_IDX: movies,
+        features.GENRES_XF: genres[movies], features.YEAR_XF: years[movies]})
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_drift_is_on_for_the_rating_models_and_off_for_the_evaluators_baseline():
+    assert tuned("neural").drift_window == tuned("mf").drift_window == 25
+    assert tuned("bias").drift_window == 0
