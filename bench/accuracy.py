@@ -115,6 +115,9 @@ def encode(train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFrame) -> Enc
             features.GENRES_XF: hot[rows],
             features.YEAR_XF: year.astype(np.float32),
             features.LABEL_XF: features.scale_rating(df.rating.to_numpy(np.float32)),
+            # When each rating was given: what the models' user drift is fitted on (train) and
+            # evaluated at (test).
+            features.TIMESTAMP: df.timestamp.to_numpy(np.int64),
         }
 
     return Encoded(columns(train), columns(test), len(users), len(items))
