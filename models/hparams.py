@@ -106,8 +106,9 @@ class HParams:
     validation_fraction: float = 0.05  # of the train split, held out for early stopping
     # After training, each user's offset at a time t: the shrunk mean residual of their
     # drift_window training ratings nearest to t (serving: their last ones); 0: none. Needs the
-    # training ratings' timestamps (models/base.py, UserDrift). 25 and 5 were chosen on the
-    # random validation holdout (docs/benchmarks.md).
+    # training ratings' timestamps (models/base.py, UserDrift). 25 and 5 were chosen with
+    # bench/accuracy.py's data on the neural model's random 5% validation holdout of the time80
+    # and rand90 training splits.
     drift_window: int = 25
     drift_shrinkage: float = 5.0
     seed: int = 42
