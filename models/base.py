@@ -271,11 +271,15 @@ class RatingModel(tfrs.Model):
     # about three times as long (docs/benchmarks.md, "Measurements behind settings").
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        prediction = self.forward(inputs, training)
-        if self.user_drift is not None:
-            prediction += self.user_drift(inputs[features.USER_IDX],
-                                          inputs.get(features.TIMESTAMP))
-        return prediction
+        return self._drifted(inputs, self.forward(inputs, training))
+
+    def _drifted(self, inputs: dict[str, tf.Tensor], predictions: tf.Tensor) -> tf.Tensor:
+        """Predictions [B] plus the users' drift at the inputs' times (now without a
+        features.TIMESTAMP), once fit_user_drift has run."""
+        if self.user_drift is None:
+            return predictions
+        return predictions + self.user_drift(inputs[features.USER_IDX],
+                                             inputs.get(features.TIMESTAMP))
 
     def drift_now(self, users: tf.Tensor) -> tf.Tensor:
         """The users' drift offsets now (see UserDrift), zeros before fit_user_drift: [B]."""
@@ -318,7 +322,8 @@ class RatingModel(tfrs.Model):
 
     @tf.autograph.experimental.do_not_convert
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        predictions = self.forward(inputs, training)
+        # The drift is fitted after training (fit_user_drift); evaluate() includes it then.
+        predictions = self._drifted(inputs, self.forward(inputs, training))
         return self.task(labels=inputs[features.LABEL_XF][:, None],
                          predictions=predictions[:, None], training=training)
 

@@ -130,3 +130,14 @@ def test_the_exported_model_serves_the_drift_now(drifted, tmp_path):
 def test_drift_is_on_for_the_rating_models_and_off_for_the_evaluators_baseline():
     assert tuned("neural").drift_window == tuned("mf").drift_window == 25
     assert tuned("bias").drift_window == 0
+
+
+def test_evaluate_scores_the_drifted_predictions(drifted):
+    model, columns, *_ = drifted
+    stars = features.unscale_rating(columns[features.LABEL_XF])
+    rmse = np.sqrt(np.mean((features.unscale_rating(model.predict(
+        tf.data.Dataset.from_tensor_slices(columns).batch(512), verbose=0).reshape(-1))
+        - stars) ** 2))
+    evaluated = model.evaluate(tf.data.Dataset.from_tensor_slices(columns).batch(512),
+                               verbose=0, return_dict=True)["rmse"]
+    assert evaluated == pytest.approx(rmse, rel=1e-4)
