@@ -54,6 +54,7 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
       year_xf: float32 [B], z-scored release year, 0 (the mean) where unknown.
       rating_xf: float32 [B], rating scaled to [0, 1] (only when the label is present).
       movie_id: int64 [B], title: bytes [B], passed through for the movie catalogue.
+      timestamp: int64 [B], passed through for the rating models' user drift (UserDrift).
     """
     outputs = {}
     for raw, vocab in ((features.USER_ID, features.USER_VOCAB),
@@ -64,6 +65,7 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     outputs[features.GENRES_XF] = _multi_hot(inputs[features.GENRES])
     outputs[features.MOVIE_ID_PASSTHROUGH] = _dense(inputs[features.MOVIE_ID], -1)
     outputs[features.TITLE_PASSTHROUGH] = _dense(inputs[features.TITLE], b"")
+    outputs[features.TIMESTAMP] = _dense(inputs[features.TIMESTAMP], 0)
 
     year = inputs[features.YEAR]
     known = tf.cast(_dense(tf.sparse.map_values(tf.ones_like, year), 0), tf.bool)

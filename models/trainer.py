@@ -21,6 +21,9 @@ from models.retrieval import IndexUpdater, RetrievalModel
 
 _LOG = logging.getLogger(__name__)
 COLUMNS = (*features.MODEL_INPUTS, features.LABEL_XF)
+# Read with them: when each rating was given, which the users' drift is fitted on (and evaluated
+# at, on the eval split); not a model input at serving time, which is "now".
+TIME_COLUMNS = (*COLUMNS, features.TIMESTAMP)
 
 # HParams.model_type and .optimizer name one of these (hparams.MODEL_TYPES, hparams.OPTIMIZERS);
 # an unknown name is an error here too, never a silent fallback.
@@ -65,8 +68,12 @@ def steps_per_execution(examples: int, batch_size: int) -> int:
 
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],
           log_dir: str | None = None, verbose: int = 2) -> tf.keras.Model:
-    """Fits a model on in-memory transformed columns with early stopping on a held-out slice."""
+    """Fits a model on in-memory transformed columns with early stopping on a held-out slice;
+    then, with hp.drift_window and a features.TIMESTAMP column, the users' drift (models/base.py,
+    UserDrift) on all of them."""
     tf.keras.utils.set_random_seed(hp.seed)
+    train_data = dict(train_data)
+    timestamps = train_data.pop(features.TIMESTAMP, None)
     fit_data, val_data = arrays.holdout(train_data, hp.validation_fraction, hp.seed)
     global_mean = float(np.clip(fit_data[features.LABEL_XF].mean(), 0.01, 0.99))
     # The whole train split's history, as exported (validation pairs' existence included).
@@ -90,6 +97,9 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
               epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
     _LOG.info("Trained %s on %d ratings in %.1f s", hp.model_type,
               len(fit_data[features.LABEL_XF]), time.time() - start)
+    if hp.drift_window and timestamps is not None:
+        model.fit_user_drift(train_data, timestamps, num_users, hp.drift_window,
+                             hp.drift_shrinkage)
     return model
 
 
@@ -255,12 +265,12 @@ def run_fn(fn_args: FnArgs) -> None:
     _LOG.info("Hyper-parameters: %s", hp)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     spec = tf_transform_output.transformed_feature_spec()
-    wanted = sorted(set(COLUMNS) | set(catalogue.COLUMNS))
+    wanted = sorted(set(TIME_COLUMNS) | set(catalogue.COLUMNS))
     train_all = arrays.load_columns(fn_args.train_files, spec, wanted)
     eval_all = arrays.load_columns(fn_args.eval_files, spec, wanted)
     movies = catalogue.Catalogue.from_columns(train_all, eval_all)
-    train_data = {c: train_all[c] for c in COLUMNS}
-    eval_data = {c: eval_all[c] for c in COLUMNS}
+    train_data = {c: train_all[c] for c in TIME_COLUMNS}
+    eval_data = {c: eval_all[c] for c in TIME_COLUMNS}
     user_vocabulary = [int(u) for u in
                        tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]
     num_movies = tf_transform_output.vocabulary_size_by_name(features.MOVIE_VOCAB)
