@@ -304,7 +304,7 @@ def _catalogue(train: pd.DataFrame, movies: pd.DataFrame):
 
     movies = movies.sort_values("movieId")
     every_movie = pd.DataFrame({"userId": -1, "movieId": movies.movieId.to_numpy(),
-                                "rating": features.RATING_MIN})
+                                "rating": features.RATING_MIN, "timestamp": 0})
     encoded = accuracy.encode(train, every_movie, movies)
     catalogue = Catalogue(
         movie_ids=movies.movieId.to_numpy(np.int64),

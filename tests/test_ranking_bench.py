@@ -72,3 +72,17 @@ def test_popularity_excludes_movies_rated_in_training():
     # the catalogue runs out.
     assert lists[0].tolist() == [30, 40, 50] + [PAD] * (ranking.K - 3)
     assert lists[1].tolist() == [20] + [PAD] * (ranking.K - 1)
+
+
+def test_the_catalogue_has_every_movie_and_unrated_ones_are_out_of_vocabulary(ratings):
+    from models import features
+
+    movie_ids = sorted(ratings.movieId.unique()) + [999]  # 999: in movies.csv, never rated
+    movies = pd.DataFrame({"movieId": movie_ids, "title": [f"M {m} (2001)" for m in movie_ids],
+                           "genres": "Drama"})
+    columns, users, num_movies, catalogue = ranking._catalogue(ratings, movies)
+    assert len(users) == len(COUNTS) and num_movies == ratings.movieId.nunique()
+    assert len(columns[features.USER_IDX]) == len(ratings)
+    assert list(catalogue.movie_ids) == movie_ids
+    assert catalogue.movie_idx[-1] == num_movies  # the OOV index
+    assert set(catalogue.movie_idx[:-1]) == set(range(num_movies))
