@@ -155,13 +155,14 @@ def test_a_pusher_killed_mid_copy_leaves_no_version_and_the_next_push_succeeds(t
     assert staging_folders(base) == []
 
 
-def push_blessed(model_uri: Path, pushed_uri: Path, base: Path
-                 ) -> standard_artifacts.PushedModel:
-    """Runs the executor on a blessed Model artifact at model_uri; returns its PushedModel."""
+def push(model_uri: Path, pushed_uri: Path, base: Path, blessed: bool = True
+         ) -> standard_artifacts.PushedModel:
+    """Runs the executor on the Model artifact at model_uri with a blessing of `blessed`;
+    returns its PushedModel."""
     model = standard_artifacts.Model()
     model.uri = str(model_uri)
     blessing = standard_artifacts.ModelBlessing()
-    blessing.set_int_custom_property("blessed", 1)
+    blessing.set_int_custom_property("blessed", int(blessed))
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(pushed_uri)
     destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
@@ -178,7 +179,7 @@ def test_the_executor_pushes_a_blessed_model_and_records_where(tmp_path):
     model = tmp_path / "trainer_model"
     fake_saved_model(model / "Format-Serving", n_assets=2)
     base = tmp_path / "serving"
-    pushed = push_blessed(model, tmp_path / "pushed_model", base)
+    pushed = push(model, tmp_path / "pushed_model", base)
 
     (version,) = numeric_folders(base)
     assert pushed.get_int_custom_property("pushed") == 1
@@ -194,10 +195,10 @@ def test_the_model_already_served_is_not_pushed_again(tmp_path):
     model = tmp_path / "trainer_model"
     fake_saved_model(model / "Format-Serving", n_assets=2)
     base = tmp_path / "serving"
-    first = push_blessed(model, tmp_path / "pushed_1", base)
+    first = push(model, tmp_path / "pushed_1", base)
     (version,) = numeric_folders(base)
     # The same files again (a cached Trainer's model, blessed again): no second version.
-    again = push_blessed(model, tmp_path / "pushed_2", base)
+    again = push(model, tmp_path / "pushed_2", base)
     assert numeric_folders(base) == [version]
     assert again.get_int_custom_property(atomic_pusher.IDENTICAL_KEY) == 1
     assert again.get_int_custom_property("pushed") == 1
@@ -205,24 +206,13 @@ def test_the_model_already_served_is_not_pushed_again(tmp_path):
         first.get_string_custom_property("pushed_destination")
     # One byte different is another model.
     (model / "Format-Serving" / "assets" / "vocab_0.txt").write_text("changed")
-    changed = push_blessed(model, tmp_path / "pushed_3", base)
+    changed = push(model, tmp_path / "pushed_3", base)
     assert len(numeric_folders(base)) == 2
     assert changed.get_int_custom_property(atomic_pusher.IDENTICAL_KEY) == 0
 
 
 def test_the_executor_pushes_nothing_unblessed(tmp_path):
-    model = standard_artifacts.Model()
-    model.uri = str(tmp_path / "trainer_model")
-    blessing = standard_artifacts.ModelBlessing()
-    blessing.set_int_custom_property("blessed", 0)
-    pushed = standard_artifacts.PushedModel()
-    pushed.uri = str(tmp_path / "pushed_model")
-    destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
-        base_directory=str(tmp_path / "serving")))
-    atomic_pusher.AtomicPushExecutor().Do(
-        {standard_component_specs.MODEL_KEY: [model],
-         standard_component_specs.MODEL_BLESSING_KEY: [blessing]},
-        {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
-        {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
+    pushed = push(tmp_path / "trainer_model", tmp_path / "pushed_model", tmp_path / "serving",
+                  blessed=False)
     assert pushed.get_int_custom_property("pushed") == 0
     assert not (tmp_path / "serving").exists()
