@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -35,6 +36,18 @@ EXIT_INTERRUPTED = 130
 def _interrupted_while_starting(signum: int, frame: object) -> None:
     print(f"\n{INTERRUPTED_MESSAGE}", file=sys.stderr)
     raise SystemExit(EXIT_INTERRUPTED)
+
+
+# Set by Ctrl-C (main's handler), which also raises KeyboardInterrupt as Python's does. Beam
+# re-raises a KeyboardInterrupt inside a step as RuntimeError("KeyboardInterrupt [while running
+# ...]"), and one raised while Python runs a finalizer is dropped: the run still ends as
+# interrupted.
+_CTRL_C = threading.Event()
+
+
+def _on_ctrl_c(signum: int, frame: object) -> None:
+    _CTRL_C.set()
+    signal.default_int_handler(signum, frame)
 
 
 # Ctrl-C while TensorFlow and TFX import (seconds) gets the same line as later, not a traceback
@@ -258,8 +271,9 @@ def beam_args(running_mode: str | None, num_workers: int | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) in (_interrupted_while_starting,
+                                           signal.default_int_handler):
+        signal.signal(signal.SIGINT, _on_ctrl_c)
     args = parse_args(argv)
     configure_logging(args.verbose)
     try:
@@ -337,10 +351,15 @@ def run(args: argparse.Namespace) -> int:
                      configs.PIPELINE_NAME, data_root, output_dir, record_path)
         try:
             summary = run_pipeline(arguments, metadata_path, args.verbose)
+            if _CTRL_C.is_set():  # the KeyboardInterrupt was dropped on the way
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             run_record.finish(record, record_path, "interrupted", EXIT_INTERRUPTED)
             raise
         except Exception as e:
+            if _CTRL_C.is_set():  # a step's KeyboardInterrupt, wrapped by Beam
+                run_record.finish(record, record_path, "interrupted", EXIT_INTERRUPTED)
+                raise KeyboardInterrupt from e
             run_record.finish(record, record_path, "failed", EXIT_ERROR,
                               error=expected_failure(e) or repr(e))
             raise

@@ -5,8 +5,10 @@ The subprocess tests stop before or at the ExampleGen: seconds, no training.
 """
 
 import errno
+import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +154,34 @@ def test_make_run_fails_with_make_s_code_and_the_runner_s_paragraph(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
     assert f"error: {tmp_path / 'nowhere'}" in result.stderr
     assert "Error 1" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["wrapped by Beam", "dropped"])
+def test_ctrl_c_inside_a_step_ends_the_run_as_interrupted(tmp_path, monkeypatch, capsys, how):
+    """Beam re-raises a step's KeyboardInterrupt as a RuntimeError naming it, and one raised while
+    Python runs a finalizer is lost: both still exit 130 with the one line, and the record says
+    interrupted."""
+    data_dir = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5))
+
+    def run_pipeline(arguments, metadata_path, verbose):
+        local_runner._CTRL_C.set()  # as the handler does on Ctrl-C
+        if how == "dropped":
+            return None
+        raise RuntimeError("KeyboardInterrupt [while running 'Analyze/CreateSavedModel']")
+
+    monkeypatch.setattr(local_runner, "run_pipeline", run_pipeline)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        code = local_runner.main(["--offline", "--data-dir", str(data_dir), "--output-dir",
+                                  str(tmp_path / "out"), "--serving-model-dir",
+                                  str(tmp_path / "serving")])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        local_runner._CTRL_C.clear()
+    assert code == local_runner.EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == local_runner.INTERRUPTED_MESSAGE
+    assert "Traceback" not in err
+    (record,) = [json.loads(p.read_text())
+                 for p in (tmp_path / "out" / "movielens-tfx" / "runs").glob("*.json")]
+    assert record["status"] == "interrupted" and record["exit_code"] == 130
