@@ -51,7 +51,7 @@ def _on_ctrl_c(signum: int, frame: object) -> None:
 
 
 # Ctrl-C while TensorFlow and TFX import (seconds) gets the same line as later, not a traceback
-# from inside an import; main() puts Python's handler back. Left alone where SIGINT is ignored
+# from inside an import; main() then installs _on_ctrl_c. Left alone where SIGINT is ignored
 # (a background job of a script).
 if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
