@@ -182,6 +182,33 @@ class RetrievalModel(tfrs.Model):
         counts = tf.cast(tf.gather(entries.row_lengths(), position), tf.float32) - 1.0
         return with_one(summed * tf.math.rsqrt(tf.maximum(counts, 1.0))[:, None])
 
+    def cloze_loss(self, users: tf.Tensor, keep: tf.Tensor | None = None) -> tf.Tensor:
+        """The per-user ("cloze") objective: each user's history split at random into an input
+        (kept with probability 1 - history_dropout) and targets (the rest), and the summed
+        softmax cross-entropy over the catalogue of every target given the input. Input: user
+        indices int64 [B]; `keep`, bool [their history entries], the split (default: drawn);
+        output: the loss, a float32 scalar.
+
+        The same task as the per-pair loss (find held-out movies of a user from the others), but
+        a step scores each user against the catalogue once, not each of their pairs: an epoch
+        costs users x catalogue instead of interactions x catalogue."""
+        histories = self.histories(users)
+        if keep is None:
+            keep = tf.random.uniform(tf.shape(histories.flat_values)) >= self.history_dropout
+        # Kept entries scaled by 1 / (1 - rate) and the sum normalised by the whole history's
+        # size: in expectation the query serving computes from the whole history.
+        query = self.query_tower(
+            histories, tf.cast(keep, tf.float32) / (1.0 - self.history_dropout),
+            counts=tf.cast(histories.row_lengths(), tf.float32))
+        logits = tf.matmul(with_one(query), self.candidates(), transpose_b=True
+                           ) / self.temperature
+        dropped = tf.logical_not(keep)
+        rows = tf.boolean_mask(histories.value_rowids(), dropped)
+        targets = tf.boolean_mask(histories.flat_values, dropped)
+        # sum over targets of logsumexp(row) - logit(target), without a [targets, M] tensor.
+        normaliser = tf.gather(tf.reduce_logsumexp(logits, axis=1), rows)
+        return tf.reduce_sum(normaliser - tf.gather_nd(logits, tf.stack([rows, targets], 1)))
+
     def candidates(self) -> tf.Tensor:
         """Every catalogue movie's [embedding, bias]: float32 [num_movies, dim + 1]."""
         return self.movie_tower(self.catalogue)
@@ -210,6 +237,8 @@ class RetrievalModel(tfrs.Model):
 
     @tf.autograph.experimental.do_not_convert
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        if features.MOVIE_IDX not in inputs:  # batches of users: the cloze objective
+            return self.cloze_loss(inputs[features.USER_IDX])
         users, movies = inputs[features.USER_IDX], inputs[features.MOVIE_IDX]
         # Training pairs are in the history; validation pairs are not.
         if training:

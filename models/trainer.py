@@ -109,11 +109,16 @@ VALIDATION_USERS_PER_BATCH = 1024
 class RankingValidation(tf.keras.callbacks.Callback):
     """Logs `val_ndcg`: NDCG@k of full-catalogue top-k lists on held-out interactions, with the
     movies of the training history excluded, as `recommend` serves them and bench/ranking.py
-    judges them."""
+    judges them; and `val_ndcg_smoothed`, its mean over the last `smoothing` epochs, which
+    early stopping and the refit's epoch count follow: a single lucky epoch of a noisy curve
+    stopped the per-user objective too early (docs/benchmarks.md, "Retrieval objective")."""
 
-    def __init__(self, users: np.ndarray, relevant: list[set[int]], k: int = 10):
+    def __init__(self, users: np.ndarray, relevant: list[set[int]], k: int = 10,
+                 smoothing: int = 1):
         super().__init__()
         self.users, self.relevant, self.k = users, relevant, k
+        self.smoothing = smoothing
+        self.scores: list[float] = []
 
     def ndcg(self, popularity_weight: float) -> float:
         """Validation NDCG@k of the model's top k with this popularity boost."""
@@ -131,8 +136,10 @@ class RankingValidation(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         ndcg = self.ndcg(0.0)
+        self.scores.append(ndcg)
         if logs is not None:
             logs["val_ndcg"] = ndcg
+            logs["val_ndcg_smoothed"] = float(np.mean(self.scores[-self.smoothing:]))
         # FactorizedTopK's accuracies: is the held-out movie among the top k of the catalogue?
         accuracies = sorted((len(name), name, value) for name, value in (logs or {}).items()
                             if name.startswith("val_factorized_top_k/"))
@@ -153,17 +160,25 @@ def build_retrieval_model(hp: RetrievalHParams, num_users: int, num_movies: int,
                            temperature=hp.temperature,
                            in_batch_negatives=hp.in_batch_negatives,
                            sampled_negatives=hp.sampled_negatives)
+    steps = (steps_per_execution(len(np.unique(users)), hp.users_per_batch)
+             if hp.objective == "users" else steps_per_execution(len(users), batch_size))
     model.compile(optimizer=tf.keras.optimizers.Adam(hp.learning_rate),
-                  steps_per_execution=steps_per_execution(len(users), batch_size))
+                  steps_per_execution=steps)
     return model
 
 
-# hp.refit applies up to this many training interactions. The refit adds the held-out tenth of
-# the positives and repeats the best epoch count on all of them: about double the retrieval
-# training, whose epochs cost interactions x catalogue. ml-latest-small (80k) keeps it (its
-# NDCG@10 is measured with it); at 1M ratings it was the larger half of a 47-minute stage
-# (docs/benchmarks.md, "Scaling"), where a tenth more positives matters less.
+# With objective "pairs", hp.refit applies up to this many training interactions. The refit
+# adds the held-out tenth of the positives and repeats the best epoch count on all of them:
+# about double the retrieval training, whose "pairs" epochs cost interactions x catalogue; at
+# 1M ratings it was the larger half of a 47-minute stage (docs/benchmarks.md, "Scaling"). A
+# "users" epoch costs users x catalogue: its refit always runs.
 REFIT_MAX_INTERACTIONS = 500_000
+
+
+def user_batches(users: np.ndarray, hp: RetrievalHParams) -> tf.data.Dataset:
+    """The distinct users of these pairs, in shuffled batches of hp.users_per_batch."""
+    return arrays.to_dataset({features.USER_IDX: np.unique(users)}, hp.users_per_batch,
+                             shuffle_seed=hp.seed)
 
 
 def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
@@ -181,35 +196,43 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     for user, movie in zip(val[features.USER_IDX], val[features.MOVIE_IDX], strict=True):
         relevant.setdefault(int(user), set()).add(int(movie))
     val_users = np.array(sorted(relevant), np.int64)
-    validation = RankingValidation(val_users, [relevant[u] for u in val_users])
+    validation = RankingValidation(val_users, [relevant[u] for u in val_users],
+                                   smoothing=hp.validation_smoothing)
     schedule = tf.keras.callbacks.LearningRateScheduler(
         lambda epoch: hp.learning_rate * hp.learning_rate_decay**epoch)
     callbacks = [
         IndexUpdater(),
         validation,
-        tf.keras.callbacks.EarlyStopping(monitor="val_ndcg", mode="max",
+        tf.keras.callbacks.EarlyStopping(monitor="val_ndcg_smoothed", mode="max",
                                          patience=hp.early_stopping_patience,
                                          restore_best_weights=True),
         schedule,
     ]
     start = time.time()
-    # Validation batches as the training ones: each is scored against the whole catalogue, and
-    # batches of 8192 held 3.6 GB more at 1M ratings, and were slower (docs/benchmarks.md,
-    # "Retrieval validation memory").
-    history = model.fit(arrays.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
-                        validation_data=arrays.to_dataset(val, batch_size), epochs=hp.max_epochs,
-                        callbacks=callbacks, verbose=verbose)
+    if hp.objective == "users":
+        # Batches of users; validation is RankingValidation's NDCG alone (the FactorizedTopK
+        # pass over the validation pairs would cost more than the epoch).
+        history = model.fit(user_batches(fit_users, hp), epochs=hp.max_epochs,
+                            callbacks=callbacks[1:], verbose=verbose)
+    else:
+        # Validation batches as the training ones: each is scored against the whole catalogue,
+        # and batches of 8192 held 3.6 GB more at 1M ratings, and were slower
+        # (docs/benchmarks.md, "Retrieval validation memory").
+        history = model.fit(arrays.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
+                            validation_data=arrays.to_dataset(val, batch_size),
+                            epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
     # The model's softmax spreads its picks over more of the catalogue than the top-k metric
     # rewards; a popularity boost, chosen on the same validation split, corrects that.
     scores = {w: validation.ndcg(w) for w in hp.popularity_weights}
     popularity_weight = max(scores, key=scores.get)
-    best_epochs = int(np.argmax(history.history["val_ndcg"])) + 1
+    best_epochs = int(np.argmax(history.history["val_ndcg_smoothed"])) + 1
     _LOG.info("Trained the retrieval model on %d interactions in %.1f s; best epoch %d; "
               "popularity weight %g (validation NDCG@10 %s)", len(fit_users),
               time.time() - start, best_epochs, popularity_weight,
               ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
     refit = hp.refit and len(val_users)
-    if refit and len(pairs[features.USER_IDX]) > REFIT_MAX_INTERACTIONS:
+    if (refit and hp.objective == "pairs"
+            and len(pairs[features.USER_IDX]) > REFIT_MAX_INTERACTIONS):
         refit = False
         _LOG.info("No refit: %d interactions > %d, the held-out tenth is worth less than the "
                   "%d epochs it would repeat", len(pairs[features.USER_IDX]),
@@ -223,8 +246,11 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
         progress = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: _LOG.info(
             "Retrieval refit epoch %d/%d: loss %.4f", epoch + 1, best_epochs,
             (logs or {}).get("loss", float("nan"))))
-        model.fit(arrays.to_dataset(pairs, batch_size, shuffle_seed=hp.seed), epochs=best_epochs,
-                  callbacks=[schedule, progress], verbose=verbose)
+        if hp.objective == "users":
+            data = user_batches(users, hp)
+        else:
+            data = arrays.to_dataset(pairs, batch_size, shuffle_seed=hp.seed)
+        model.fit(data, epochs=best_epochs, callbacks=[schedule, progress], verbose=verbose)
         _LOG.info("Refitted the retrieval model on all %d interactions for %d epochs in %.1f s",
                   len(users), best_epochs, time.time() - start)
     model.popularity_weight = popularity_weight
