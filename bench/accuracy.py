@@ -16,6 +16,11 @@ Protocols (ratings.csv in file order):
   rand80  np.random.seed(7); mask = np.random.rand(n) < 0.8 trains ("Exploring Recommender
           Systems").
 The split is fixed by the protocol; the seeds vary model initialisation and shuffling.
+
+With --served, our models' test predictions are those of the exported model's serving_default
+(models/export.py ServingModule, in process: the code the SavedModel's signature runs) on
+serialized tf.Examples of each test rating's user_id, movie_id and timestamp, as the pipeline's
+Evaluator sends them; each run also prints how far they are from the in-process predictions.
 """
 
 from __future__ import annotations
@@ -86,8 +91,12 @@ class Encoded:
 
     train: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
-    num_users: int
+    user_ids: list[int]  # the raw userId of each user index (Transform's user vocabulary)
     num_movies: int
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
 
 
 def encode(train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFrame) -> Encoded:
@@ -120,7 +129,7 @@ def encode(train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFrame) -> Enc
             features.TIMESTAMP: df.timestamp.to_numpy(np.int64),
         }
 
-    return Encoded(columns(train), columns(test), len(users), len(items))
+    return Encoded(columns(train), columns(test), [int(u) for u in users], len(items))
 
 
 def errors(predicted: np.ndarray, actual: np.ndarray, known_user: np.ndarray) -> dict[str, float]:
@@ -151,15 +160,45 @@ def run_surprise(name: str, train: pd.DataFrame, test: pd.DataFrame, seed: int):
 
 
 def run_ours(model_type: str, encoded: Encoded, seed: int, overrides: dict):
+    """(the model's predicted stars of the test ratings, its train seconds, its HParams, the
+    model)."""
     from models import trainer
 
     hp = tuned(model_type, seed=seed, **overrides)
     start = time.perf_counter()
     model = trainer.train(hp, encoded.num_users, encoded.num_movies, encoded.train, verbose=0)
     seconds = time.perf_counter() - start
-    return trainer.predict_stars(model, encoded.test), seconds, hp
+    return trainer.predict_stars(model, encoded.test), seconds, hp, model
 
 
+def serve(model, encoded: Encoded, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    """The test ratings' stars through serving_default: a ServingModule (no retrieval stage,
+    which serving_default does not use) built as the Trainer builds it, called on serialized
+    tf.Examples of each test rating's user_id, movie_id and timestamp."""
+    import tensorflow as tf
+
+    from models import contract, export
+    from models.base import user_history
+    from models.catalogue import Catalogue
+
+    def catalogue_columns(df: pd.DataFrame, columns: dict[str, np.ndarray]) -> dict:
+        return {features.MOVIE_ID_PASSTHROUGH: df.movieId.to_numpy(np.int64),
+                features.TITLE_PASSTHROUGH: np.full(len(df), b"", object),
+                **{k: columns[k] for k in (features.MOVIE_IDX, features.GENRES_XF,
+                                           features.YEAR_XF)}}
+
+    movies = Catalogue.from_columns(catalogue_columns(train, encoded.train),
+                                    catalogue_columns(test, encoded.test))
+    history = user_history(encoded.train[features.USER_IDX], encoded.train[features.MOVIE_IDX],
+                           encoded.num_users)
+    module = export.ServingModule(model, encoded.user_ids, encoded.num_movies, movies, history)
+    examples = [contract.tf_example({contract.USER_ID: u, contract.MOVIE_ID: m,
+                                     contract.TIMESTAMP: t}).SerializeToString()
+                for u, m, t in zip(test.userId, test.movieId, test.timestamp, strict=True)]
+    batch = 8192
+    return np.concatenate([
+        module.serve_examples(tf.constant(examples[i:i + batch]))[contract.RATING].numpy()
+        for i in range(0, len(examples), batch)])
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -183,7 +222,9 @@ def markdown(summary: list[dict], meta: dict) -> str:
     lines = [
         f"Measured {meta['date']} on commit `{meta['commit']}`, {meta['machine']}, with "
         f"`{meta['command']}`. Mean over seeds {meta['seeds']}; ± is the spread (max - min). "
-        "Train time is the model's fit alone (data loaded, TensorFlow imported).",
+        "Train time is the model's fit alone (data loaded, TensorFlow imported)."
+        + (" Our models' predictions are serving_default's, on tf.Examples with each test "
+           "rating's timestamp (`--served`)." if meta.get("served") else ""),
         "",
         "| protocol | model | RMSE | MAE | MAE, known users | MAE, new users | train s |",
         "|---|---|---|---|---|---|---|",
@@ -207,6 +248,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--hparams", default="{}",
                         help='JSON overrides per model type, e.g. \'{"neural": {"dropout": 0.3}}\'')
+    parser.add_argument("--served", action="store_true",
+                        help="score our models through serving_default on tf.Examples with "
+                             "each rating's timestamp (see above)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     protocols = [p for p in args.protocols.split(",") if p]
@@ -232,18 +276,25 @@ def main() -> None:
               f"{known_user.mean():.1%} of them by users with training ratings", flush=True)
         for model in models:
             for seed in seeds:
+                served = {}  # with --served: how far the served predictions are from ours
                 if model == "global_mean":
                     predicted, seconds = np.full(len(test), train.rating.mean()), 0.0
                 elif model in ("svd", "baseline_only"):
                     predicted, seconds = run_surprise(model, train, test, seed)
                 else:
-                    predicted, seconds, hp = run_ours(model, encoded, seed,
-                                                      overrides.get(model, {}))
+                    predicted, seconds, hp, trained = run_ours(model, encoded, seed,
+                                                               overrides.get(model, {}))
                     hparams_used[model] = {k: v for k, v in hp.to_config().items()
                                            if k != "seed"}
+                    if args.served:
+                        in_process, predicted = predicted, serve(trained, encoded, train, test)
+                        served["served_max_difference"] = float(
+                            np.abs(predicted - in_process).max())
+                        print(f"  {model:14s} seed {seed}: served - in-process: at most "
+                              f"{served['served_max_difference']:.2e} stars", flush=True)
                 result = errors(predicted, actual, known_user)
                 runs.append({"protocol": protocol, "model": model, "seed": seed,
-                             "train_seconds": seconds, **result})
+                             "train_seconds": seconds, **result, **served})
                 print(f"  {model:14s} seed {seed}: RMSE {result['rmse']:.4f} "
                       f"MAE {result['mae']:.4f} ({seconds:.1f} s)", flush=True)
                 if model in ("global_mean", "baseline_only"):
@@ -253,7 +304,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(), "commit": docs.git_commit(),
         "machine": f"{os.cpu_count()}-core {platform.machine()} ({platform.platform()})",
         "command": "python -m bench.accuracy " + " ".join(sys.argv[1:]),
-        "seeds": seeds, "hparams": hparams_used,
+        "seeds": seeds, "served": args.served, "hparams": hparams_used,
     }
     text = markdown(summary, meta)
     print(text)

@@ -186,13 +186,14 @@ class UserDrift(tf.keras.layers.Layer):
     timeSVD++'s b_u(t), this adds to a prediction at time t the shrunk mean residual of the
     user's `window` training ratings nearest to t:
         sum(r - r_hat) / (count + shrinkage)
-    (0 for unknown users). Without a time it is "now", after the training data: the user's last
-    `window` ratings, which is what serving and the pipeline's time-split evaluation need.
+    (0 for unknown users). Without a time (none given, or a negative one) it is "now", after the
+    training data: the user's last `window` ratings, which is what predict_ids, recommend and
+    the pipeline's time-split evaluation need.
 
     Built after training from the training ratings' residuals (RatingModel.fit_user_drift);
     holds them, sorted by user and time, as constants saved with the model.
-    Input: user indices int64 [B], optionally timestamps int64 [B] (seconds); output float32 [B]
-    on the scaled rating range.
+    Input: user indices int64 [B], optionally timestamps int64 [B] (seconds; negative: now, see
+    features.NO_TIMESTAMP); output float32 [B] on the scaled rating range.
     """
 
     # Keys user * 2**33 + timestamp sort by user, then time (timestamps up to the year 2242).
@@ -225,9 +226,15 @@ class UserDrift(tf.keras.layers.Layer):
         self.now = tf.constant(now, tf.float32)
 
     def call(self, users: tf.Tensor, timestamps: tf.Tensor | None = None) -> tf.Tensor:
+        now = tf.gather(self.now, users)
         if timestamps is None:
-            return tf.gather(self.now, users)
+            return now
         users, timestamps = tf.cast(users, tf.int64), tf.cast(timestamps, tf.int64)
+        # Served tf.Examples may leave the time out (features.NO_TIMESTAMP), row by row: a
+        # negative time is "now". Later times are clamped into the key range, where they are
+        # after every rating (now too) rather than keys of the next user.
+        given = timestamps >= 0
+        timestamps = tf.clip_by_value(timestamps, 0, self._USER_STRIDE - 1)
         start = tf.gather(self.starts, users)
         count = tf.gather(self.starts, users + 1) - start
         position = tf.searchsorted(self.keys, users * self._USER_STRIDE + timestamps,
@@ -236,8 +243,9 @@ class UserDrift(tf.keras.layers.Layer):
                               tf.maximum(count - self.window, 0))
         hi = tf.minimum(count, lo + self.window)
         total = tf.gather(self.cumulative, start + hi) - tf.gather(self.cumulative, start + lo)
-        return tf.cast(tf.math.divide_no_nan(total, tf.cast(hi - lo, tf.float64)
-                                             + self.shrinkage), tf.float32)
+        timed = tf.cast(tf.math.divide_no_nan(total, tf.cast(hi - lo, tf.float64)
+                                              + self.shrinkage), tf.float32)
+        return tf.where(given, timed, now)
 
 
 class RatingModel(tfrs.Model):

@@ -28,7 +28,7 @@ MODEL_NAME = "movielens"
 # --- signatures ---------------------------------------------------------------------------------
 
 # Batch scoring (the Evaluator, TF Serving's default): serialized tf.Examples with USER_ID and
-# MOVIE_ID in, RATING out; never fails on unknown ids.
+# MOVIE_ID (and optionally TIMESTAMP) in, RATING out; never fails on unknown ids.
 SERVING_DEFAULT = "serving_default"
 # Client-facing rating prediction: USER_ID and MOVIE_ID tensors in, RATING out.
 PREDICT_IDS = "predict_ids"
@@ -46,6 +46,9 @@ REGRESS_METHOD = "tensorflow/serving/regress"
 EXAMPLES = "examples"  # string [B], SERVING_DEFAULT's serialized tf.Examples
 USER_ID = features.USER_ID  # int64 [B]
 MOVIE_ID = features.MOVIE_ID  # int64 [B]
+# Optional in SERVING_DEFAULT's and REGRESS's tf.Examples: when the rating is (was) given, seconds
+# since the epoch, at which the user's drift is taken; without it, "now" (as PREDICT_IDS).
+TIMESTAMP = features.TIMESTAMP  # int64
 K = "k"  # int32 [B], RECOMMEND's list length per row
 REGRESS_INPUTS = "inputs"  # string [B], the Regress API's fixed input name
 

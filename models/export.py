@@ -1,12 +1,17 @@
 """Serving signatures: the model, its vocabularies and the movie catalogue as one SavedModel.
 
 Signatures (batch size B):
-  serving_default: examples, string [B] serialized tf.Examples with int64 user_id, movie_id
-      -> {"rating": float32 [B]} predicted rating in stars. Never fails on unknown ids: they get
-      the cold-start prediction (the Evaluator and batch scoring use this one).
-  predict_ids: user_id, movie_id, int64 [B] -> {"rating": float32 [B]}. A movie_id outside the
-      catalogue or a user_id < 1 is an InvalidArgument error; a user never seen in training is
-      not an error (cold start: mu + b_m, plus content for the neural model).
+  serving_default: examples, string [B] serialized tf.Examples with int64 user_id, movie_id and,
+      optionally, int64 timestamp (seconds since the epoch: when the rating is given)
+      -> {"rating": float32 [B]} predicted rating in stars. With a timestamp, the rating model's
+      user drift is the one at that time, as in training; without one (or a negative one), the
+      drift "now", as predict_ids; a batch may mix both. Never fails on unknown ids or a missing
+      timestamp: unknown ids get the cold-start prediction (the Evaluator, which sends the
+      ExampleGen's examples, timestamp included, and batch scoring use this one).
+  predict_ids: user_id, movie_id, int64 [B] -> {"rating": float32 [B]}, the prediction now (no
+      time). A movie_id outside the catalogue or a user_id < 1 is an InvalidArgument error; a
+      user never seen in training is not an error (cold start: mu + b_m, plus content for the
+      neural model).
   recommend: user_id int64 [B], k int32 [B] -> {"movie_ids": int64 [B, K], "ratings": float32
       [B, K], "titles": string [B, K]}, the K = max(k) best movies of the catalogue for each user
       (k of 1..contract.MAX_K, K at most the catalogue's size),
@@ -17,8 +22,9 @@ Signatures (batch size B):
       retrieval model's popularity bias order. Without one: the
       catalogue ranked by predicted rating. k is per row so that TF Serving's batching can merge
       requests; each client keeps the first k of its row.
-  regress: inputs, string [B] serialized tf.Examples -> {"outputs": float32 [B]}, with method
-      name tensorflow/serving/regress so that TF Serving's Regress API and REST :regress work.
+  regress: inputs, string [B] serialized tf.Examples as serving_default's (timestamp optional)
+      -> {"outputs": float32 [B]}, serving_default's rating, with method name
+      tensorflow/serving/regress so that TF Serving's Regress API and REST :regress work.
 
 The names above are models/contract.py's. Transform's graph is not part of the SavedModel: the id
 lookups are hash tables built from Transform's vocabularies (the same files Transform applied),
@@ -120,16 +126,21 @@ class ServingModule(tf.Module):
             vectors[~trained, -1] = -np.inf
             self.retrieval_candidates = tf.constant(vectors, tf.float32)
 
-    def _inputs(self, users: tf.Tensor, rows: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Model inputs for user vocabulary indices [N] and catalogue rows [N] (-1: unknown)."""
+    def _inputs(self, users: tf.Tensor, rows: tf.Tensor, timestamps: tf.Tensor | None = None
+                ) -> dict[str, tf.Tensor]:
+        """Model inputs for user vocabulary indices [N] and catalogue rows [N] (-1: unknown);
+        with `timestamps` [N] (negative: not given), the times the user drift is taken at."""
         known = rows >= 0
         safe = tf.maximum(rows, 0)
-        return {
+        inputs = {
             features.USER_IDX: users,
             features.MOVIE_IDX: tf.where(known, tf.gather(self.movie_idx, safe), self.oov_movie),
             features.GENRES_XF: tf.gather(self.genres, safe) * tf.cast(known, tf.float32)[:, None],
             features.YEAR_XF: tf.where(known, tf.gather(self.years, safe), 0.0),
         }
+        if timestamps is not None:
+            inputs[features.TIMESTAMP] = timestamps
+        return inputs
 
     def _unclipped_stars(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         return features.unscale_rating(tf.reshape(self.model(inputs, training=False), [-1]))
@@ -137,15 +148,20 @@ class ServingModule(tf.Module):
     def _stars(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         return _clip(self._unclipped_stars(inputs))
 
-    def _predict(self, user_id: tf.Tensor, movie_id: tf.Tensor) -> tf.Tensor:
+    def _predict(self, user_id: tf.Tensor, movie_id: tf.Tensor,
+                 timestamp: tf.Tensor | None = None) -> tf.Tensor:
         return self._stars(self._inputs(self.user_index.lookup(user_id),
-                                        self.movie_row.lookup(movie_id)))
+                                        self.movie_row.lookup(movie_id), timestamp))
 
-    def _parse(self, examples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _parse(self, examples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """user_id, movie_id and timestamp [B] of serialized tf.Examples; an example without a
+        timestamp gets features.NO_TIMESTAMP (its prediction is "now")."""
         spec = {k: tf.io.FixedLenFeature([], tf.int64)
                 for k in (contract.USER_ID, contract.MOVIE_ID)}
+        spec[contract.TIMESTAMP] = tf.io.FixedLenFeature([], tf.int64,
+                                                         default_value=features.NO_TIMESTAMP)
         parsed = tf.io.parse_example(examples, spec)
-        return parsed[contract.USER_ID], parsed[contract.MOVIE_ID]
+        return parsed[contract.USER_ID], parsed[contract.MOVIE_ID], parsed[contract.TIMESTAMP]
 
     # Saved with the model but not a signature (TF Serving does not see it): the features the
     # rating model gets for raw ids, for checking them against Transform's.

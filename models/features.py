@@ -9,6 +9,9 @@ USER_ID = "user_id"  # int64, MovieLens userId
 MOVIE_ID = "movie_id"  # int64, MovieLens movieId
 RATING = "rating"  # float, 0.5..5.0 in half stars
 TIMESTAMP = "timestamp"  # int64, seconds since the epoch
+# A timestamp "not given" where it is optional (the served tf.Examples): the rating models read
+# any negative time as "now" (models/base.py, UserDrift).
+NO_TIMESTAMP = -1
 GENRES = "genres"  # bytes, multi-valued ("Action", "Comedy", ...)
 TITLE = "title"  # bytes, UTF-8
 YEAR = "year"  # int64, release year parsed from the title; absent when the title has none

@@ -127,12 +127,13 @@ class HParams:
     reduce_lr_patience: int = 1
     validation_fraction: float = 0.05  # of the train split, held out for early stopping
     # After training, each user's offset at a time t: the shrunk mean residual of their
-    # drift_window training ratings nearest to t (serving: their last ones); 0: none. Needs the
-    # training ratings' timestamps (models/base.py, UserDrift). Off: the served signatures take
-    # no time, so they apply the offset of "now" to every rating, which helps predicting the
-    # future (time80) and hurts predicting random past ratings (rand90) as much; the measured
-    # trade-off is in docs/benchmarks.md ("User drift"). With it on, 25 and 5 are the values
-    # chosen on the neural model's validation holdouts of the time80 and rand90 training splits.
+    # drift_window training ratings nearest to t; 0: none. Needs the training ratings'
+    # timestamps (models/base.py, UserDrift). serving_default and regress take t from the
+    # tf.Example's timestamp (the Evaluator's examples have one); without one, and in
+    # predict_ids and recommend, t is "now" (the user's last ratings), right for the future and
+    # wrong for random past ratings, so only a rating's own time serves both (docs/benchmarks.md,
+    # "User drift"). Off here, on in TUNED for mf and neural: 25 and 5 are the values chosen on
+    # the neural model's validation holdouts of the time80 and rand90 training splits.
     drift_window: int = 0
     drift_shrinkage: float = 5.0
     seed: int = 42
@@ -163,13 +164,15 @@ class HParams:
 
 # What each model type changes of HParams' defaults: the configuration the pipeline trains (see
 # `tuned`; pipeline/configs.py picks the type). mf and neural recommend in two stages, a retrieval
-# model picking the candidates that the rating model orders. bias is the Evaluator's RMSE
-# baseline and ranks the catalogue by predicted rating; it keeps the steps it was always trained
-# with, so that the reference of the blessing rules does not move.
+# model picking the candidates that the rating model orders, and add the users' drift (see
+# HParams.drift_window). bias is the Evaluator's RMSE baseline and ranks the catalogue by
+# predicted rating; it keeps the steps it was always trained with, and no drift, so that the
+# reference of the blessing rules does not move.
+_DRIFT = {"drift_window": 25, "drift_shrinkage": 5.0}
 TUNED: dict[str, dict[str, Any]] = {
     "bias": {"learning_rate": 1e-2, "batch_size": 4096, "reduce_lr_patience": 0},
-    "mf": {"l2": 0.03, "retrieval": RetrievalHParams()},
-    "neural": {"retrieval": RetrievalHParams()},
+    "mf": {"l2": 0.03, "retrieval": RetrievalHParams(), **_DRIFT},
+    "neural": {"retrieval": RetrievalHParams(), **_DRIFT},
 }
 
 

@@ -22,7 +22,8 @@ from models.retrieval import IndexUpdater, RetrievalModel
 _LOG = logging.getLogger(__name__)
 COLUMNS = (*features.MODEL_INPUTS, features.LABEL_XF)
 # Read with them: when each rating was given, which the users' drift is fitted on (and evaluated
-# at, on the eval split); not a model input at serving time, which is "now".
+# at, on the eval split); served, serving_default reads it from the tf.Example when given, and
+# the other signatures take "now".
 TIME_COLUMNS = (*COLUMNS, features.TIMESTAMP)
 
 # HParams.model_type and .optimizer name one of these (hparams.MODEL_TYPES, hparams.OPTIMIZERS);

@@ -52,8 +52,9 @@ BASELINE_HPARAMS = tuned("bias")
 # `--force-bad-model` (local runner, tests): overrides of the candidate's hyper-parameters that
 # make it bad on purpose, to see it refused: untrained, it predicts about the global mean, and
 # without a retrieval stage it ranks the catalogue by those predictions, about at random (an
-# untrained retrieval stage would still rank by popularity, where its movie bias starts).
-FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0, "retrieval": None}
+# untrained retrieval stage would still rank by popularity, where its movie bias starts). No
+# user drift either: fitted on an untrained model's residuals, it would be a user bias.
+FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0, "retrieval": None, "drift_window": 0}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,17 @@ def test_at_a_time_the_window_is_the_users_ratings_nearest_to_it():
     np.testing.assert_allclose(wide(users[:2], times[:2]).numpy(), [0.0, 0.0], atol=1e-7)
 
 
+def test_a_batch_may_mix_given_and_missing_times():
+    # Served tf.Examples may leave the time out row by row (features.NO_TIMESTAMP): those rows
+    # are "now"; so is any other negative time, and a time past the key range is after every
+    # rating rather than one of the next user's keys.
+    layer = drift(window=2, shrinkage=0.0)
+    users = tf.constant([0, 0, 1, 0, 0, 1], tf.int64)
+    times = tf.constant([0, features.NO_TIMESTAMP, features.NO_TIMESTAMP, -7, 2**62, 2**40],
+                        tf.int64)
+    np.testing.assert_allclose(layer(users, times).numpy(), [1.0, -1.0, 0.5, -1.0, -1.0, 0.5])
+
+
 def test_bad_windows_and_timestamps_are_refused():
     with pytest.raises(ValueError, match="window"):
         drift(window=0, shrinkage=1.0)
@@ -103,7 +114,9 @@ def test_without_a_time_the_prediction_is_now_in_call_and_score_catalogue(drifte
     np.testing.assert_allclose(grid, now.reshape(len(users), -1), rtol=1e-5, atol=1e-6)
 
 
-def test_the_exported_model_serves_the_drift_now(drifted, tmp_path):
+@pytest.fixture(scope="module")
+def exported(drifted, tmp_path_factory):
+    """(the reloaded SavedModel, the in-process ServingModule, the model and its data)."""
     model, columns, genres, years, _ = drifted
     if not hasattr(model, "factors"):
         pytest.skip("one export is enough: the bias model's is the same code")
@@ -112,26 +125,90 @@ def test_the_exported_model_serves_the_drift_now(drifted, tmp_path):
                           genres=genres, years=years,
                           titles=np.array([b"m"] * N_MOVIES, dtype=object))
     history = user_history(columns[features.USER_IDX], columns[features.MOVIE_IDX], N_USERS)
-    path = str(tmp_path / "model")
-    export.export_serving_model(
-        export.ServingModule(model, list(range(1, N_USERS + 1)), N_MOVIES, catalogue,
-                             history), path)
-    loaded = tf.saved_model.load(path)
-    # Raw user ids are the indices + 1 (ids start at 1), movie ids the indices + 100.
-    users, movies = np.array([0, 3, 9], np.int64), np.array([0, 5, 19], np.int64)
+    module = export.ServingModule(model, list(range(1, N_USERS + 1)), N_MOVIES, catalogue,
+                                  history)
+    path = str(tmp_path_factory.mktemp("drift") / "model")
+    export.export_serving_model(module, path)
+    return tf.saved_model.load(path), module, path, drifted
+
+
+# Raw user ids are the indices + 1 (ids start at 1), movie ids the indices + 100. Users 0 and 3
+# at the start and the end of the ratings' time span; user 9 without a time.
+USERS, MOVIES = np.array([0, 3, 0, 3, 9], np.int64), np.array([0, 5, 19, 7, 2], np.int64)
+TIMES = np.array([0, 1000, 1000, 0, features.NO_TIMESTAMP], np.int64)
+
+
+def model_stars(model, genres, years, users, movies, times=None):
+    """The in-process model's stars for indices, at `times` when given (all >= 0) or now."""
+    columns = {features.USER_IDX: users, features.MOVIE_IDX: movies,
+               features.GENRES_XF: genres[movies], features.YEAR_XF: years[movies]}
+    if times is not None:
+        columns[features.TIMESTAMP] = times
+    return trainer.predict_stars(model, columns)
+
+
+def serialized(users, movies, times):
+    """tf.Examples of raw ids; a negative time is left out of its example."""
+    return tf.constant([contract.tf_example(
+        {contract.USER_ID: u + 1, contract.MOVIE_ID: m + 100,
+         **({contract.TIMESTAMP: t} if t >= 0 else {})}).SerializeToString()
+        for u, m, t in zip(users, movies, times, strict=True)])
+
+
+def test_the_exported_model_serves_the_drift_now_without_a_time(exported):
+    loaded, _, _, (model, _, genres, years, _) = exported
     served = loaded.signatures[contract.PREDICT_IDS](
-        user_id=tf.constant(users + 1), movie_id=tf.constant(movies + 100))[contract.RATING].numpy()
-    expected = trainer.predict_stars(model, {
-        features.USER_IDX: users, features.MOVIE_IDX: movies,
-        features.GENRES_XF: genres[movies], features.YEAR_XF: years[movies]})
+        user_id=tf.constant(USERS + 1), movie_id=tf.constant(MOVIES + 100))[contract.RATING].numpy()
+    expected = model_stars(model, genres, years, USERS, MOVIES)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+    untimed = serialized(USERS, MOVIES, np.full(len(USERS), features.NO_TIMESTAMP))
+    by_example = loaded.signatures[contract.SERVING_DEFAULT](examples=untimed)[contract.RATING]
+    np.testing.assert_array_equal(by_example.numpy(), served)
 
 
-def test_drift_is_off_unless_asked_for():
-    # docs/benchmarks.md, "User drift": through time-blind signatures it trades rand90 for time80.
-    assert tuned("neural").drift_window == tuned("mf").drift_window == tuned("bias").drift_window
-    assert tuned("neural").drift_window == 0
-    assert tuned("neural", drift_window=25).drift_window == 25
+def test_serving_default_and_regress_take_the_drift_at_the_examples_time(exported):
+    loaded, module, _, (model, _, genres, years, _) = exported
+    given = TIMES >= 0
+    expected = model_stars(model, genres, years, USERS, MOVIES)  # now
+    expected[given] = model_stars(model, genres, years, USERS[given], MOVIES[given], TIMES[given])
+    # The ratings rise over time: at the start of the data the drift is far from now.
+    now = model_stars(model, genres, years, USERS, MOVIES)
+    assert np.abs(expected - now)[TIMES == 0].min() > 0.05
+    examples = serialized(USERS, MOVIES, TIMES)  # given and missing times in one batch
+    by_example = loaded.signatures[contract.SERVING_DEFAULT](examples=examples)[contract.RATING]
+    np.testing.assert_allclose(by_example.numpy(), expected, rtol=1e-5, atol=1e-5)
+    by_regress = loaded.signatures[contract.REGRESS](inputs=examples)[contract.REGRESS_OUTPUTS]
+    np.testing.assert_array_equal(by_regress.numpy(), by_example.numpy())
+    # In process, the module's functions are the signatures.
+    in_process = module.serve_examples(examples)[contract.RATING]
+    np.testing.assert_allclose(in_process.numpy(), by_example.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_the_warmup_requests_still_succeed(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    loaded, _, path, _ = exported
+    records = list(tf.data.TFRecordDataset(f"{path}/{contract.WARMUP_FILE}"))
+    assert records
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if log.WhichOneof("log_type") == "regress_log":
+            examples = [e.SerializeToString()
+                        for e in log.regress_log.request.input.example_list.examples]
+            out = loaded.signatures[contract.REGRESS](inputs=tf.constant(examples))
+        else:
+            request = log.predict_log.request
+            out = loaded.signatures[request.model_spec.signature_name](
+                **{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+        assert all(np.isfinite(v.numpy()).all() for v in out.values() if v.dtype.is_floating)
+
+
+def test_the_pipelines_models_drift_and_the_baseline_does_not():
+    # docs/benchmarks.md, "User drift": with serving_default taking each rating's time, the
+    # drift helps both time80 and rand90; the bias baseline stays as the blessing rules' reference.
+    assert tuned("neural").drift_window == tuned("mf").drift_window == 25
+    assert tuned("neural").drift_shrinkage == tuned("mf").drift_shrinkage == 5.0
+    assert tuned("bias").drift_window == HParams().drift_window == 0
 
 
 def test_evaluate_scores_the_drifted_predictions(drifted):
