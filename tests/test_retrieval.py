@@ -197,3 +197,17 @@ def test_the_per_pair_objective_finds_the_planted_tastes():
     recall = ranking_metrics.mean(ranking_metrics.per_user(top.numpy(), wanted, 10))["recall"]
     baseline = ranking_metrics.mean(ranking_metrics.per_user(popular, wanted, 10))["recall"]
     assert recall > 1.5 * baseline and recall > 0.3, (recall, baseline)
+
+
+def test_validation_ndcg_is_averaged_only_once_enough_epochs_exist():
+    """Early stopping follows val_ndcg_smoothed: -inf until `smoothing` epochs exist, so one
+    good first epoch cannot win (a partial mean of it alone did, on a small fixture)."""
+    validation = trainer.RankingValidation(np.array([0]), [{1}], smoothing=3)
+    scores = iter([0.5, 0.1, 0.1, 0.4, 0.1])
+    validation.ndcg = lambda popularity_weight: next(scores)
+    smoothed = []
+    for epoch in range(5):
+        logs: dict[str, float] = {}
+        validation.on_epoch_end(epoch, logs)
+        smoothed.append(logs["val_ndcg_smoothed"])
+    np.testing.assert_allclose(smoothed, [-np.inf, -np.inf, 0.7 / 3, 0.2, 0.2])
