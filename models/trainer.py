@@ -206,7 +206,6 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     schedule = tf.keras.callbacks.LearningRateScheduler(
         lambda epoch: hp.learning_rate * hp.learning_rate_decay**epoch)
     callbacks = [
-        IndexUpdater(),
         validation,
         tf.keras.callbacks.EarlyStopping(monitor="val_ndcg_smoothed", mode="max",
                                          patience=hp.early_stopping_patience,
@@ -219,14 +218,15 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
         # Batches of users; validation is RankingValidation's NDCG alone (the FactorizedTopK
         # pass over the validation pairs would cost more than the epoch).
         history = model.fit(user_batches(fit_users, hp), epochs=hp.max_epochs,
-                            callbacks=callbacks[1:], verbose=verbose)
+                            callbacks=callbacks, verbose=verbose)
     else:
         # Validation batches as the training ones: each is scored against the whole catalogue,
         # and batches of 8192 held 3.6 GB more at 1M ratings, and were slower
         # (docs/benchmarks.md, "Retrieval validation memory").
         history = model.fit(arrays.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
                             validation_data=arrays.to_dataset(val, batch_size),
-                            epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
+                            epochs=hp.max_epochs, callbacks=[IndexUpdater(), *callbacks],
+                            verbose=verbose)
     # The model's softmax spreads its picks over more of the catalogue than the top-k metric
     # rewards; a popularity boost, chosen on the same validation split, corrects that.
     scores = {w: validation.ndcg(w) for w in hp.popularity_weights}
