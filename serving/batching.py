@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from serving.errors import invalid
+from serving.errors import too_many_rows
 
 Arrays = dict[str, np.ndarray]
 
@@ -62,8 +62,7 @@ class Batcher:
     def __call__(self, inputs: Arrays) -> Arrays:
         rows = batch_rows(inputs)
         if rows is not None and rows > self.max_rows:
-            raise invalid(f"Task size {rows} is larger than maximum input batch size "
-                          f"{self.max_rows}")
+            raise too_many_rows(rows, self.max_rows)
         request = _Request(inputs, rows if self.batchable else None)
         if request.rows is None:
             return self._run(inputs)

@@ -40,3 +40,8 @@ class ServingError(Exception):
 
 def invalid(message: str) -> ServingError:
     return ServingError("INVALID_ARGUMENT", message)
+
+
+def too_many_rows(rows: int, max_rows: int) -> ServingError:
+    """TF Serving's batching's refusal of a request of more rows than a batch holds."""
+    return invalid(f"Task size {rows} is larger than maximum input batch size {max_rows}")

@@ -4,12 +4,19 @@ the model does here, and clients should not need TensorFlow ops).
 
 JSON follows TF Serving's rules (util/json_tensor.cc): numbers and strings, nested lists for
 higher ranks, {"b64": ...} for binary strings, outputs named *_bytes returned as {"b64": ...}.
+
+A request's tensors are checked before anything is allocated for them: the declared shape (rank,
+negative dimensions, more than 2**63 - 1 elements, rows over the server's batch limit) and the
+values actually sent against it. TensorFlow would fill a tensor of a declared [2**31] from one
+value; here a proto whose values do not match its shape is refused, so what a request can make the
+server hold is bounded by the request's own size.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +24,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, regression_pb2
 
-from serving.errors import invalid
+from serving.errors import ServingError, invalid, too_many_rows
 
 # DataType enum <-> numpy dtype for the types TF Serving's APIs carry. DT_STRING is an object
 # array of bytes.
@@ -42,14 +49,29 @@ _FIELD = {
 }
 
 
+# At most this many dimensions (numpy's limit; TensorFlow allows 254, no signature here takes
+# more than 2). Also bounds the recursion over nested JSON lists.
+MAX_RANK = 32
+# TensorFlow's TensorShape limit on the number of elements.
+MAX_ELEMENTS = 2**63 - 1
+
+
 def dtype_name(dtype: int) -> str:
     """"int64" for DT_INT64: the names TensorFlow's messages use."""
-    return types_pb2.DataType.Name(dtype)[3:].lower() if dtype in _NUMPY else str(dtype)
+    return types_pb2.DataType.Name(dtype)[3:].lower() if dtype in _NUMPY else enum_name(dtype)
+
+
+def enum_name(dtype: int) -> str:
+    """"DT_COMPLEX64" for a DataType TensorFlow knows, "DataType 999" for one it does not."""
+    try:
+        return types_pb2.DataType.Name(dtype)
+    except ValueError:
+        return f"DataType {dtype}"
 
 
 def numpy_dtype(dtype: int) -> np.dtype:
     if dtype not in _NUMPY:
-        raise invalid(f"unsupported tensor dtype {types_pb2.DataType.Name(dtype)}")
+        raise invalid(f"unsupported tensor dtype {enum_name(dtype)}")
     return _NUMPY[dtype]
 
 
@@ -101,45 +123,84 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
 _LITTLE = {k: v.newbyteorder("<") for k, v in _NUMPY.items() if v.kind != "O"}
 
 
-def from_tensor_proto(proto: tensor_pb2.TensorProto, name: str = "tensor") -> np.ndarray:
-    """The numpy array a TensorProto holds; a malformed proto is an InvalidArgument naming it."""
+def _shape_text(shape: Sequence[int]) -> str:
+    # A message stays short whatever the request declared.
+    return str(list(shape)) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, ...]"
+
+
+def _parse_error(name: str, why: str) -> ServingError:
+    # TF Serving's words for a TensorProto it cannot read, and why.
+    return invalid(f"tensor parsing error: {name}: {why}")
+
+
+def declared_shape(proto: tensor_pb2.TensorProto, name: str = "tensor",
+                   max_rows: int | None = None) -> tuple[int, ...]:
+    """The shape a TensorProto declares, checked before anything is allocated for it: a known
+    rank of at most MAX_RANK, no negative dimension, at most MAX_ELEMENTS elements, and at most
+    `max_rows` along dimension 0 (TF Serving's batching's refusal)."""
     shape_proto = proto.tensor_shape
     if shape_proto.unknown_rank:
-        raise invalid(f"{name}: tensor_shape has unknown rank")
+        raise _parse_error(name, "tensor_shape has unknown rank")
+    if len(shape_proto.dim) > MAX_RANK:
+        raise _parse_error(name, f"tensor_shape has {len(shape_proto.dim)} dimensions, more "
+                           f"than {MAX_RANK}")
     shape = tuple(d.size for d in shape_proto.dim)
-    size = 1
-    for s in shape:
-        if s < 0:
-            raise invalid(f"{name}: negative dimension in tensor_shape {list(shape)}")
-        size *= s
+    if any(s < 0 for s in shape):
+        raise _parse_error(name, f"negative dimension in tensor_shape {_shape_text(shape)}")
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise _parse_error(name, f"tensor_shape {_shape_text(shape)} has more than 2**63 - 1 "
+                           "elements")
+    if max_rows is not None and shape and shape[0] > max_rows:
+        raise too_many_rows(shape[0], max_rows)
+    return shape
+
+
+def _ints(values: Any, dtype: np.dtype, name: str) -> np.ndarray:
+    """int_val / half_val values (int32 on the wire) as `dtype`, refused when out of its range
+    rather than wrapped."""
+    wide = np.asarray(values, dtype=np.int64)
+    info = np.iinfo(dtype)
+    if wide.size and (wide.min() < info.min or wide.max() > info.max):
+        raise _parse_error(name, f"a value is out of range for {dtype}")
+    return wide.astype(dtype)
+
+
+def from_tensor_proto(proto: tensor_pb2.TensorProto, name: str = "tensor",
+                      max_rows: int | None = None) -> np.ndarray:
+    """The numpy array a TensorProto holds; a malformed proto is an InvalidArgument naming it.
+    The declared shape is checked first (declared_shape), then the values sent must fill it
+    exactly: nothing larger than the request is ever allocated."""
+    shape = declared_shape(proto, name, max_rows)
+    size = math.prod(shape)
     dtype = _NUMPY.get(proto.dtype)
     if dtype is None:
-        raise invalid(f"{name}: unsupported dtype {types_pb2.DataType.Name(proto.dtype)}")
+        raise invalid(f"{name}: unsupported dtype {enum_name(proto.dtype)}")
     content = proto.tensor_content
     if content:
         if dtype.kind == "O":
-            raise invalid(f"{name}: string tensors cannot use tensor_content")
+            raise _parse_error(name, "string tensors cannot use tensor_content")
         if len(content) != size * dtype.itemsize:
-            raise invalid(f"{name}: tensor_content has {len(content)} bytes, shape "
-                          f"{list(shape)} of {dtype_name(proto.dtype)} needs "
-                          f"{size * dtype.itemsize}")
+            raise _parse_error(name, f"tensor_content has {len(content)} bytes, shape "
+                               f"{_shape_text(shape)} of {dtype_name(proto.dtype)} needs "
+                               f"{size * dtype.itemsize}")
         # Read-only view of the request's bytes; TensorFlow copies it into its own tensor.
         data = np.frombuffer(content, dtype=_LITTLE[proto.dtype])
         return (data if dtype.isnative and data.dtype == dtype else data.astype(dtype)
                 ).reshape(shape)
     values = getattr(proto, _FIELD[proto.dtype])
+    if len(values) != size:
+        raise _parse_error(name, f"{len(values)} values for shape {_shape_text(shape)} "
+                           f"({size} values)")
     if proto.dtype == types_pb2.DT_STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = list(values)
     elif proto.dtype == types_pb2.DT_HALF:  # half_val holds the float16 bit patterns
-        array = np.asarray(values, dtype=np.uint16).view(np.float16)
+        array = _ints(values, np.dtype(np.uint16), name).view(np.float16)
+    elif _FIELD[proto.dtype] == "int_val":
+        array = _ints(values, dtype, name)
     else:
         array = np.asarray(values, dtype=dtype)
-    if array.size == size:
-        return array.reshape(shape)
-    if array.size == 1:  # TensorFlow's convention: one value fills the whole tensor
-        return np.full(shape, array[0], dtype=dtype)
-    raise invalid(f"{name}: {array.size} values for shape {list(shape)} ({size} values)")
+    return array.reshape(shape)
 
 
 # --- JSON (REST) ------------------------------------------------------------------------------
@@ -191,9 +252,16 @@ def decode_b64(value: dict, name: str) -> bytes:
         raise invalid(f"input '{name}': unable to base64 decode {value['b64']!r}: {e}") from e
 
 
+def _json_shape(value: Any, name: str) -> list[int]:
+    shape = _shape_of(value)
+    if len(shape) > MAX_RANK:
+        raise invalid(f"input '{name}': lists nested {len(shape)} deep, more than {MAX_RANK}")
+    return shape
+
+
 def json_to_array(value: Any, dtype: int, name: str) -> np.ndarray:
     """A JSON value (scalar or nested lists) as an array of the signature input's dtype."""
-    shape = _shape_of(value)
+    shape = _json_shape(value, name)
     flat: list = []
     _flatten(value, shape, 0, flat, name)
     np_dtype = numpy_dtype(dtype)
@@ -221,7 +289,11 @@ def json_to_array(value: Any, dtype: int, name: str) -> np.ndarray:
         bad = next((v for v in flat if not info.min <= v <= info.max), None)
         if bad is not None:
             raise invalid(f"input '{name}': {bad} is out of range for {dtype_name(dtype)}")
-    return np.asarray(flat, dtype=np_dtype).reshape(shape)
+    try:
+        return np.asarray(flat, dtype=np_dtype).reshape(shape)
+    except OverflowError:  # an integer beyond any float, e.g. 10**400 for a float input
+        raise invalid(f"input '{name}': a number is out of range for {dtype_name(dtype)}"
+                      ) from None
 
 
 def _json_value(value: Any, as_bytes: bool) -> Any:
@@ -249,7 +321,7 @@ def array_to_json(array: np.ndarray, name: str) -> Any:
 def json_to_numpy(value: Any, name: str = "output") -> np.ndarray:
     """A REST response's value back to numpy (clients, which do not know the dtypes): numbers
     as numpy infers them, strings and {"b64": ...} as an object array of bytes, as over gRPC."""
-    shape = _shape_of(value)
+    shape = _json_shape(value, name)
     flat: list = []
     _flatten(value, shape, 0, flat, name)
     if not any(isinstance(v, (str, dict)) for v in flat):

@@ -1,0 +1,197 @@
+"""Fast unit tests of a request's way into numpy: serving/tensors.py (TensorProto and TF
+Serving's JSON) and the REST body checks in front of it (serving/server.py's _load_json).
+
+Each refusal must come before anything is allocated for the request, name the input, and be an
+INVALID_ARGUMENT; tests/test_serving_fuzz.py sends the same kinds of request to a real server.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tensorflow.core.framework import tensor_pb2, types_pb2
+
+from serving import server, tensors
+from serving.errors import ServingError
+
+
+def proto(shape: list[int], dtype: int = types_pb2.DT_INT64, **values) -> tensor_pb2.TensorProto:
+    p = tensor_pb2.TensorProto(dtype=dtype, **values)
+    for size in shape:
+        p.tensor_shape.dim.add().size = size
+    return p
+
+
+def refused(call, *args, **kwargs) -> ServingError:
+    with pytest.raises(ServingError) as e:
+        call(*args, **kwargs)
+    assert e.value.code == "INVALID_ARGUMENT", e.value
+    return e.value
+
+
+# --- TensorProto ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("array", [
+    np.array([1, -2, 2**62], np.int64), np.array([[1.5, -2.0]], np.float32),
+    np.array([1, 2], np.int32), np.array([True, False]), np.array([0.5], np.float16),
+    np.array([-128, 127], np.int8), np.array([65535], np.uint16),
+    np.array([b"a", b"\xff"], object), np.zeros((0, 3), np.int64),
+])
+def test_tensor_protos_round_trip(array):
+    back = tensors.from_tensor_proto(tensors.to_tensor_proto(array), "x")
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert back.tolist() == array.tolist()
+
+
+@pytest.mark.parametrize("field, values, dtype, expected", [
+    # Values in the typed fields rather than tensor_content, as other clients send them.
+    ("int64_val", [1, 2, 3], types_pb2.DT_INT64, [1, 2, 3]),
+    ("int_val", [-128, 127, 0], types_pb2.DT_INT8, [-128, 127, 0]),
+    ("float_val", [0.5, 1.5, 2.5], types_pb2.DT_FLOAT, [0.5, 1.5, 2.5]),
+    ("half_val", [0x3C00, 0x4000, 0], types_pb2.DT_HALF, [1.0, 2.0, 0.0]),  # 1.0, 2.0, 0.0
+    ("string_val", [b"a", b"", b"c"], types_pb2.DT_STRING, [b"a", b"", b"c"]),
+])
+def test_values_in_the_typed_fields_fill_the_shape(field, values, dtype, expected):
+    array = tensors.from_tensor_proto(proto([3], dtype, **{field: values}), "x")
+    assert array.tolist() == expected
+
+
+def test_one_value_for_a_huge_shape_is_refused_not_broadcast():
+    # Issue 24: 83 bytes on the wire made the server allocate 2**31 int64s (16 GiB).
+    e = refused(tensors.from_tensor_proto, proto([2**31], int64_val=[1]), "user_id")
+    assert e.message == ("tensor parsing error: user_id: 1 values for shape [2147483648] "
+                         "(2147483648 values)")
+
+
+@pytest.mark.parametrize("sent, rows", [(1, 3), (0, 2), (4, 3), (2, 0)])
+def test_values_must_fill_the_shape_exactly(sent, rows):
+    e = refused(tensors.from_tensor_proto, proto([rows], int64_val=[7] * sent), "movie_id")
+    assert f"movie_id: {sent} values for shape [{rows}]" in e.message
+
+
+def test_rows_over_the_batch_limit_are_refused_from_the_declared_shape():
+    # Nothing is sent but the shape: the refusal reads only the declaration.
+    e = refused(tensors.from_tensor_proto, proto([5000], int64_val=[1]), "user_id", max_rows=2048)
+    assert e.message == "Task size 5000 is larger than maximum input batch size 2048"
+    # At the limit: read.
+    assert tensors.from_tensor_proto(proto([2048], int64_val=[1] * 2048), "u",
+                                     max_rows=2048).shape == (2048,)
+
+
+@pytest.mark.parametrize("shape, why", [
+    ([-1], "negative dimension in tensor_shape [-1]"),
+    ([3, -2], "negative dimension"),
+    ([2**62, 4], "more than 2**63 - 1 elements"),
+    ([2**40, 2**40], "more than 2**63 - 1 elements"),
+    ([1] * (tensors.MAX_RANK + 1), f"more than {tensors.MAX_RANK}"),
+])
+def test_impossible_shapes_are_refused(shape, why):
+    e = refused(tensors.from_tensor_proto, proto(shape, int64_val=[1]), "user_id")
+    assert e.message.startswith("tensor parsing error: user_id: ") and why in e.message
+
+
+def test_an_unknown_rank_is_refused():
+    p = proto([], int64_val=[1])
+    p.tensor_shape.unknown_rank = True
+    assert "unknown rank" in refused(tensors.from_tensor_proto, p, "k").message
+
+
+def test_messages_about_long_shapes_stay_short():
+    e = refused(tensors.from_tensor_proto, proto([1] * 10_000, int64_val=[1]), "user_id")
+    assert len(e.message) < 200
+
+
+@pytest.mark.parametrize("dtype, name", [
+    (999, "DataType 999"), (0, "DT_INVALID"), (types_pb2.DT_COMPLEX64, "DT_COMPLEX64"),
+    (types_pb2.DT_RESOURCE, "DT_RESOURCE"),
+])
+def test_unknown_and_unsupported_dtypes_are_named(dtype, name):
+    e = refused(tensors.from_tensor_proto, proto([1], dtype), "user_id")
+    assert e.message == f"user_id: unsupported dtype {name}"
+    assert name in refused(tensors.numpy_dtype, dtype).message
+
+
+def test_tensor_content_must_match_the_shape_and_dtype():
+    e = refused(tensors.from_tensor_proto, proto([2], tensor_content=b"\x01" * 15), "user_id")
+    assert "tensor_content has 15 bytes, shape [2] of int64 needs 16" in e.message
+    e = refused(tensors.from_tensor_proto, proto([1], types_pb2.DT_STRING, tensor_content=b"a"),
+                "examples")
+    assert "string tensors cannot use tensor_content" in e.message
+
+
+@pytest.mark.parametrize("dtype, value", [
+    (types_pb2.DT_INT8, 128), (types_pb2.DT_INT8, -129), (types_pb2.DT_UINT8, -1),
+    (types_pb2.DT_UINT16, 65536), (types_pb2.DT_INT16, 40_000), (types_pb2.DT_HALF, 70_000),
+])
+def test_narrow_ints_out_of_range_are_refused_not_wrapped(dtype, value):
+    field = "half_val" if dtype == types_pb2.DT_HALF else "int_val"
+    e = refused(tensors.from_tensor_proto, proto([1], dtype, **{field: [value]}), "k")
+    assert "k: a value is out of range" in e.message
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+INT64, FLOAT, STRING, BOOL = (types_pb2.DT_INT64, types_pb2.DT_FLOAT, types_pb2.DT_STRING,
+                              types_pb2.DT_BOOL)
+
+
+@pytest.mark.parametrize("value, dtype, expected", [
+    ([1, 2], INT64, [1, 2]), ([[1.5], [2]], FLOAT, [[1.5], [2.0]]), (3, INT64, 3),
+    (["a", {"b64": "/w=="}], STRING, [b"a", b"\xff"]), ([True], BOOL, [True]),
+    ([2**63 - 1, -(2**63)], INT64, [2**63 - 1, -(2**63)]),
+])
+def test_json_values_become_arrays_of_the_inputs_dtype(value, dtype, expected):
+    assert tensors.json_to_array(value, dtype, "x").tolist() == expected
+
+
+@pytest.mark.parametrize("value, dtype, why", [
+    # A float is never truncated into an int (1.5 must not become 1), nor a bool taken as one.
+    ([1.5], INT64, "JSON Value: 1.5 Type: Number is not of expected type: int64"),
+    ([1.0], INT64, "JSON Value: 1.0 Type: Number is not of expected type: int64"),
+    ([True], INT64, "JSON Value: True Type: Boolean is not of expected type: int64"),
+    (["1"], INT64, 'JSON Value: "1" Type: String is not of expected type: int64'),
+    ([None], INT64, "Type: Null is not of expected type: int64"),
+    ([1], BOOL, "JSON Value: 1 Type: Number is not of expected type: bool"),
+    ([1], STRING, "JSON Value: 1 Type: Number is not of expected type: string"),
+    (["x"], FLOAT, "is not of expected type: float"),
+    ([2**63], INT64, "9223372036854775808 is out of range for int64"),
+    ([-(2**63) - 1], INT64, "is out of range for int64"),
+    ([10**400], FLOAT, "a number is out of range for float"),
+    ([[1], 2], INT64, "ragged nested lists"),
+    ([1, [2]], INT64, "nested deeper than the first element's 1 levels"),
+    ([{"b64": "!!"}], STRING, "unable to base64 decode"),
+    ([{"b64": "AA==", "x": 1}], STRING, "expected an object with one key"),
+])
+def test_json_values_of_the_wrong_type_or_shape_are_refused(value, dtype, why):
+    e = refused(tensors.json_to_array, value, dtype, "user_id")
+    assert e.message.startswith("input 'user_id': ") and why in e.message
+
+
+def test_json_nested_beyond_the_rank_limit_is_refused_before_recursing():
+    value = 1
+    for _ in range(5000):  # deeper than Python's recursion limit
+        value = [value]
+    e = refused(tensors.json_to_array, value, INT64, "user_id")
+    assert f"nested 5000 deep, more than {tensors.MAX_RANK}" in e.message
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"", "The document is empty"),
+    (b"{not json", "JSON Parse error"),
+    (b"\xff\xfe{}", "JSON Parse error"),
+    (b"[" * 100_000, f"nested deeper than {server.MAX_JSON_DEPTH} levels"),  # RecursionError
+    (b'{"a": ' * 100 + b"1" + b"}" * 100, f"nested deeper than {server.MAX_JSON_DEPTH}"),
+    (b'{"inputs": [' + b"9" * 5000 + b"]}", "a number has more than 4300 digits"),
+    (b"[1, 2]", "Is not object"),
+])
+def test_rest_bodies_that_are_no_request_are_refused(body, why):
+    e = refused(server._load_json, body)
+    assert why in e.message and "Error" not in e.message
+
+
+def test_rest_bodies_at_the_depth_limit_are_read():
+    depth = server.MAX_JSON_DEPTH
+    body = b'{"a": ' * (depth - 1) + b"[]" + b"}" * (depth - 1)  # `depth` containers
+    assert isinstance(server._load_json(body), dict)
+    deeper = b'{"a": ' * depth + b"[]" + b"}" * depth
+    assert "nested deeper" in refused(server._load_json, deeper).message
