@@ -5,8 +5,9 @@
 
 For development and tests where neither Docker nor a TF Serving binary runs; production uses the
 TF Serving container (serving/Dockerfile). It serves any SavedModel's signatures generically:
-  gRPC  PredictionService: Predict, GetModelMetadata, Regress (Classify and MultiInference
-        answer UNIMPLEMENTED); ModelService: GetModelStatus.
+  gRPC  PredictionService: Predict, GetModelMetadata, Regress (Classify checks the signature as
+        TF Serving does, then answers UNIMPLEMENTED, as MultiInference does); ModelService:
+        GetModelStatus.
   REST  GET  /v1/models/<name>[/versions/<v>]                 model status
         GET  /v1/models/<name>[/versions/<v>]/metadata        signatures
         POST /v1/models/<name>[/versions/<v>]:predict         "instances" (row) or "inputs"
@@ -20,9 +21,15 @@ that fills the same requests (TF Serving's http_rest_api_handler fills a Predict
 the predictor the gRPC service calls).
 
 Oversized requests are refused before they take the memory (configs.SERVING): a REST body or a
-gRPC message over max_request_bytes (HTTP 413 / RESOURCE_EXHAUSTED, unread), and a request of more
-than max_batch_size rows (INVALID_ARGUMENT, TF Serving's batching's own check). The model itself
-refuses a recommend k over contract.MAX_K.
+gRPC message over max_request_bytes (HTTP 413 / RESOURCE_EXHAUSTED, unread), a tensor whose
+declared shape has more than max_batch_size rows or does not match the values sent
+(INVALID_ARGUMENT, before anything is allocated: serving/tensors.py), JSON nested deeper than
+MAX_JSON_DEPTH. The model itself refuses a recommend k over contract.MAX_K.
+
+A malformed request is the client's error: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
+RESOURCE_EXHAUSTED or UNIMPLEMENTED (REST: a 4xx), never INTERNAL or a 5xx, and no message names a
+Python exception (tests/test_serving_fuzz.py sends hundreds). Bytes that are no request message at
+all are INVALID_ARGUMENT too, where gRPC's own deserialisation would answer INTERNAL.
 """
 
 from __future__ import annotations
@@ -39,22 +46,25 @@ import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # TensorFlow's C++ log level, read when TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
-from google.protobuf import json_format  # noqa: E402
+from google.protobuf import json_format, symbol_database  # noqa: E402
 from tensorflow.core.example import example_pb2  # noqa: E402
 from tensorflow.core.protobuf import meta_graph_pb2  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     input_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
@@ -66,6 +76,12 @@ from serving.errors import ServingError, invalid  # noqa: E402
 from serving.model_manager import ModelManager, Servable  # noqa: E402
 
 _LOG = logging.getLogger(__name__)
+# REST bodies nested deeper are refused before any recursion over them (a tensor has at most
+# tensors.MAX_RANK levels, an instance object and the document add a few).
+MAX_JSON_DEPTH = tensors.MAX_RANK + 8
+# Model versions are int64s (TF Serving's).
+_MAX_VERSION = 2**63 - 1
+_CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
 def _version(spec: Any) -> int | None:
@@ -95,7 +111,9 @@ class Handler:
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         spec = request.model_spec
         with self.manager.servable(spec.name, _version(spec)) as servable:
-            inputs = {k: tensors.from_tensor_proto(v, k) for k, v in request.inputs.items()}
+            rows = self.manager.max_batch_size
+            inputs = {k: tensors.from_tensor_proto(v, k, max_rows=rows)
+                      for k, v in request.inputs.items()}
             outputs = servable.predict(spec.signature_name, inputs, tuple(request.output_filter))
             response = predict_pb2.PredictResponse()
             _fill_spec(response.model_spec, servable,
@@ -115,6 +133,19 @@ class Handler:
             response.result.regressions.extend(
                 regression_pb2.Regression(value=float(s)) for s in scores)
             return response
+
+    def classify(self, request: classification_pb2.ClassificationRequest) -> NoReturn:
+        """TF Serving runs Classify on a classification signature. The movielens model has none,
+        so TF Serving's own check of the signature answers (INVALID_ARGUMENT); a model that has
+        one is beyond the development server (UNIMPLEMENTED)."""
+        spec = request.model_spec
+        with self.manager.servable(spec.name, _version(spec)) as servable:
+            method = servable.signature(spec.signature_name).definition.method_name
+        if method != _CLASSIFY_METHOD:
+            raise invalid("Expected classification signature method_name to be "
+                          f"{_CLASSIFY_METHOD}. Was: {method}")
+        raise ServingError("UNIMPLEMENTED", "Classify is not supported by the development "
+                           "server")
 
     def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                  ) -> get_model_metadata_pb2.GetModelMetadataResponse:
@@ -141,17 +172,59 @@ class Handler:
 
 # --- gRPC -------------------------------------------------------------------------------------
 
+class _Unparsed:
+    """A request whose bytes are not the method's message: the servicer answers
+    INVALID_ARGUMENT (gRPC's own deserialiser would answer INTERNAL)."""
+
+    def __init__(self, type_name: str, size: int):
+        self.type_name = type_name
+        self.size = size
+
+
+def _lenient(message_class: Any):
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except Exception:  # noqa: BLE001 - protobuf's DecodeError and its relatives
+            return _Unparsed(message_class.DESCRIPTOR.full_name, len(data))
+    return parse
+
+
+def add_service(servicer: Any, service: Any, server: grpc.Server) -> None:
+    """Registers `servicer` for a service descriptor as the generated add_*_to_server does, but
+    with requests parsed by _lenient."""
+    symbols = symbol_database.Default()
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(symbols.GetSymbol(method.input_type.full_name)),
+            response_serializer=symbols.GetSymbol(method.output_type.full_name
+                                                  ).SerializeToString)
+        for method in service.methods}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
 def _grpc_errors(method):
-    """Runs a servicer method; ServingError -> its status, anything else -> INTERNAL (logged):
-    a bad request never takes the server down."""
+    """Runs a servicer method; ServingError -> its status, MemoryError -> RESOURCE_EXHAUSTED,
+    anything else -> INTERNAL (logged, its text not sent): a bad request never takes the server
+    down."""
     def wrapper(self, request, context):
+        if isinstance(request, _Unparsed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Failed to parse the request: "
+                          f"{request.size} bytes are not a {request.type_name}")
         try:
             return method(self, request, context)
         except ServingError as e:
             context.abort(grpc.StatusCode[e.code], e.message)
-        except Exception as e:  # noqa: BLE001
+        except MemoryError:
+            _LOG.exception("%s ran out of memory", method.__name__)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          "Out of memory while serving the request")
+        except Exception:  # noqa: BLE001
             _LOG.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            context.abort(grpc.StatusCode.INTERNAL,
+                          f"{method.__name__} failed on the server; its log has the details")
     wrapper.__name__ = method.__name__
     return wrapper
 
@@ -174,8 +247,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_grpc_errors
     def Classify(self, request, context):
-        raise ServingError("UNIMPLEMENTED", "Classify is not supported by the development "
-                           "server (the movielens model has no classification signature)")
+        return self.handler.classify(request)
 
     @_grpc_errors
     def MultiInference(self, request, context):
@@ -210,11 +282,37 @@ def _load_json(body: bytes) -> dict:
         raise invalid("JSON Parse error: The document is empty")
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise invalid(f"JSON Parse error: {e}") from e
+    except RecursionError:
+        raise invalid(f"JSON Parse error: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an int of > 4300 digits
+        if "integer string conversion" in str(e):
+            raise invalid("JSON Parse error: a number has more than 4300 digits") from None
+        raise invalid(f"JSON Parse error: {e}") from None
     if not isinstance(document, dict):
         raise invalid(f"JSON Value: {body[:200]!r} Is not object")
+    _check_depth(document)
     return document
+
+
+def _check_depth(document: Any) -> None:
+    """Refuses a document nested deeper than MAX_JSON_DEPTH, without recursion: the code that
+    reads it (and error messages that print parts of it) recurses."""
+    level = [document]  # the containers at depth 1, then 2, ...
+    for _ in range(MAX_JSON_DEPTH):
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c)
+                 if isinstance(v, (dict, list))]
+        if not level:
+            return
+    raise invalid(f"JSON Parse error: nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _path_version(text: str | None) -> int | None:
+    if not text:
+        return None
+    version = int(text)
+    if version > _MAX_VERSION:
+        raise ServingError("NOT_FOUND", f"Servable version {text} is not an int64")
+    return version
 
 
 def _rest_inputs(document: dict, signature: meta_graph_pb2.SignatureDef
@@ -298,10 +396,11 @@ def _example(value: Any, where: str) -> example_pb2.Example:
         raise invalid(str(e)) from e
 
 
-def regress_input(document: dict) -> input_pb2.Input:
+def regress_input(document: dict, verb: str = "regress") -> input_pb2.Input:
+    """The Input of a :regress (or :classify) body's "examples" and "context"."""
     examples = document.get("examples")
     if examples is None:
-        raise invalid("When method is regress, key 'examples' is expected and was not found")
+        raise invalid(f"When method is {verb}, key 'examples' is expected and was not found")
     if not isinstance(examples, list):
         raise invalid("Expecting 'examples' value to be an list/array")
     if not examples:
@@ -314,6 +413,10 @@ def regress_input(document: dict) -> input_pb2.Input:
         target = input_.example_list
     target.examples.extend(_example(e, f"examples[{i}]") for i, e in enumerate(examples))
     return input_
+
+
+# The longest chunk-size or trailer line read: a line without an end is not buffered whole.
+_LINE = 1024
 
 
 def _too_large(size: int, limit: int) -> ServingError:
@@ -349,10 +452,12 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _declared_length(self) -> int:
         length = self.headers.get("Content-Length")
-        try:
-            return int(length) if length else 0
-        except ValueError:
-            raise invalid(f"Content-Length is not a number: {length!r}") from None
+        if not length:
+            return 0
+        if not length.strip().isdigit():
+            self.close_connection = True  # where this body ends is unknown
+            raise invalid(f"Content-Length is not a number of bytes: {length[:40]!r}")
+        return int(length)
 
     def handle_expect_100(self) -> bool:
         """A client that asks before sending a large body (curl does above 1 MB) is refused
@@ -371,9 +476,9 @@ class RestHandler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks, size = [], 0
             while True:
-                chunk = int(self.rfile.readline().split(b";")[0], 16)
+                chunk = self._chunk_size()
                 if chunk == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while self.rfile.readline(_LINE) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(chunks)
                 size += chunk
@@ -388,15 +493,30 @@ class RestHandler(BaseHTTPRequestHandler):
             raise _too_large(length, limit)
         return self.rfile.read(length) if length else b""
 
+    def _chunk_size(self) -> int:
+        line = self.rfile.readline(_LINE)
+        try:
+            return int(line.split(b";")[0], 16)
+        except ValueError:
+            self.close_connection = True
+            raise invalid(f"Malformed chunked body: chunk size line {line[:40]!r}") from None
+
     def _handle(self, method: str) -> None:
         try:
+            if method != "POST" and (self.headers.get("Content-Length", "0") != "0"
+                                     or "Transfer-Encoding" in self.headers):
+                self.close_connection = True  # a body nobody reads: the connection ends here
             body = self._body() if method == "POST" else b""
             status, document = 200, self._dispatch(method, self.path.split("?", 1)[0], body)
         except ServingError as e:
             status, document = e.http_status, {"error": e.message}
-        except Exception as e:  # noqa: BLE001 - a bad request never takes the server down
+        except MemoryError:
+            _LOG.exception("%s %s ran out of memory", method, self.path)
+            status, document = 429, {"error": "Out of memory while serving the request"}
+        except Exception:  # noqa: BLE001 - a bad request never takes the server down
             _LOG.exception("%s %s failed", method, self.path)
-            status, document = 500, {"error": f"{type(e).__name__}: {e}"}
+            status, document = 500, {"error": f"{method} failed on the server; its log has "
+                                              "the details"}
         self._reply(status, document)
 
     def do_GET(self) -> None:
@@ -405,6 +525,24 @@ class RestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle("POST")
 
+    # TF Serving answers any other method "Malformed request" (400), where http.server would
+    # answer 501. A HEAD's answer has a body here, so its connection is closed after it.
+    def do_HEAD(self) -> None:
+        self.close_connection = True
+        self._handle("HEAD")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._handle("OPTIONS")
+
     def _dispatch(self, method: str, path: str, body: bytes) -> Any:
         if not path.lower().startswith("/v1/"):
             raise ServingError("NOT_FOUND", f"No handler for {method} {path}: TF Serving's "
@@ -412,7 +550,7 @@ class RestHandler(BaseHTTPRequestHandler):
         match = _PREDICT_PATH.fullmatch(path)
         if method == "POST" and match:
             name, version, verb = match.group(1), match.group(2), match.group(3).lower()
-            version = int(version) if version else None
+            version = _path_version(version)
             document = _load_json(body)
             signature_name = document.get("signature_name", "")
             if not isinstance(signature_name, str):
@@ -425,14 +563,16 @@ class RestHandler(BaseHTTPRequestHandler):
                 request.input.CopyFrom(regress_input(document))
                 response = self.handler.regress(request)
                 return {"results": [r.value for r in response.result.regressions]}
-            raise ServingError("UNIMPLEMENTED", "classify is not supported by the "
-                               "development server")
+            request = classification_pb2.ClassificationRequest()
+            tensors.fill_model_spec(request.model_spec, name, signature_name, version)
+            request.input.CopyFrom(regress_input(document, verb))
+            self.handler.classify(request)
         match = _STATUS_PATH.fullmatch(path)
         if method == "GET" and match:
             name, version, metadata = match.groups()
             if not name:
                 raise invalid("Missing model name in request.")
-            version = int(version) if version else None
+            version = _path_version(version)
             if metadata:
                 request = get_model_metadata_pb2.GetModelMetadataRequest(
                     metadata_field=["signature_def"])
@@ -499,10 +639,11 @@ class DevServer:
                                                             thread_name_prefix="grpc"),
                                  options=[("grpc.max_receive_message_length", max_request_bytes),
                                           ("grpc.max_send_message_length", -1)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.handler), self._grpc)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.handler), self._grpc)
+        add_service(PredictionServicer(self.handler),
+                    prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+                    self._grpc)
+        add_service(ModelServicer(self.handler),
+                    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"], self._grpc)
         self.grpc_port = self._grpc.add_insecure_port(f"{host}:{grpc_port}")
         if not self.grpc_port:
             raise OSError(f"cannot listen for gRPC on {host}:{grpc_port}")
