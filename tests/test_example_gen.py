@@ -97,6 +97,38 @@ def test_random_split_is_seeded_and_stable(movielens_dir, tmp_path):
     assert len(first["eval"]) / total == pytest.approx(0.1, abs=0.03)
 
 
+def test_user_time_split_evaluates_each_users_newest_ratings(movielens_dir, tmp_path):
+    splits, artifact = run_example_gen(movielens_dir, tmp_path / "out",
+                                       SplitConfig(method="user_time", eval_fraction=0.2))
+    times: dict[int, list[int]] = collections.defaultdict(list)
+    for user, _, _, ts in read_ratings(movielens_dir):
+        times[int(user)].append(int(ts))
+    by_split = {}
+    for name, examples in splits.items():
+        by_user: dict[int, list[int]] = collections.defaultdict(list)
+        for user, ts in zip(column(examples, "user_id"), column(examples, "timestamp"),
+                            strict=True):
+            by_user[int(user)].append(int(ts))
+        by_split[name] = by_user
+    for user, stamps in times.items():
+        train, held_out = by_split["train"].get(user, []), by_split["eval"].get(user, [])
+        assert sorted(train + held_out) == sorted(stamps)
+        # int(0.2 * n) of the newest evaluate, more only where the cutoff time is shared.
+        newest = sorted(stamps)[len(stamps) - int(0.2 * len(stamps)):]
+        if int(0.2 * len(stamps)) == 0 or min(newest) == min(stamps):
+            assert not held_out
+            continue
+        assert min(held_out) == min(newest) and (not train or max(train) < min(held_out))
+        assert len(held_out) >= int(0.2 * len(stamps))
+    # Every user with 5 or more ratings (not all at one time) is in both splits; no global
+    # time cutoff is recorded.
+    held = {u for u, s in times.items()
+            if int(0.2 * len(s)) and sorted(s)[len(s) - int(0.2 * len(s))] > min(s)}
+    assert set(by_split["eval"]) == held and len(held) > 0.9 * len(times)
+    assert set(by_split["train"]) == set(times)
+    assert "split_cutoff_timestamp" not in artifact.mlmd_artifact.custom_properties
+
+
 BAD_ROWS = [
     "1,3,abc,1200000000",  # not a number
     "1,3,4.0",  # 3 fields

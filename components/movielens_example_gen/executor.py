@@ -1,4 +1,5 @@
-"""Beam executor of the MovieLens ExampleGen: read, join, split by time or at random, report.
+"""Beam executor of the MovieLens ExampleGen: read, join, split (by time, at random or by each
+user's time), report.
 
 Extends TFX's `BaseExampleGenExecutor`, which writes the splits as gzipped TFRecords and records
 them on the Examples artifact; this class supplies the records and the MovieLens-specific split.
@@ -66,6 +67,41 @@ class _TimestampQuantile(beam.CombineFn):
         if not acc:
             return None
         return float(np.quantile(np.frombuffer(acc, dtype=np.int64), self._q))
+
+
+class _UserTimeCutoff(beam.CombineFn):
+    """One user's timestamps -> the time from which their ratings evaluate: that of their
+    int(fraction * count)-th newest rating, or None when that is none, or every one of them
+    (8 bytes per rating while combining, as _TimestampQuantile)."""
+
+    def __init__(self, fraction: float):
+        self._fraction = fraction
+
+    def create_accumulator(self) -> array:
+        return array("q")
+
+    def add_input(self, acc: array, ts: int) -> array:
+        acc.append(ts)
+        return acc
+
+    def merge_accumulators(self, accs) -> array:
+        merged = array("q")
+        for acc in accs:
+            merged.extend(acc)
+        return merged
+
+    def extract_output(self, acc: array) -> int | None:
+        held_out = int(self._fraction * len(acc))
+        if not held_out:
+            return None
+        times = np.sort(np.frombuffer(acc, dtype=np.int64))
+        cutoff = int(times[len(times) - held_out])
+        return cutoff if cutoff > times[0] else None  # one time for all: the user only trains
+
+
+def _user_time_split(row: tuple, n: int, cutoffs: dict[int, int | None]) -> int:
+    cutoff = cutoffs.get(row[0])
+    return _EVAL if cutoff is not None and row[3] >= cutoff else _TRAIN
 
 
 def random_bucket(rating: parsing.Rating, seed: int) -> float:
@@ -263,6 +299,14 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             splits = ratings | "SplitByTime" >> beam.Partition(
                 lambda row, n, c: _TRAIN if row[3] < c else _EVAL,
                 2, beam.pvalue.AsSingleton(cutoff))
+        elif config.method == "user_time":
+            cutoff = pipeline | "NoCutoff" >> beam.Create([None])
+            user_cutoffs = (
+                ratings
+                | "UserTimestamps" >> beam.Map(lambda row: (row[0], row[3]))
+                | "UserCutoffs" >> beam.CombinePerKey(_UserTimeCutoff(config.eval_fraction)))
+            splits = ratings | "SplitByUserTime" >> beam.Partition(
+                _user_time_split, 2, beam.pvalue.AsDict(user_cutoffs))
         else:
             cutoff = pipeline | "NoCutoff" >> beam.Create([None])
             seed, fraction = config.seed, config.eval_fraction
