@@ -22,6 +22,9 @@ parsing.py) and look like them where the pipeline's cost or the models' work dep
   (MovieLens' mix), 0.5-5.0;
 - timestamps: each user starts at a random time between 1996 and 2018 and rates over a session
   (about half the users: under a day) or months to years; rows of a user in time order;
+- drift (--user-drift STARS, default 0: none): each user's ratings move linearly over their
+  span by a N(0, STARS) amount, from -half of it at their first rating to +half at their last,
+  as real users' do (what the pipeline's user drift models); the other draws are unchanged;
 - movies: sparse increasing ids, made-up titles with " (year)" (some "Name, The (year)", some
   non-ASCII), 1-10 genres of MovieLens' list chosen by the movie's factors, so genres carry
   signal; a few "(no genres listed)".
@@ -136,6 +139,8 @@ class World:
     movie_bias: np.ndarray  # [movies], stars
     movie_years: np.ndarray  # [movies]
     popularity_cdf: np.ndarray  # [movies], cumulative Zipf probability of each movie
+    # [users], stars a user's ratings move over their span (all 0 without --user-drift)
+    user_drift: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:
@@ -157,9 +162,9 @@ class World:
 
 
 def make_world(n_ratings: int, seed: int = 0, n_users: int | None = None,
-               n_movies: int | None = None) -> World:
+               n_movies: int | None = None, user_drift: float = 0.0) -> World:
     """Draws the users' and movies' parameters for a dataset of n_ratings (sizes from `sizes`
-    unless given)."""
+    unless given); `user_drift`: the std of each user's drift over their span, in stars."""
     default_users, default_movies = sizes(n_ratings)
     n_users, n_movies = n_users or default_users, n_movies or default_movies
     if n_users * MIN_RATINGS_PER_USER > n_ratings:
@@ -194,6 +199,8 @@ def make_world(n_ratings: int, seed: int = 0, n_users: int | None = None,
         movie_factors=rng.normal(size=(n_movies, RANK)),
         movie_bias=movie_bias, movie_years=years.astype(np.int64),
         popularity_cdf=np.cumsum(weight / weight.sum()),
+        # Its own stream: the other parameters are the same with and without drift.
+        user_drift=np.random.default_rng([seed, 3]).normal(0.0, user_drift, n_users),
     )
 
 
@@ -284,13 +291,16 @@ def chunk_rows(world: World, users: np.ndarray, rng: np.random.Generator
     keep = _group_ranks(owner) < counts[owner]
     owner, movie, affinity = owner[keep], movie[keep], affinity[keep]
     user = users[owner]
-    stars = (GLOBAL_MEAN + world.user_bias[user] + world.movie_bias[movie]
-             + AFFINITY_STARS * affinity + NOISE_STARS * rng.standard_t(NOISE_DF, len(owner)))
+    noise = NOISE_STARS * rng.standard_t(NOISE_DF, len(owner))
     whole = rng.random(len(owner)) < WHOLE_STAR_FRACTION
+    along = rng.random(len(owner))  # where in the user's span the rating falls
+    stars = (GLOBAL_MEAN + world.user_bias[user] + world.movie_bias[movie]
+             + AFFINITY_STARS * affinity + noise)
+    if world.user_drift is not None:
+        stars = stars + world.user_drift[user] * (along - 0.5)
     stars = np.where(whole, np.clip(np.round(stars), 1.0, features.RATING_MAX),
                      np.clip(np.round(stars * 2) / 2, features.RATING_MIN, features.RATING_MAX))
-    timestamp = world.user_start[user] + (rng.random(len(owner))
-                                          * world.user_span[user]).astype(np.int64)
+    timestamp = world.user_start[user] + (along * world.user_span[user]).astype(np.int64)
     order = np.lexsort((timestamp, user))
     return (user[order] + 1, world.movie_ids[movie[order]], stars[order], timestamp[order])
 
@@ -325,15 +335,16 @@ def write_ratings(world: World, path: Path) -> int:
 
 
 def generate(out: Path, n_ratings: int, seed: int = 0, n_users: int | None = None,
-             n_movies: int | None = None) -> dict:
+             n_movies: int | None = None, user_drift: float = 0.0) -> dict:
     """Writes ratings.csv, movies.csv and synthetic.json (the parameters) into `out`."""
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    world = make_world(n_ratings, seed, n_users, n_movies)
+    world = make_world(n_ratings, seed, n_users, n_movies, user_drift)
     write_movies(world, out / "movies.csv")
     rows = write_ratings(world, out / "ratings.csv")
     assert rows == n_ratings, (rows, n_ratings)
     info = {"ratings": rows, "users": world.n_users, "movies": world.n_movies, "seed": seed,
+            "user_drift": user_drift,
             "seconds": round(time.time() - start, 1),
             # ru_maxrss is in KiB on Linux.
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
@@ -349,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--users", type=int, help="override the number of users")
     parser.add_argument("--movies", type=int, help="override the number of movies")
+    parser.add_argument("--user-drift", type=float, default=0.0,
+                        help="std of each user's drift over their span, in stars (default 0)")
     args = parser.parse_args(argv)
-    info = generate(args.out, args.ratings, args.seed, args.users, args.movies)
+    info = generate(args.out, args.ratings, args.seed, args.users, args.movies, args.user_drift)
     print(f"Wrote {info['ratings']:,} ratings of {info['users']:,} users on "
           f"{info['movies']:,} movies to {args.out} in {info['seconds']} s "
           f"(peak RSS {info['peak_rss_mib']} MiB)")

@@ -99,3 +99,27 @@ def test_planted_tastes_drive_choices_and_ratings(generated):
     assert affinity.mean() > random_pairs.mean() + 0.5
     centred = stars - (np.bincount(users, stars) / np.bincount(users))[users]
     assert np.corrcoef(centred, affinity)[0, 1] > 0.2  # 0 without the planted factors
+
+
+def test_planted_user_drift_moves_each_users_ratings_over_their_span(generated, tmp_path):
+    synthetic.generate(tmp_path / "drifting", N_RATINGS, seed=3, user_drift=2.0)
+    world = synthetic.make_world(N_RATINGS, seed=3, user_drift=2.0)
+    steady, drifting = read_ratings(generated), read_ratings(tmp_path / "drifting")
+    # The same users, movies and times; only the stars move.
+    assert [(r.user_id, r.movie_id, r.timestamp) for r in steady] == \
+        [(r.user_id, r.movie_id, r.timestamp) for r in drifting]
+    change = collections.defaultdict(list)
+    for a, b in zip(steady, drifting, strict=True):
+        start = world.user_start[a.user_id - 1]
+        span = max(world.user_span[a.user_id - 1], 1)
+        change[a.user_id].append((b.rating - a.rating, (a.timestamp - start) / span - 0.5))
+    # Per user, the change in stars follows drift * (position in span - 0.5), up to rounding
+    # to half or whole stars: the slope of a least-squares fit recovers the planted drift.
+    slopes, planted = [], []
+    for user, pairs in change.items():
+        delta, along = np.array(pairs).T
+        if along.std() > 0.2:
+            slopes.append(np.polyfit(along, delta, 1)[0])
+            planted.append(world.user_drift[user - 1])
+    assert np.corrcoef(slopes, planted)[0, 1] > 0.9
+    assert not synthetic.make_world(N_RATINGS, seed=3).user_drift.any()  # the default: none
