@@ -166,7 +166,11 @@ def run_ours(model_type: str, encoded: Encoded, seed: int, overrides: dict):
 
     hp = tuned(model_type, seed=seed, **overrides)
     start = time.perf_counter()
-    model = trainer.train(hp, encoded.num_users, encoded.num_movies, encoded.train, verbose=0)
+    # As the Trainer's run_fn: a time split's drift is chosen for the future.
+    by_time = trainer.is_time_split(encoded.train[features.TIMESTAMP],
+                                    encoded.test[features.TIMESTAMP])
+    model = trainer.train(hp, encoded.num_users, encoded.num_movies, encoded.train, verbose=0,
+                          time_split=by_time)
     seconds = time.perf_counter() - start
     return trainer.predict_stars(model, encoded.test), seconds, hp, model
 
@@ -277,6 +281,7 @@ def main() -> None:
         for model in models:
             for seed in seeds:
                 served = {}  # with --served: how far the served predictions are from ours
+                drift = ""  # the user drift our Trainer chose on its validation holdout
                 if model == "global_mean":
                     predicted, seconds = np.full(len(test), train.rating.mean()), 0.0
                 elif model in ("svd", "baseline_only"):
@@ -286,6 +291,11 @@ def main() -> None:
                                                                overrides.get(model, {}))
                     hparams_used[model] = {k: v for k, v in hp.to_config().items()
                                            if k != "seed"}
+                    if trained.drift_choice is not None:
+                        choice = trained.drift_choice
+                        served["drift"] = (f"{choice.window}/{choice.shrinkage:g}"
+                                           if choice.window else "off")
+                        drift = f", drift {served['drift']}"
                     if args.served:
                         in_process, predicted = predicted, serve(trained, encoded, train, test)
                         served["served_max_difference"] = float(
@@ -296,7 +306,7 @@ def main() -> None:
                 runs.append({"protocol": protocol, "model": model, "seed": seed,
                              "train_seconds": seconds, **result, **served})
                 print(f"  {model:14s} seed {seed}: RMSE {result['rmse']:.4f} "
-                      f"MAE {result['mae']:.4f} ({seconds:.1f} s)", flush=True)
+                      f"MAE {result['mae']:.4f} ({seconds:.1f} s{drift})", flush=True)
                 if model in ("global_mean", "baseline_only"):
                     break  # deterministic: one seed is enough
     summary = summarize(runs)

@@ -197,7 +197,7 @@ class UserDrift(tf.keras.layers.Layer):
     """
 
     # Keys user * 2**33 + timestamp sort by user, then time (timestamps up to the year 2242).
-    _USER_STRIDE = 2**33
+    USER_STRIDE = 2**33
 
     def __init__(self, users: np.ndarray, timestamps: np.ndarray, residuals: np.ndarray,
                  num_users: int, window: int, shrinkage: float, **kwargs):
@@ -205,7 +205,7 @@ class UserDrift(tf.keras.layers.Layer):
         if window < 1 or shrinkage < 0:
             raise ValueError(f"need window >= 1 and shrinkage >= 0, got {window}, {shrinkage}")
         users, timestamps = np.asarray(users, np.int64), np.asarray(timestamps, np.int64)
-        if timestamps.size and not 0 <= timestamps.min() <= timestamps.max() < self._USER_STRIDE:
+        if timestamps.size and not 0 <= timestamps.min() <= timestamps.max() < self.USER_STRIDE:
             raise ValueError("timestamps must be seconds in [0, 2**33)")
         keep = users < num_users  # OOV users have no usable ratings
         users, timestamps = users[keep], timestamps[keep]
@@ -215,7 +215,7 @@ class UserDrift(tf.keras.layers.Layer):
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         cumulative = np.concatenate([[0.0], np.cumsum(residuals[order])])
         self.window, self.shrinkage = int(window), float(shrinkage)
-        self.keys = tf.constant(users[order] * self._USER_STRIDE + timestamps[order], tf.int64)
+        self.keys = tf.constant(users[order] * self.USER_STRIDE + timestamps[order], tf.int64)
         self.starts = tf.constant(starts, tf.int64)
         self.cumulative = tf.constant(cumulative, tf.float64)
         # "Now": each user's last `window` ratings.
@@ -234,10 +234,10 @@ class UserDrift(tf.keras.layers.Layer):
         # negative time is "now". Later times are clamped into the key range, where they are
         # after every rating (now too) rather than keys of the next user.
         given = timestamps >= 0
-        timestamps = tf.clip_by_value(timestamps, 0, self._USER_STRIDE - 1)
+        timestamps = tf.clip_by_value(timestamps, 0, self.USER_STRIDE - 1)
         start = tf.gather(self.starts, users)
         count = tf.gather(self.starts, users + 1) - start
-        position = tf.searchsorted(self.keys, users * self._USER_STRIDE + timestamps,
+        position = tf.searchsorted(self.keys, users * self.USER_STRIDE + timestamps,
                                    out_type=tf.int64) - start
         lo = tf.clip_by_value(position - self.window // 2, 0,
                               tf.maximum(count - self.window, 0))

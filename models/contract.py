@@ -71,6 +71,9 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 # The Trainer's custom_config key holding HParams.to_config() (models/trainer.py reads it).
 HPARAMS_KEY = "hparams"
+# What the Trainer chose on its validation data (the user drift, the popularity weight), as JSON
+# in the exported model: models/trainer.py writes it, the run summary and report read it.
+CHOICES_FILE = os.path.join("assets.extra", "training_choices.json")
 
 
 # --- tf.Examples ----------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -12,8 +15,8 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from models import arrays, catalogue, export, features, ranking_metrics, retrieval
-from models.base import RatingModel, registered, user_history
-from models.contract import HPARAMS_KEY
+from models.base import RatingModel, UserDrift, registered, user_history
+from models.contract import CHOICES_FILE, HPARAMS_KEY
 from models.hparams import HParams, RetrievalHParams
 from models.mf import BiasBaseline, BiasedMF
 from models.neural import NeuralRecommender
@@ -68,14 +71,19 @@ def steps_per_execution(examples: int, batch_size: int) -> int:
 
 
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],
-          log_dir: str | None = None, verbose: int = 2) -> tf.keras.Model:
+          log_dir: str | None = None, verbose: int = 2, time_split: bool = False
+          ) -> tf.keras.Model:
     """Fits a model on in-memory transformed columns with early stopping on a held-out slice;
-    then, with hp.drift_window and a features.TIMESTAMP column, the users' drift (models/base.py,
-    UserDrift) on all of them."""
+    then, with hp.drift_windows and a features.TIMESTAMP column, the users' drift
+    (models/base.py, UserDrift) chosen on that slice (choose_drift; `time_split`: the eval
+    ratings are newer than the training ones) and fitted on all of them. The choice is
+    `model.drift_choice`."""
     tf.keras.utils.set_random_seed(hp.seed)
-    train_data = dict(train_data)
-    timestamps = train_data.pop(features.TIMESTAMP, None)
+    timestamps = train_data.get(features.TIMESTAMP)
     fit_data, val_data = arrays.holdout(train_data, hp.validation_fraction, hp.seed)
+    fit_times, val_times = fit_data.pop(features.TIMESTAMP, None), val_data.pop(
+        features.TIMESTAMP, None)
+    train_data = {k: v for k, v in train_data.items() if k != features.TIMESTAMP}
     global_mean = float(np.clip(fit_data[features.LABEL_XF].mean(), 0.01, 0.99))
     # The whole train split's history, as exported (validation pairs' existence included).
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
@@ -98,10 +106,97 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
               epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
     _LOG.info("Trained %s on %d ratings in %.1f s", hp.model_type,
               len(fit_data[features.LABEL_XF]), time.time() - start)
-    if hp.drift_window and timestamps is not None:
-        model.fit_user_drift(train_data, timestamps, num_users, hp.drift_window,
-                             hp.drift_shrinkage)
+    model.drift_choice = None
+    if hp.drift_windows and timestamps is not None:
+        model.drift_choice = choose_drift(model, hp, num_users, (fit_data, fit_times),
+                                          (val_data, val_times), time_split)
+        _LOG.info("User drift: %s", model.drift_choice.describe())
+        if model.drift_choice.window:
+            model.fit_user_drift(train_data, timestamps, num_users, model.drift_choice.window,
+                                 model.drift_choice.shrinkage)
     return model
+
+
+def causal_drift(users: np.ndarray, times: np.ndarray, residuals: np.ndarray,
+                 at_users: np.ndarray, at_times: np.ndarray, window: int, shrinkage: float
+                 ) -> np.ndarray:
+    """UserDrift's offset of each (at_users, at_times) [M] from the user's `window` ratings
+    strictly before that time: sum(residuals) / (count + shrinkage), 0 with none; float [M]."""
+    stride = UserDrift.USER_STRIDE  # keys sort by user, then time
+    keys = users.astype(np.int64) * stride + times
+    order = np.argsort(keys, kind="stable")
+    keys, residuals = keys[order], residuals[order]
+    cumulative = np.concatenate([[0.0], np.cumsum(residuals, dtype=np.float64)])
+    first = np.searchsorted(keys, at_users.astype(np.int64) * stride, side="left")
+    # The user's ratings strictly before the time are positions first..end-1.
+    end = np.searchsorted(keys, at_users.astype(np.int64) * stride + at_times, side="left")
+    start = np.maximum(first, end - window)
+    count = (end - start + shrinkage).astype(np.float64)
+    return np.divide(cumulative[end] - cumulative[start], count, out=np.zeros(len(count)),
+                     where=count > 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftChoice:
+    """The user drift the Trainer chose on its validation holdout (window 0: none), and the
+    validation RMSE in stars of each candidate ("off", "window/shrinkage")."""
+
+    window: int
+    shrinkage: float
+    validation_rmse: dict[str, float]
+
+    def describe(self) -> str:
+        off = self.validation_rmse.get("off", float("nan"))
+        if not self.window:
+            best = min(self.validation_rmse.values(), default=off)
+            return (f"off (validation RMSE {off:.4f}; the best window gave {best:.4f}, not "
+                    "enough lower)")
+        chosen = self.validation_rmse[f"{self.window}/{self.shrinkage:g}"]
+        return (f"window {self.window}, shrinkage {self.shrinkage:g} (validation RMSE "
+                f"{chosen:.4f}, {off:.4f} without)")
+
+
+def choose_drift(model: RatingModel, hp: HParams, num_users: int,
+                 fit: tuple[dict[str, np.ndarray], np.ndarray],
+                 val: tuple[dict[str, np.ndarray], np.ndarray], time_split: bool = False
+                 ) -> DriftChoice:
+    """The drift among hp.drift_windows x hp.drift_shrinkages whose offsets, built from the
+    trained model's residuals on the fit rows, give the lowest validation RMSE at the validation
+    rows' times; none unless that is at least hp.drift_min_gain below the RMSE without drift.
+    Where the drift does not help on this data, it is left out.
+
+    With `time_split`, a validation rating's offset is taken from the fit ratings before it
+    only (causal_drift), as every training rating precedes a time split's eval ratings: the
+    nearest ratings on both sides, which UserDrift would take inside the training period, made
+    the drift look better than it is on the future (docs/benchmarks.md, "User drift")."""
+    (fit_data, fit_times), (val_data, val_times) = fit, val
+    if not len(val_data[features.LABEL_XF]):
+        return DriftChoice(0, 0.0, {})
+    residuals = fit_data[features.LABEL_XF] - predict_scaled(model, fit_data)
+    base = predict_scaled(model, val_data)
+    stars = features.unscale_rating(val_data[features.LABEL_XF])
+
+    def rmse(scaled: np.ndarray) -> float:
+        predicted = np.clip(features.unscale_rating(scaled), features.RATING_MIN,
+                            features.RATING_MAX)
+        return float(np.sqrt(np.mean((predicted - stars) ** 2)))
+
+    scores = {"off": rmse(base)}
+    users, times = tf.constant(val_data[features.USER_IDX]), tf.constant(val_times)
+    for window in hp.drift_windows:
+        for shrinkage in hp.drift_shrinkages:
+            if time_split:
+                offsets = causal_drift(fit_data[features.USER_IDX], fit_times, residuals,
+                                       val_data[features.USER_IDX], val_times, window, shrinkage)
+            else:
+                offsets = UserDrift(fit_data[features.USER_IDX], fit_times, residuals,
+                                    num_users, window, shrinkage)(users, times).numpy()
+            scores[f"{window}/{shrinkage:g}"] = rmse(base + offsets)
+    best = min((k for k in scores if k != "off"), key=scores.get)
+    if scores[best] > scores["off"] - hp.drift_min_gain:
+        return DriftChoice(0, 0.0, scores)
+    window, shrinkage = best.split("/")
+    return DriftChoice(int(window), float(shrinkage), scores)
 
 
 VALIDATION_USERS_PER_BATCH = 1024
@@ -266,11 +361,13 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
 def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                        user_vocabulary: list[int], num_movies: int,
                        movies: catalogue.Catalogue, log_dir: str | None = None,
-                       verbose: int = 2) -> export.ServingModule:
+                       verbose: int = 2, time_split: bool = False
+                       ) -> export.ServingModule:
     """Trains the configured models on transformed training columns (COLUMNS) and returns what
     is exported: the rating model, and the retrieval stage of `recommend` when hp.retrieval."""
     num_users = len(user_vocabulary)
-    model = train(hp, num_users, num_movies, train_data, log_dir=log_dir, verbose=verbose)
+    model = train(hp, num_users, num_movies, train_data, log_dir=log_dir, verbose=verbose,
+                  time_split=time_split)
     # Its progress is RankingValidation's line per epoch: Keras' own would list a dozen metrics.
     retriever = (None if hp.retrieval is None
                  else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose=0))
@@ -280,10 +377,16 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                                 retriever=retriever, retrieval=hp.retrieval)
 
 
+def predict_scaled(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The model's predictions on the scaled rating range, unclipped; [N]."""
+    inputs = {k: v for k, v in columns.items() if k != features.LABEL_XF}
+    return model.predict(arrays.to_dataset(inputs, 8192), verbose=0).reshape(-1)
+
+
 def predict_stars(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:
     """Predicted ratings in stars, clipped to the rating range as the serving model does; [N]."""
-    scaled = model.predict(arrays.to_dataset(columns, 8192), verbose=0).reshape(-1)
-    return np.clip(features.unscale_rating(scaled), features.RATING_MIN, features.RATING_MAX)
+    return np.clip(features.unscale_rating(predict_scaled(model, columns)),
+                   features.RATING_MIN, features.RATING_MAX)
 
 
 def rmse_in_stars(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> float:
@@ -291,6 +394,32 @@ def rmse_in_stars(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> floa
     return float(np.sqrt(np.mean(error**2)))
 
 
+def is_time_split(train_times: np.ndarray, eval_times: np.ndarray) -> bool:
+    """Whether every eval rating is at least as new as every train rating."""
+    return bool(len(train_times) and len(eval_times)
+                and train_times.max() <= eval_times.min())
+
+
+def training_choices(module: export.ServingModule, time_split: bool) -> dict:
+    """What the Trainer chose on its validation holdouts, for the run's record and report."""
+    drift: DriftChoice | None = getattr(module.model, "drift_choice", None)
+    retriever = module.retriever
+    return {
+        "drift_validated_for": "the future (time split)" if time_split else "a random split",
+        "user_drift": None if drift is None else dataclasses.asdict(drift),
+        "popularity_weight": None if retriever is None else retriever.popularity_weight,
+    }
+
+
+def write_choices(export_dir: str, module: export.ServingModule, time_split: bool) -> None:
+    """training_choices as contract.CHOICES_FILE in the exported model."""
+    path = os.path.join(export_dir, CHOICES_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(training_choices(module, time_split), indent=2) + "\n")
+
+
+# TFX Trainer will call this function.
 def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point (referenced by dotted name from pipeline/pipeline.py)."""
     hp = HParams.from_config((fn_args.custom_config or {}).get(HPARAMS_KEY))
@@ -306,10 +435,14 @@ def run_fn(fn_args: FnArgs) -> None:
     user_vocabulary = [int(u) for u in
                        tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]
     num_movies = tf_transform_output.vocabulary_size_by_name(features.MOVIE_VOCAB)
+    # A time split's eval ratings are all newer than its train ratings: the drift is chosen for
+    # the future then (choose_drift).
+    by_time = is_time_split(train_data[features.TIMESTAMP], eval_data[features.TIMESTAMP])
     module = fit_serving_module(hp, train_data, user_vocabulary, num_movies, movies,
-                                log_dir=fn_args.model_run_dir)
+                                log_dir=fn_args.model_run_dir, time_split=by_time)
     _LOG.info("Eval-split RMSE %.4f stars on %d ratings", rmse_in_stars(module.model, eval_data),
               len(eval_data[features.LABEL_XF]))
     export.export_serving_model(module, fn_args.serving_model_dir)
+    write_choices(fn_args.serving_model_dir, module, by_time)
     _LOG.info("Exported the serving model (%d movies in its catalogue) to %s", len(movies),
               fn_args.serving_model_dir)

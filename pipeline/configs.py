@@ -54,7 +54,7 @@ BASELINE_HPARAMS = tuned("bias")
 # without a retrieval stage it ranks the catalogue by those predictions, about at random (an
 # untrained retrieval stage would still rank by popularity, where its movie bias starts). No
 # user drift either: fitted on an untrained model's residuals, it would be a user bias.
-FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0, "retrieval": None, "drift_window": 0}
+FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0, "retrieval": None, "drift_windows": ()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -151,7 +151,8 @@ def test_the_registries_are_the_names_hparams_accepts():
 def test_tuned_hparams_are_the_defaults_with_the_model_types_changes():
     assert hparams.tuned("neural", seed=3) == HParams(model_type="neural", seed=3,
                                                       retrieval=hparams.RetrievalHParams(),
-                                                      drift_window=25, drift_shrinkage=5.0)
+                                                      drift_windows=(10, 25, 50),
+                                                      drift_shrinkages=(5.0, 20.0))
     assert hparams.tuned("bias").learning_rate == 1e-2
     with pytest.raises(ValueError, match=r"unknown model_type 'svd'; known: \['bias', 'mf', "
                                          r"'neural'\]"):

@@ -58,12 +58,13 @@ def test_bad_windows_and_timestamps_are_refused():
         UserDrift(np.array([0]), np.array([-1]), np.array([0.0]), 1, 2, 1.0)
 
 
-def ratings(n=2000, seed=0):
-    """Columns whose users' ratings rise over time: what a static bias cannot follow."""
+def ratings(n=2000, seed=0, rise=1 / 500):
+    """Columns whose users' ratings rise over time (by `rise` stars a time unit, 2 stars over
+    the range): what a static bias cannot follow."""
     rng = np.random.default_rng(seed)
     users, movies = rng.integers(0, N_USERS, n), rng.integers(0, N_MOVIES, n)
     times = rng.integers(0, 1000, n)
-    stars = np.clip(3.0 + 0.3 * rng.normal(size=N_MOVIES)[movies] + times / 500
+    stars = np.clip(3.0 + 0.3 * rng.normal(size=N_MOVIES)[movies] + times * rise
                     + rng.normal(scale=0.3, size=n), features.RATING_MIN, features.RATING_MAX)
     genres = (rng.random((N_MOVIES, len(features.GENRE_NAMES))) < 0.2).astype(np.float32)
     years = rng.normal(size=N_MOVIES).astype(np.float32)
@@ -78,9 +79,9 @@ def ratings(n=2000, seed=0):
 @pytest.fixture(scope="module", params=["bias", "mf", "neural"])
 def drifted(request):
     columns, genres, years = ratings()
-    # drift_window 0: the trainer leaves the drift out, fitted below by hand.
+    # No drift_windows: the trainer leaves the drift out, fitted below by hand.
     hp = HParams(model_type=request.param, embedding_dim=4, hidden_units=(8,), max_epochs=5,
-                 batch_size=256, drift_window=0)
+                 batch_size=256)
     model = trainer.train(hp, N_USERS, N_MOVIES, columns, verbose=0)
     static = trainer.predict_stars(model, columns)
     model.fit_user_drift(columns, columns[features.TIMESTAMP], N_USERS, window=25,
@@ -203,12 +204,12 @@ def test_the_warmup_requests_still_succeed(exported):
         assert all(np.isfinite(v.numpy()).all() for v in out.values() if v.dtype.is_floating)
 
 
-def test_the_pipelines_models_drift_and_the_baseline_does_not():
-    # docs/benchmarks.md, "User drift": with serving_default taking each rating's time, the
-    # drift helps both time80 and rand90; the bias baseline stays as the blessing rules' reference.
-    assert tuned("neural").drift_window == tuned("mf").drift_window == 25
-    assert tuned("neural").drift_shrinkage == tuned("mf").drift_shrinkage == 5.0
-    assert tuned("bias").drift_window == HParams().drift_window == 0
+def test_the_pipelines_models_may_drift_and_the_baseline_does_not():
+    # The Trainer chooses among these per run (trainer.choose_drift); the bias baseline stays
+    # the blessing rules' reference, without drift.
+    assert tuned("neural").drift_windows == tuned("mf").drift_windows == (10, 25, 50)
+    assert tuned("neural").drift_shrinkages == tuned("mf").drift_shrinkages == (5.0, 20.0)
+    assert tuned("bias").drift_windows == HParams().drift_windows == ()
 
 
 def test_evaluate_scores_the_drifted_predictions(drifted):
@@ -224,9 +225,58 @@ def test_evaluate_scores_the_drifted_predictions(drifted):
 
 def test_the_trainer_fits_the_drift_when_the_columns_carry_timestamps():
     columns, _, _ = ratings()
-    hp = HParams(model_type="mf", embedding_dim=4, max_epochs=2, batch_size=256, drift_window=25)
-    assert trainer.train(hp, N_USERS, N_MOVIES, columns, verbose=0).user_drift is not None
+    # drift_min_gain -1: the best candidate is kept whatever validation says.
+    hp = HParams(model_type="mf", embedding_dim=4, max_epochs=2, batch_size=256,
+                 drift_windows=(25,), drift_min_gain=-1.0)
+    model = trainer.train(hp, N_USERS, N_MOVIES, columns, verbose=0)
+    assert model.user_drift is not None and model.drift_choice.window == 25
     untimed = {k: v for k, v in columns.items() if k != features.TIMESTAMP}
-    assert trainer.train(hp, N_USERS, N_MOVIES, untimed, verbose=0).user_drift is None
-    off = HParams(model_type="mf", embedding_dim=4, max_epochs=2, drift_window=0)
+    model = trainer.train(hp, N_USERS, N_MOVIES, untimed, verbose=0)
+    assert model.user_drift is None and model.drift_choice is None
+    off = HParams(model_type="mf", embedding_dim=4, max_epochs=2)
     assert trainer.train(off, N_USERS, N_MOVIES, columns, verbose=0).user_drift is None
+
+
+@pytest.mark.parametrize("time_split", [False, True])
+def test_the_trainer_keeps_the_drift_only_where_validation_says_it_helps(time_split):
+    hp = HParams(model_type="mf", embedding_dim=4, max_epochs=5, batch_size=256,
+                 drift_windows=(10, 25), drift_shrinkages=(5.0,), validation_fraction=0.1)
+    rising, _, _ = ratings()
+    model = trainer.train(hp, N_USERS, N_MOVIES, rising, verbose=0, time_split=time_split)
+    choice = model.drift_choice
+    # Ratings rise by 2 stars over the time range: a window of the nearest ratings follows.
+    assert choice.window in (10, 25) and model.user_drift is not None
+    chosen = choice.validation_rmse[f"{choice.window}/5"]
+    assert chosen <= choice.validation_rmse["off"] - hp.drift_min_gain
+    assert set(choice.validation_rmse) == {"off", "10/5", "25/5"}
+    steady, _, _ = ratings(rise=0.0)  # the users' offsets in time are noise: drift fits it
+    model = trainer.train(hp, N_USERS, N_MOVIES, steady, verbose=0, time_split=time_split)
+    assert model.drift_choice.window == 0 and model.user_drift is None
+    assert "off (validation RMSE" in model.drift_choice.describe()
+
+
+def test_causal_drift_takes_only_the_ratings_before_each_time():
+    # drift()'s ratings: user 0 at t = 10, 20, 30, 40 with residuals 1, 1, -1, -1; user 1 at 5.
+    users = np.array([0, 1, 0, 0, 0], np.int64)
+    times = np.array([30, 5, 10, 40, 20], np.int64)
+    residuals = np.array([-1.0, 0.5, 1.0, -1.0, 1.0])
+    at_users = np.array([0, 0, 0, 0, 1, 1, 2])
+    at_times = np.array([10, 25, 35, 99, 5, 6, 50])
+    # Window 2, shrinkage 1: user 0 at 10 has none before (0); at 25: (1 + 1) / 3; at 35: the
+    # two before, 20 and 30: (1 - 1) / 3; at 99: (-1 - 1) / 3; user 1 at 5: none (its own
+    # time is not before it), at 6: 0.5 / 2; user 2 has no ratings.
+    np.testing.assert_allclose(
+        trainer.causal_drift(users, times, residuals, at_users, at_times, 2, 1.0),
+        [0.0, 2 / 3, 0.0, -2 / 3, 0.0, 0.25, 0.0])
+    # After all of a user's ratings it is UserDrift's "now"; shrinkage 0 and no ratings: 0.
+    layer = drift(window=2, shrinkage=1.0)
+    assert trainer.causal_drift(users, times, residuals, np.array([0]), np.array([99]), 2,
+                                1.0) == pytest.approx(layer(tf.constant([0], tf.int64)).numpy())
+    assert trainer.causal_drift(users, times, residuals, np.array([2]), np.array([1]), 2,
+                                0.0).tolist() == [0.0]
+
+
+def test_a_time_split_is_one_whose_eval_ratings_are_all_newer():
+    assert trainer.is_time_split(np.array([1, 5]), np.array([5, 9]))
+    assert not trainer.is_time_split(np.array([1, 6]), np.array([5, 9]))
+    assert not trainer.is_time_split(np.array([], np.int64), np.array([5]))
