@@ -4,16 +4,18 @@ where the model went), and its text for the console."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.utils import path_utils
 
 from components.atomic_pusher import IDENTICAL_KEY
 from components.evaluation import blessing_gate, results, topk
 from components.evaluation.report_gen import REPORT_FILE, EvaluationReport
-from models import features
+from models import contract, features
 from pipeline.pipeline import (
     BLESSED_MODEL_EVALUATOR_ID,
     BLESSING_GATE_ID,
@@ -21,6 +23,7 @@ from pipeline.pipeline import (
     PUSHER_ID,
     REPORT_GEN_ID,
     TOPK_EVALUATOR_ID,
+    TRAINER_ID,
 )
 
 
@@ -42,6 +45,8 @@ class RunSummary:
     failures: list[str] = dataclasses.field(default_factory=list)
     # component id -> (execution state name, wall seconds), in execution order
     components: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
+    # What the Trainer chose on its validation data (models/trainer.py, training_choices).
+    training_choices: dict | None = None
 
 
 def load_slice_metrics(evaluation_uri: str, blessed_evaluation_uri: str | None = None
@@ -135,7 +140,39 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
     report = _output(outputs, REPORT_GEN_ID, EvaluationReport.TYPE_NAME)
     if report is not None:
         summary.report_path = os.path.join(report.uri, REPORT_FILE)
+    model = _output(outputs, TRAINER_ID, "Model")
+    if model is not None:
+        summary.training_choices = load_training_choices(model.uri)
     return summary
+
+
+def load_training_choices(model_uri: str) -> dict | None:
+    """The Trainer's contract.CHOICES_FILE in its Model artifact; None for an older model."""
+    path = os.path.join(path_utils.serving_model_path(model_uri), contract.CHOICES_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def format_choices(choices: dict) -> str:
+    """One line: the user drift and the popularity weight the Trainer chose on validation."""
+    drift = choices.get("user_drift")
+    if drift is None:
+        text = "no user drift (not configured)"
+    else:
+        scores = drift["validation_rmse"]
+        off = scores.get("off", math.nan)
+        if drift["window"]:
+            chosen = scores[f"{drift['window']}/{drift['shrinkage']:g}"]
+            text = (f"user drift window {drift['window']}, shrinkage {drift['shrinkage']:g} "
+                    f"(validation RMSE {chosen:.4f}, {off:.4f} without)")
+        else:
+            text = f"no user drift (validation RMSE {off:.4f} without; no window did better)"
+    weight = choices.get("popularity_weight")
+    if weight is not None:
+        text += f"; recommend's popularity weight {weight:g}"
+    return f"Trainer's choices on its validation data: {text}"
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -159,6 +196,8 @@ def format_summary(summary: RunSummary) -> str:
                      + (f" {m.get('blessed_rmse', math.nan):7.4f}" if has_blessed else ""))
     if summary.top_k is not None:
         lines += format_top_k(summary.top_k)
+    if summary.training_choices is not None:
+        lines.append(format_choices(summary.training_choices))
     if summary.blessed:
         lines.append("Model BLESSED: every blessing rule holds.")
     elif summary.blessed is False:
