@@ -1,4 +1,8 @@
-"""The Trainer's `run_fn`: trains the configured model on transformed examples and exports it."""
+"""The Trainer's `run_fn`: trains the configured model on transformed examples and exports it.
+
+Deterministic: the same data, code, configuration and seed give bit-identical weights (rows in a
+canonical order, seeded holdouts and shuffles, TensorFlow's op determinism; `seed_everything`).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ COLUMNS = (*features.MODEL_INPUTS, features.LABEL_XF)
 # at, on the eval split); served, serving_default reads it from the tf.Example when given, and
 # the other signatures take "now".
 TIME_COLUMNS = (*COLUMNS, features.TIMESTAMP)
+# The training rows' canonical order (arrays.sort_rows): MovieLens has one rating per user and
+# movie; the time and the label break ties in other data.
+ROW_ORDER = (features.USER_IDX, features.MOVIE_IDX, features.TIMESTAMP, features.LABEL_XF)
 
 # HParams.model_type and .optimizer name one of these (hparams.MODEL_TYPES, hparams.OPTIMIZERS);
 # an unknown name is an error here too, never a silent fallback.
@@ -47,6 +54,15 @@ def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float
     model_class = registered(MODELS, hp.model_type, "model_type")
     return model_class.from_hparams(hp, num_users, num_movies, global_mean=global_mean,
                                     history=history if hp.implicit else None)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's, numpy's and TensorFlow's generators and turns on TensorFlow's op
+    determinism (for the whole process: ops without a deterministic kernel then raise), so
+    that a training stage started here repeats bit for bit. Costs little Trainer time on CPU
+    (docs/benchmarks.md, "Deterministic training")."""
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def make_optimizer(hp: HParams) -> tf.keras.optimizers.Optimizer:
@@ -72,7 +88,7 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     """Fits a model on in-memory transformed columns with early stopping on a held-out slice;
     then, with hp.drift_window and a features.TIMESTAMP column, the users' drift (models/base.py,
     UserDrift) on all of them."""
-    tf.keras.utils.set_random_seed(hp.seed)
+    seed_everything(hp.seed)
     train_data = dict(train_data)
     timestamps = train_data.pop(features.TIMESTAMP, None)
     fit_data, val_data = arrays.holdout(train_data, hp.validation_fraction, hp.seed)
@@ -190,7 +206,7 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     """Fits the retrieval model on the training interactions, with early stopping on the
     validation NDCG of a held-out fraction of them (removed from the histories it trains on);
     with hp.refit, then fits a fresh model on all of them for the best epoch count."""
-    tf.keras.utils.set_random_seed(hp.seed)
+    seed_everything(hp.seed)
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
@@ -245,7 +261,7 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
                   REFIT_MAX_INTERACTIONS, best_epochs)
     if refit:
         start = time.time()
-        tf.keras.utils.set_random_seed(hp.seed)
+        seed_everything(hp.seed)
         users, movies = pairs[features.USER_IDX], pairs[features.MOVIE_IDX]
         model = build_retrieval_model(hp, num_users, num_movies, users, movies, batch_size)
         # Its progress line per epoch: with verbose=0 the console would show nothing for minutes.
@@ -301,7 +317,7 @@ def run_fn(fn_args: FnArgs) -> None:
     train_all = arrays.load_columns(fn_args.train_files, spec, wanted)
     eval_all = arrays.load_columns(fn_args.eval_files, spec, wanted)
     movies = catalogue.Catalogue.from_columns(train_all, eval_all)
-    train_data = {c: train_all[c] for c in TIME_COLUMNS}
+    train_data = arrays.sort_rows({c: train_all[c] for c in TIME_COLUMNS}, ROW_ORDER)
     eval_data = {c: eval_all[c] for c in TIME_COLUMNS}
     user_vocabulary = [int(u) for u in
                        tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]
