@@ -101,10 +101,12 @@ class EvalSettings:
     # that is what these rules judge.
     topk_k: int = 10
     # Rule 4: refused when the NDCG@k change against the popularity baseline (the k most-rated
-    # train movies the user has not rated) lies wholly below this margin: 0, a recommender that
-    # ranks worse than the most-rated list with confidence is not worth serving (a rating model
-    # ranking the whole catalogue by predicted rating is far below it: docs/benchmarks.md).
-    min_ndcg_over_popularity: float = 0.0
+    # train movies the user has not rated) lies wholly below this margin. 0.01, not 0: a
+    # `recommend` that returns the popularity list itself has the change [0, 0] exactly, and a
+    # margin of 0 would pass it; one that only noise tells from popularity still passes. A
+    # rating model ranking the whole catalogue by predicted rating is far below popularity
+    # (docs/benchmarks.md); ours is 0.03 above on the time split, 0.15 on rand80.
+    min_ndcg_over_popularity: float = 0.01
     # Rule 5: refused when the NDCG@k change against the latest blessed model lies wholly below
     # minus this tolerance; skipped on the first run. 0: the interval carries the noise of NDCG
     # over few users, which a fixed tolerance (0.005 before) did not cover.

@@ -3,9 +3,9 @@
 Four runs share one metadata store: a good model is blessed and pushed; a second run compares
 the candidate with the first run's blessed model (and blesses it again); a third run is served
 from the cache; a deliberately bad candidate (untrained) is refused, not pushed, and the summary
-names the failed thresholds, the top-k rules' included. Data with an out-of-range year stops
-before Transform with a message naming the feature (an out-of-range rating would not: the
-ExampleGen quarantines that row, tests/test_example_gen.py).
+names the failed rules, the top-k rules' included, each with the interval of its change. Data
+with an out-of-range year stops before Transform with a message naming the feature (an
+out-of-range rating would not: the ExampleGen quarantines that row, tests/test_example_gen.py).
 """
 
 import collections
@@ -186,6 +186,10 @@ def test_a_bad_model_is_refused_and_not_pushed_with_the_failed_thresholds_named(
                     "genre_tolerance", "min_ndcg_over_popularity",
                     "max_ndcg_regression_vs_blessed"):
         assert f"EvalSettings.{setting}" in text, setting
+    # Each refused on evidence: the change's interval lies wholly beyond the allowed change.
+    assert bad.summary.failures
+    for line in bad.summary.failures:
+        assert "% interval " in line and "the whole interval is" in line, line
     overall = bad.summary.metrics["overall"]
     assert overall[results.RMSE] > overall["baseline_rmse"]
     ndcg = {m: bad.summary.top_k.value(m, topk.OVERALL, results.NDCG)
