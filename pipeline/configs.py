@@ -81,9 +81,13 @@ class EvalSettings:
     # would ask the candidate to be better by it (and refuse today's models in some runs).
     min_improvement_over_baseline: float = 0.0
     # Rule 2: overall RMSE: refused when the change against the latest blessed model lies wholly
-    # above this tolerance (0: refused when worse with confidence). Skipped on the first run,
-    # when no model has been blessed yet.
-    max_regression_vs_blessed: float = 0.0
+    # above this tolerance. The interval covers which users the eval split happens to hold; a
+    # retrain's own changes (seed, summation order) are systematic on those users, so two
+    # near-identical models have a narrow interval away from 0: a retrain that differed from
+    # the blessed model only by float rounding in one Transform statistic was 0.0007 better,
+    # interval -0.0011 to -0.0003, and two retrains differed by 0.0019 (issue 20). 0.002 stars
+    # leaves such retrains blessed. Skipped on the first run, when no model has been blessed.
+    max_regression_vs_blessed: float = 0.002
     # Rule 3: every genre slice with at least `genre_min_examples` eval ratings: refused when
     # the RMSE change against the bias baseline on that genre lies wholly above
     # `genre_tolerance`. 500: smaller genres vary by more than the tolerance between runs of
@@ -108,9 +112,9 @@ class EvalSettings:
     # (docs/benchmarks.md); ours is 0.03 above on the time split, 0.15 on rand80.
     min_ndcg_over_popularity: float = 0.01
     # Rule 5: refused when the NDCG@k change against the latest blessed model lies wholly below
-    # minus this tolerance; skipped on the first run. 0: the interval carries the noise of NDCG
-    # over few users, which a fixed tolerance (0.005 before) did not cover.
-    max_ndcg_regression_vs_blessed: float = 0.0
+    # minus this tolerance; skipped on the first run. Not 0, for rule 2's reason: a retrain
+    # changes a few users' lists, and their changes are the whole paired difference.
+    max_ndcg_regression_vs_blessed: float = 0.005
     # The intervals of every rule. Resamples of the users, drawn with replacement: 1000 put the
     # 2.5% and 97.5% percentiles within ~0.001 of their limit on ml-latest-small (seconds in
     # all: docs/benchmarks.md, "The gate's statistics").
