@@ -121,7 +121,7 @@ def test_a_model_trained_on_ratings_shuffled_across_users_is_refused_with_the_in
     train, held_out = arrays.holdout(columns, 0.2, seed=1)
     shuffled = dict(train)
     shuffled[features.USER_IDX] = np.random.default_rng(0).permutation(train[features.USER_IDX])
-    hp = HParams(model_type="bias", **SMALL, max_epochs=15, batch_size=256)
+    hp = HParams(model_type="bias", **SMALL, max_epochs=6, batch_size=512)
     baseline = trainer.train(hp, N_USERS, N_MOVIES, train, verbose=0)
     candidate = trainer.train(hp, N_USERS, N_MOVIES, shuffled, verbose=0)
     labels = features.unscale_rating(held_out[features.LABEL_XF])
