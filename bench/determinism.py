@@ -7,7 +7,7 @@ weights.
 
     .venv/bin/python -m bench.determinism --repeats 3
 
-Results in docs/benchmarks.md, "Deterministic training".
+Results in docs/benchmarks.md, "The gate's statistics".
 """
 
 from __future__ import annotations

@@ -59,8 +59,8 @@ def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float
 def seed_everything(seed: int) -> None:
     """Seeds Python's, numpy's and TensorFlow's generators and turns on TensorFlow's op
     determinism (for the whole process: ops without a deterministic kernel then raise), so
-    that a training stage started here repeats bit for bit. Costs little Trainer time on CPU
-    (docs/benchmarks.md, "Deterministic training")."""
+    that a training stage started here repeats bit for bit. No measurable Trainer time on
+    these CPUs (docs/benchmarks.md, "The gate's statistics")."""
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
