@@ -4,11 +4,14 @@ ones that execution wrote.
 
     .venv/bin/python -m bench.evaluator_profile --metadata tfx_output/metadata.sqlite
     .venv/bin/python -m bench.evaluator_profile --node BlessedModelEvaluator --profile 30
+    .venv/bin/python -m bench.evaluator_profile --without-paired-change   # the intervals' cost
 
 The inputs (examples, candidate and baseline models) are the execution's own, read from ML
 Metadata; the TFMA configuration is the current code's (pipeline.make_eval_configs with
 configs.EVAL) unless --stored-config; the Beam pipeline is the local runner's (DirectRunner,
 in_memory). Outputs go to a temporary folder: the pipeline's artifacts are not touched.
+--without-paired-change drops the PairedErrorChange metric (the blessing rules' intervals) and
+its thresholds from that configuration, to time the Evaluator without it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main() -> int:
     parser.add_argument("--node", choices=sorted(NODES), default="Evaluator")
     parser.add_argument("--stored-config", action="store_true",
                         help="the EvalConfig the execution ran with, not the current code's")
+    parser.add_argument("--without-paired-change", action="store_true",
+                        help="without the PairedErrorChange metric and its thresholds")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="run under cProfile and print its N most expensive functions")
     args = parser.parse_args()
@@ -73,6 +78,7 @@ def main() -> int:
     from tfx.utils import proto_utils
 
     from components.evaluation import results
+    from components.evaluation.metrics import PairedErrorChange
     from pipeline.pipeline import make_eval_configs
 
     connection = metadata_store_pb2.ConnectionConfig()
@@ -86,8 +92,14 @@ def main() -> int:
     properties = {k: data_types_utils.get_metadata_value(v)
                   for k, v in execution.custom_properties.items() if not k.startswith("__")}
     if not args.stored_config:
-        properties["eval_config"] = proto_utils.proto_to_json(
-            make_eval_configs(configs.EVAL)[NODES[args.node]])
+        eval_config = make_eval_configs(configs.EVAL)[NODES[args.node]]
+        if args.without_paired_change:
+            for spec in eval_config.metrics_specs:
+                kept = [m for m in spec.metrics if m.class_name != PairedErrorChange.__name__]
+                del spec.metrics[:]
+                spec.metrics.extend(kept)
+                spec.per_slice_thresholds.clear()
+        properties["eval_config"] = proto_utils.proto_to_json(eval_config)
 
     with tempfile.TemporaryDirectory(prefix="evaluator-profile-") as tmp:
         outputs = artifacts(store, execution.id, metadata_store_pb2.Event.OUTPUT)
@@ -107,9 +119,11 @@ def main() -> int:
         seconds = time.time() - start
         now = results.load_evaluation(outputs["evaluation"][0].uri)
     then = results.load_evaluation(written["evaluation"][0].uri)
+    # The metrics both runs computed (a configuration without a metric leaves it out).
     differences = [abs(value - now.metrics[key][model][name])
                    for key, by_model in then.metrics.items()
-                   for model, values in by_model.items() for name, value in values.items()]
+                   for model, values in by_model.items() for name, value in values.items()
+                   if name in now.metrics.get(key, {}).get(model, {})]
     load = os.getloadavg()[0]
     print(f"{args.node} execution {execution.id} rerun in {seconds:.1f} s (load {load:.1f}"
           f"{', under cProfile' if profile else ''}); {len(differences)} metric values, "

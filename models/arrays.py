@@ -31,6 +31,16 @@ def load_columns(file_patterns: Iterable[str], feature_spec: dict, columns: Sequ
     return {c: np.concatenate(v) for c, v in chunks.items()}
 
 
+def sort_rows(data: dict[str, np.ndarray], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The rows in ascending order of the `keys` columns (the first the most significant), ties
+    kept in their order. Beam writes the Transform's shards, and the records in them, in an order
+    that can change between runs on the same data; holdout draws rows by position and training
+    batches by index, so the Trainer puts its rows in this order first, and the same data gives
+    the same model."""
+    order = np.lexsort([data[k].reshape(len(data[k]), -1)[:, 0] for k in reversed(keys)])
+    return {k: v[order] for k, v in data.items()}
+
+
 def holdout(data: dict[str, np.ndarray], fraction: float, seed: int
             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Splits columns into (train, validation), `fraction` of the rows drawn at random."""

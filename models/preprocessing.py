@@ -45,6 +45,11 @@ def _multi_hot(genres: tf.SparseTensor) -> tf.Tensor:
     return tf.reshape(dense, [-1, len(features.GENRE_NAMES)])  # a static width for the schema
 
 
+def _rounded(statistic: tf.Tensor, unit: float = 1e-6) -> tf.Tensor:
+    """A float64 analyzer result rounded to `unit`: equal however Beam ordered its sums."""
+    return tf.round(statistic / unit) * unit
+
+
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Raw features (see models/features.py) -> transformed features.
 
@@ -69,11 +74,14 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
     year = inputs[features.YEAR]
     known = tf.cast(_dense(tf.sparse.map_values(tf.ones_like, year), 0), tf.bool)
-    year = tf.cast(_dense(year, 0), tf.float32)
-    year_mean = tft.mean(tf.boolean_mask(year, known))
-    year_std = tf.sqrt(tft.var(tf.boolean_mask(year, known)))
-    outputs[features.YEAR_XF] = tf.where(
-        known, (year - year_mean) / tf.maximum(year_std, 1e-6), tf.zeros_like(year))
+    year = tf.cast(_dense(year, 0), tf.float64)
+    # Beam sums the analyzers' partial results in an order that changes between runs: in
+    # float32 the mean moved by ~5e-7 and the trained weights with it. In float64, rounded to
+    # 1e-6 years, the statistics are the same every run.
+    year_mean = _rounded(tft.mean(tf.boolean_mask(year, known)))
+    year_std = _rounded(tf.sqrt(tft.var(tf.boolean_mask(year, known))))
+    outputs[features.YEAR_XF] = tf.cast(tf.where(
+        known, (year - year_mean) / tf.maximum(year_std, 1e-6), tf.zeros_like(year)), tf.float32)
 
     if features.LABEL_KEY in inputs:
         outputs[features.LABEL_XF] = features.scale_rating(

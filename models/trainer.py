@@ -1,4 +1,8 @@
-"""The Trainer's `run_fn`: trains the configured model on transformed examples and exports it."""
+"""The Trainer's `run_fn`: trains the configured model on transformed examples and exports it.
+
+Deterministic: the same data, code, configuration and seed give bit-identical weights (rows in a
+canonical order, seeded holdouts and shuffles, TensorFlow's op determinism; `seed_everything`).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ COLUMNS = (*features.MODEL_INPUTS, features.LABEL_XF)
 # at, on the eval split); served, serving_default reads it from the tf.Example when given, and
 # the other signatures take "now".
 TIME_COLUMNS = (*COLUMNS, features.TIMESTAMP)
+# The training rows' canonical order (arrays.sort_rows): MovieLens has one rating per user and
+# movie; the time and the label break ties in other data.
+ROW_ORDER = (features.USER_IDX, features.MOVIE_IDX, features.TIMESTAMP, features.LABEL_XF)
 
 # HParams.model_type and .optimizer name one of these (hparams.MODEL_TYPES, hparams.OPTIMIZERS);
 # an unknown name is an error here too, never a silent fallback.
@@ -50,6 +57,15 @@ def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float
     model_class = registered(MODELS, hp.model_type, "model_type")
     return model_class.from_hparams(hp, num_users, num_movies, global_mean=global_mean,
                                     history=history if hp.implicit else None)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's, numpy's and TensorFlow's generators and turns on TensorFlow's op
+    determinism (for the whole process: ops without a deterministic kernel then raise), so
+    that a training stage started here repeats bit for bit. No measurable Trainer time on
+    these CPUs (docs/benchmarks.md, "The gate's statistics")."""
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def make_optimizer(hp: HParams) -> tf.keras.optimizers.Optimizer:
@@ -78,7 +94,7 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     (models/base.py, UserDrift) chosen on that slice (choose_drift; `time_split`: the eval
     ratings are newer than the training ones) and fitted on all of them. The choice is
     `model.drift_choice`."""
-    tf.keras.utils.set_random_seed(hp.seed)
+    seed_everything(hp.seed)
     timestamps = train_data.get(features.TIMESTAMP)
     fit_data, val_data = arrays.holdout(train_data, hp.validation_fraction, hp.seed)
     fit_times, val_times = fit_data.pop(features.TIMESTAMP, None), val_data.pop(
@@ -285,7 +301,7 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     """Fits the retrieval model on the training interactions, with early stopping on the
     validation NDCG of a held-out fraction of them (removed from the histories it trains on);
     with hp.refit, then fits a fresh model on all of them for the best epoch count."""
-    tf.keras.utils.set_random_seed(hp.seed)
+    seed_everything(hp.seed)
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
@@ -340,7 +356,7 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
                   REFIT_MAX_INTERACTIONS, best_epochs)
     if refit:
         start = time.time()
-        tf.keras.utils.set_random_seed(hp.seed)
+        seed_everything(hp.seed)
         users, movies = pairs[features.USER_IDX], pairs[features.MOVIE_IDX]
         model = build_retrieval_model(hp, num_users, num_movies, users, movies, batch_size)
         # Its progress line per epoch: with verbose=0 the console would show nothing for minutes.
@@ -430,7 +446,7 @@ def run_fn(fn_args: FnArgs) -> None:
     train_all = arrays.load_columns(fn_args.train_files, spec, wanted)
     eval_all = arrays.load_columns(fn_args.eval_files, spec, wanted)
     movies = catalogue.Catalogue.from_columns(train_all, eval_all)
-    train_data = {c: train_all[c] for c in TIME_COLUMNS}
+    train_data = arrays.sort_rows({c: train_all[c] for c in TIME_COLUMNS}, ROW_ORDER)
     eval_data = {c: eval_all[c] for c in TIME_COLUMNS}
     user_vocabulary = [int(u) for u in
                        tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]

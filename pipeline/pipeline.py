@@ -38,8 +38,10 @@ from components.atomic_pusher import AtomicPusher
 from components.evaluation import results, topk
 from components.evaluation.blessing_gate import BlessingGate
 from components.evaluation.metrics import (
+    RMSE_CHANGE_LOWER,
+    RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
+    PairedErrorChange,
     PlainMeanAbsoluteError,
-    RMSEIfEnoughExamples,
     RootMeanSquaredError,
 )
 from components.evaluation.report_gen import EvaluationReportGen
@@ -99,9 +101,9 @@ def _slicing_specs() -> list[tfma.SlicingSpec]:
     ]
 
 
-def _rmse_change_threshold(slicing_spec: tfma.SlicingSpec, allowed: float
-                           ) -> tfma.PerSliceMetricThreshold:
-    """Candidate RMSE - baseline RMSE <= allowed on the slices of `slicing_spec`."""
+def _change_threshold(slicing_spec: tfma.SlicingSpec, allowed: float
+                      ) -> tfma.PerSliceMetricThreshold:
+    """Candidate's value - baseline's <= allowed on the slices of `slicing_spec`."""
     return tfma.PerSliceMetricThreshold(
         slicing_specs=[slicing_spec],
         threshold=tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
@@ -112,22 +114,32 @@ def make_eval_configs(settings: EvalSettings) -> dict[str, tfma.EvalConfig]:
     """TFMA configs of the two Evaluators, keyed by baseline model name; the blessing rules.
 
     Both compute RMSE, MAE and example counts overall, per genre, per user activity and per movie
-    popularity bucket. Thresholds (a plain `threshold` would apply to every slice):
-      against the bias baseline: overall RMSE <= baseline - min_improvement_over_baseline, and on
-        every genre with >= genre_min_examples ratings, RMSE <= baseline + genre_tolerance;
-      against the latest blessed model: overall RMSE <= blessed + max_regression_vs_blessed
+    popularity bucket, and PairedErrorChange: the candidate's change in RMSE and MAE against the
+    baseline with its paired bootstrap interval over users (EvalSettings.bootstrap_samples,
+    .confidence, .bootstrap_seed). Thresholds, on the lower end of the RMSE change's interval
+    (the baseline reports 0 there, so TFMA's diff is the candidate's value; a plain `threshold`
+    would apply to every slice):
+      against the bias baseline: overall, lower end <= -min_improvement_over_baseline; on every
+        genre with >= genre_min_examples ratings, lower end <= genre_tolerance;
+      against the latest blessed model: overall, lower end <= max_regression_vs_blessed
         (TFX drops change thresholds when there is no baseline: skipped on the first run).
     """
-    def metrics(*extra: tfma.MetricConfig, rmse_thresholds=()) -> list[tfma.MetricsSpec]:
+    def metrics(baseline: str, thresholds: dict[str, list[tfma.PerSliceMetricThreshold]]
+                ) -> list[tfma.MetricsSpec]:
+        paired = {"baseline": baseline, "samples": settings.bootstrap_samples,
+                  "confidence": settings.confidence, "seed": settings.bootstrap_seed,
+                  "min_examples": settings.genre_min_examples}
         return [tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
             tfma.MetricConfig(class_name=RootMeanSquaredError.__name__,
-                              module=RootMeanSquaredError.__module__,
-                              per_slice_thresholds=list(rmse_thresholds)),
+                              module=RootMeanSquaredError.__module__),
             tfma.MetricConfig(class_name=PlainMeanAbsoluteError.__name__,
                               module=PlainMeanAbsoluteError.__module__),
-            *extra,
-        ])]
+            tfma.MetricConfig(class_name=PairedErrorChange.__name__,
+                              module=PairedErrorChange.__module__,
+                              config=json.dumps(paired, sort_keys=True)),
+        ], per_slice_thresholds={name: tfma.PerSliceMetricThresholds(thresholds=per_slice)
+                                 for name, per_slice in thresholds.items()})]
 
     overall = tfma.SlicingSpec()
     genres = tfma.SlicingSpec(feature_keys=[features.GENRES])
@@ -135,20 +147,17 @@ def make_eval_configs(settings: EvalSettings) -> dict[str, tfma.EvalConfig]:
         results.BIAS_BASELINE: tfma.EvalConfig(
             model_specs=_model_specs(results.BIAS_BASELINE),
             slicing_specs=_slicing_specs(),
-            metrics_specs=metrics(
-                tfma.MetricConfig(
-                    class_name=RMSEIfEnoughExamples.__name__,
-                    module=RMSEIfEnoughExamples.__module__,
-                    config=json.dumps({"min_examples": settings.genre_min_examples}),
-                    per_slice_thresholds=[
-                        _rmse_change_threshold(genres, settings.genre_tolerance)]),
-                rmse_thresholds=[_rmse_change_threshold(
-                    overall, -settings.min_improvement_over_baseline)])),
+            metrics_specs=metrics(results.BIAS_BASELINE, {
+                RMSE_CHANGE_LOWER: [_change_threshold(
+                    overall, -settings.min_improvement_over_baseline)],
+                RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES: [_change_threshold(
+                    genres, settings.genre_tolerance)]})),
         results.LATEST_BLESSED: tfma.EvalConfig(
             model_specs=_model_specs(results.LATEST_BLESSED),
             slicing_specs=_slicing_specs(),
-            metrics_specs=metrics(rmse_thresholds=[_rmse_change_threshold(
-                overall, settings.max_regression_vs_blessed)])),
+            metrics_specs=metrics(results.LATEST_BLESSED, {
+                RMSE_CHANGE_LOWER: [_change_threshold(
+                    overall, settings.max_regression_vs_blessed)]})),
     }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tensorflow_model_analysis.metrics import metric_types
 
-from components.evaluation import metrics
+from components.evaluation import bootstrap, metrics
 
 LABELS = np.array([4.0, 3.5, 1.0, 5.0, 2.5])
 CANDIDATE = np.array([3.6, 3.9, 2.1, 4.4, 2.5])
@@ -54,12 +54,72 @@ def test_rmse_and_mae_match_numpy(as_lists, model_name, predictions):
     assert key.name == "mean_absolute_error"
 
 
-def test_rmse_if_enough_examples_is_zero_below_the_minimum():
-    inputs = per_model_inputs()
-    rmse = math.sqrt(np.mean((LABELS - CANDIDATE) ** 2))
-    assert run(metrics.RMSEIfEnoughExamples(min_examples=5), inputs, "candidate") == \
-        pytest.approx(rmse, rel=1e-6)
-    assert run(metrics.RMSEIfEnoughExamples(min_examples=6), inputs, "candidate") == 0.0
+def paired_inputs(users, labels, candidate, baseline) -> list:
+    """StandardMetricInputs as PairedErrorChange gets them: both models' predictions and the
+    example's user_id feature."""
+    return [metric_types.StandardMetricInputs(
+        labels=np.array([label], np.float32),
+        predictions={"candidate": np.array([c], np.float32),
+                     "baseline": np.array([b], np.float32)},
+        example_weights=np.array([1.0], np.float32),
+        features={"user_id": np.array([user])})
+        for user, label, c, b in zip(users, labels, candidate, baseline, strict=True)]
+
+
+def run_paired(inputs, model_name="candidate", **config) -> dict[str, float]:
+    metric = metrics.PairedErrorChange(baseline="baseline", **config)
+    (computation,) = metric.computations(model_names=[model_name])
+    combiner = computation.combiner
+    accumulators = [combiner.create_accumulator(), combiner.create_accumulator()]
+    for i, element in enumerate(inputs):  # two accumulators merged, as Beam may do
+        accumulators[i % 2] = combiner.add_input(accumulators[i % 2], element)
+    output = combiner.extract_output(combiner.merge_accumulators(accumulators))
+    assert {key.model_name for key in output} == {model_name}
+    return {key.name: value for key, value in output.items()}
+
+
+def test_paired_error_change_is_the_bootstrap_over_users_of_both_models_errors():
+    rng = np.random.default_rng(0)
+    users = rng.integers(1, 30, 400)
+    labels = rng.uniform(0.5, 5.0, 400)
+    candidate, baseline = labels + rng.normal(0, 0.8, 400), labels + rng.normal(0, 1.0, 400)
+    out = run_paired(paired_inputs(users, labels, candidate, baseline), samples=500, seed=3,
+                     min_examples=400)
+    rmse = lambda p: math.sqrt(np.mean((labels - p.astype(np.float32)) ** 2))  # noqa: E731
+    assert out[metrics.RMSE_CHANGE] == pytest.approx(rmse(candidate) - rmse(baseline), rel=1e-5)
+    # By hand: per user, the number of ratings and each model's summed squared error.
+    ids = sorted(set(users.tolist()))
+    sums = np.array([[np.sum(users == u),
+                      np.sum((labels[users == u] - candidate[users == u].astype(np.float32))**2),
+                      np.sum((labels[users == u] - baseline[users == u].astype(np.float32))**2)]
+                     for u in ids])
+    expected = bootstrap.error_change(sums[:, 0], sums[:, 1], sums[:, 2], True, 500, 0.95, 3)
+    assert out[metrics.RMSE_CHANGE_LOWER] == pytest.approx(expected.lower, rel=1e-4)
+    assert out[metrics.RMSE_CHANGE_UPPER] == pytest.approx(expected.upper, rel=1e-4)
+    assert out[metrics.RMSE_CHANGE_LOWER] < out[metrics.RMSE_CHANGE] < \
+        out[metrics.RMSE_CHANGE_UPPER] < 0
+    assert out[metrics.MAE_CHANGE_LOWER] < out[metrics.MAE_CHANGE] < out[metrics.MAE_CHANGE_UPPER]
+    assert out[metrics.RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES] == out[metrics.RMSE_CHANGE_LOWER]
+    # A slice with fewer examples than min_examples: 0 for the genre rule's key only.
+    small = run_paired(paired_inputs(users, labels, candidate, baseline), min_examples=401)
+    assert small[metrics.RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES] == 0.0
+    assert small[metrics.RMSE_CHANGE_LOWER] < 0
+
+
+def test_paired_error_change_of_identical_models_is_exactly_zero_and_the_baselines_own_is_zero():
+    users, labels = np.arange(50) % 7, np.linspace(0.5, 5.0, 50)
+    predictions = labels + np.sin(np.arange(50))
+    out = run_paired(paired_inputs(users, labels, predictions, predictions))
+    assert set(out.values()) == {0.0}
+    own = run_paired(paired_inputs(users, labels, predictions + 1, predictions), "baseline")
+    assert set(own.values()) == {0.0}
+
+
+def test_paired_error_change_without_a_baseline_is_nan():
+    inputs = [metric_types.StandardMetricInputs(
+        labels=np.array([4.0]), predictions=np.array([3.0]), example_weights=np.array([1.0]),
+        features={"user_id": np.array([1])})]
+    assert all(math.isnan(v) for v in run_paired(inputs, "").values())
 
 
 def test_a_slice_without_examples_is_nan():

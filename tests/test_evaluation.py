@@ -1,4 +1,5 @@
-"""Blessing rules and slices without a pipeline run: TFMA's own validator on our EvalConfigs."""
+"""Blessing rules and slices without a pipeline run: TFMA's own validator on our EvalConfigs, whose
+thresholds are on the lower end of the RMSE change's interval (PairedErrorChange)."""
 
 import dataclasses
 
@@ -8,7 +9,10 @@ from tensorflow_model_analysis.evaluators import metrics_validator
 from tensorflow_model_analysis.metrics import metric_types
 
 from components.evaluation import blessing_gate, results
-from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES
+from components.evaluation.metrics import (
+    RMSE_CHANGE_LOWER,
+    RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
+)
 from components.movielens_example_gen import slicing
 from models import features
 from pipeline import configs
@@ -18,16 +22,19 @@ SETTINGS = configs.EvalSettings(min_improvement_over_baseline=0.005, max_regress
                                 genre_min_examples=100, genre_tolerance=0.02)
 
 
-def validate(baseline: str, slice_key, metric: str, candidate: float, base: float) -> list:
-    """Failures TFMA's validator reports for one metric on one slice."""
+def validate(baseline: str, slice_key, metric: str, lower: float) -> list:
+    """Failures TFMA's validator reports when the candidate's `metric` (the lower end of an
+    interval of the change) is `lower` on one slice; the baseline reports 0 for itself."""
     # Every thresholded metric must be present, or TFMA fails it as "Metric not found".
     metrics = {}
-    for name in (results.RMSE, RMSE_IF_ENOUGH_EXAMPLES):
-        value, base_value = (candidate, base) if name == metric else (1.0, 1.0)
-        metrics[metric_types.MetricKey(name=name, model_name=results.CANDIDATE)] = value
-        metrics[metric_types.MetricKey(name=name, model_name=baseline)] = base_value
-        metrics[metric_types.MetricKey(name=name, model_name=results.CANDIDATE,
-                                       is_diff=True)] = value - base_value
+    for name in (RMSE_CHANGE_LOWER, RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES):
+        value = lower if name == metric else -1.0
+        # example_weighted None: PairedErrorChange's keys, as the thresholds' are.
+        key = metric_types.MetricKey(name=name, model_name=results.CANDIDATE,
+                                     example_weighted=None)
+        metrics[key] = value
+        metrics[key._replace(model_name=baseline)] = 0.0
+        metrics[key.make_diff_key()] = value
     # As the TFX Evaluator prepares it: model names filled in the metrics specs.
     config = tfma.utils.update_eval_config_with_defaults(make_eval_configs(SETTINGS)[baseline],
                                                          has_baseline=True)
@@ -35,33 +42,35 @@ def validate(baseline: str, slice_key, metric: str, candidate: float, base: floa
     return [f for s in result.metric_validations_per_slice for f in s.failures]
 
 
-@pytest.mark.parametrize("candidate, passes",
-                         [(1.0, True), (1.0049, True), (1.0051, False), (1.02, False)])
-def test_overall_rmse_must_beat_the_bias_baseline_by_the_margin(candidate, passes):
-    failures = validate(results.BIAS_BASELINE, (), results.RMSE, candidate, 1.01)
+# The margin is 0.005: refused when the whole interval of the change lies above -0.005.
+@pytest.mark.parametrize("lower, passes",
+                         [(-0.01, True), (-0.0051, True), (-0.0049, False), (0.01, False)])
+def test_overall_rmse_must_not_be_confidently_above_the_bias_baseline_minus_the_margin(lower,
+                                                                                       passes):
+    failures = validate(results.BIAS_BASELINE, (), RMSE_CHANGE_LOWER, lower)
     assert (failures == []) == passes
 
 
-@pytest.mark.parametrize("candidate, passes", [(0.99, True), (1.0, True), (1.0001, False)])
-def test_overall_rmse_must_not_be_worse_than_the_blessed_model(candidate, passes):
-    failures = validate(results.LATEST_BLESSED, (), results.RMSE, candidate, 1.0)
+@pytest.mark.parametrize("lower, passes", [(-0.01, True), (0.0, True), (0.0001, False)])
+def test_overall_rmse_must_not_be_confidently_above_the_blessed_models(lower, passes):
+    failures = validate(results.LATEST_BLESSED, (), RMSE_CHANGE_LOWER, lower)
     assert (failures == []) == passes
 
 
-@pytest.mark.parametrize("candidate, passes", [(1.01, True), (1.019, True), (1.021, False)])
-def test_genre_rmse_within_the_tolerance_of_the_bias_baseline(candidate, passes):
+@pytest.mark.parametrize("lower, passes", [(0.01, True), (0.019, True), (0.021, False)])
+def test_genre_rmse_not_confidently_above_the_bias_baselines_plus_the_tolerance(lower, passes):
     genre = ((features.GENRES, b"Drama"),)
-    failures = validate(results.BIAS_BASELINE, genre, RMSE_IF_ENOUGH_EXAMPLES, candidate, 1.0)
+    failures = validate(results.BIAS_BASELINE, genre, RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES, lower)
     assert (failures == []) == passes
 
 
 def test_genre_rule_only_applies_to_genre_slices_and_overall_rmse_rule_only_overall():
-    # A large drop on a user-activity slice or an overall genre-metric change is not a rule.
+    # A large change on a user-activity slice or an overall genre-metric change is not a rule.
     bucket = ((features.USER_ACTIVITY, b"0"),)
-    assert validate(results.BIAS_BASELINE, bucket, RMSE_IF_ENOUGH_EXAMPLES, 2.0, 1.0) == []
-    assert validate(results.BIAS_BASELINE, bucket, results.RMSE, 2.0, 1.0) == []
+    assert validate(results.BIAS_BASELINE, bucket, RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES, 1.0) == []
+    assert validate(results.BIAS_BASELINE, bucket, RMSE_CHANGE_LOWER, 1.0) == []
     genre = ((features.GENRES, b"Drama"),)
-    assert validate(results.BIAS_BASELINE, genre, results.RMSE, 2.0, 1.0) == []
+    assert validate(results.BIAS_BASELINE, genre, RMSE_CHANGE_LOWER, 1.0) == []
 
 
 def test_the_gate_needs_all_three_evaluators_and_skips_a_missing_blessed_model():
@@ -101,7 +110,9 @@ def test_the_readmes_rule_table_is_results_rules():
                                           ("user_activity_edges", (20, 1)),
                                           ("topk_k", 0), ("topk_k", 2.5),
                                           ("min_ndcg_over_popularity", -0.01),
-                                          ("max_ndcg_regression_vs_blessed", 1.0)])
+                                          ("max_ndcg_regression_vs_blessed", 1.0),
+                                          ("bootstrap_samples", 0), ("confidence", 1.0),
+                                          ("confidence", 0.2), ("bootstrap_seed", -1)])
 def test_eval_settings_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"EvalSettings.{field}"):
         dataclasses.replace(configs.EVAL, **{field: value})

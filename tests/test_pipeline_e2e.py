@@ -3,9 +3,9 @@
 Four runs share one metadata store: a good model is blessed and pushed; a second run compares
 the candidate with the first run's blessed model (and blesses it again); a third run is served
 from the cache; a deliberately bad candidate (untrained) is refused, not pushed, and the summary
-names the failed thresholds, the top-k rules' included. Data with an out-of-range year stops
-before Transform with a message naming the feature (an out-of-range rating would not: the
-ExampleGen quarantines that row, tests/test_example_gen.py).
+names the failed rules, the top-k rules' included, each with the interval of its change. Data
+with an out-of-range year stops before Transform with a message naming the feature (an
+out-of-range rating would not: the ExampleGen quarantines that row, tests/test_example_gen.py).
 """
 
 import collections
@@ -19,8 +19,8 @@ from pipelines import local_pipeline, serving_model_dir
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components.anomalies_gate import DataAnomaliesError
-from components.evaluation import results, topk
-from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES
+from components.evaluation import bootstrap, results, topk
+from components.evaluation.metrics import RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES
 from components.evaluation.report_gen import REPORT_FILE, TOPK_PLOT_FILE
 from components.movielens_example_gen import parsing, slicing
 from models import contract, features, ranking_metrics
@@ -186,6 +186,10 @@ def test_a_bad_model_is_refused_and_not_pushed_with_the_failed_thresholds_named(
                     "genre_tolerance", "min_ndcg_over_popularity",
                     "max_ndcg_regression_vs_blessed"):
         assert f"EvalSettings.{setting}" in text, setting
+    # Each refused on evidence: the change's interval lies wholly beyond the allowed change.
+    assert bad.summary.failures
+    for line in bad.summary.failures:
+        assert "% interval " in line and "the whole interval is" in line, line
     overall = bad.summary.metrics["overall"]
     assert overall[results.RMSE] > overall["baseline_rmse"]
     ndcg = {m: bad.summary.top_k.value(m, topk.OVERALL, results.NDCG)
@@ -260,24 +264,43 @@ def test_genre_and_activity_slice_metrics_equal_a_computation_by_hand(runs):
     activity = np.array([slicing.bucket_label(train_counts[_int(f, features.USER_ID)],
                                               EVAL_SETTINGS.user_activity_edges)
                          for f in parsed])
+    users = np.array([_int(f, features.USER_ID) for f in parsed])
     evaluation = results.load_evaluation(first.output(pl.EVALUATOR_ID, "ModelEvaluation").uri)
+    predicted = {}
     for node, model in ((pl.TRAINER_ID, results.CANDIDATE),
                         (pl.BASELINE_TRAINER_ID, results.BIAS_BASELINE)):
         saved = tf.saved_model.load(f"{first.output(node, 'Model').uri}/Format-Serving")
-        predicted = saved.signatures[contract.SERVING_DEFAULT](
-            examples=tf.constant(records))[contract.RATING].numpy()
-        slices = [((features.GENRES, g), np.array([g in gs for gs in genres]))
-                  for g in ("Drama", features.NO_GENRES)]
-        slices += [((features.USER_ACTIVITY, b), activity == b) for b in set(activity)]
-        for key, member in slices:
-            rmse = float(np.sqrt(np.mean((predicted[member] - labels[member]) ** 2)))
+        predicted[model] = saved.signatures[contract.SERVING_DEFAULT](
+            examples=tf.constant(records))[contract.RATING].numpy().reshape(-1)
+    slices = [((features.GENRES, g), np.array([g in gs for gs in genres]))
+              for g in ("Drama", features.NO_GENRES)]
+    slices += [((features.USER_ACTIVITY, b), activity == b) for b in set(activity)]
+    s = EVAL_SETTINGS
+    for key, member in slices:
+        squared = {}
+        for model, prediction in predicted.items():
+            squared[model] = (prediction[member] - labels[member]) ** 2
             assert evaluation.value(key, model, results.EXAMPLE_COUNT) == member.sum(), key
-            assert evaluation.value(key, model, results.RMSE) == pytest.approx(rmse, rel=1e-4)
-            if key[0] == features.GENRES:
-                # The genre rule's metric: the RMSE where the genre has enough ratings, else 0.
-                gated = rmse if member.sum() >= EVAL_SETTINGS.genre_min_examples else 0.0
-                assert evaluation.value(key, model, RMSE_IF_ENOUGH_EXAMPLES) == \
-                    pytest.approx(gated, rel=1e-4)
+            assert evaluation.value(key, model, results.RMSE) == pytest.approx(
+                float(np.sqrt(np.mean(squared[model]))), rel=1e-4)
+        # The rules' metric: the paired bootstrap over the slice's users, as computed here.
+        ids, per_user = np.unique(users[member], return_inverse=True)
+        sums = {m: np.bincount(per_user, weights=v, minlength=len(ids))
+                for m, v in squared.items()}
+        expected = bootstrap.error_change(
+            np.bincount(per_user, minlength=len(ids)), sums[results.CANDIDATE],
+            sums[results.BIAS_BASELINE], True, s.bootstrap_samples, s.confidence,
+            s.bootstrap_seed)
+        interval = evaluation.interval(key)
+        for name in ("change", "lower", "upper"):
+            assert getattr(interval, name) == pytest.approx(getattr(expected, name),
+                                                            rel=1e-3, abs=1e-5), (key, name)
+        if key[0] == features.GENRES:
+            # The genre rule's metric: the lower end where the genre has enough ratings, else 0.
+            gated = expected.lower if member.sum() >= s.genre_min_examples else 0.0
+            assert evaluation.value(key, results.CANDIDATE,
+                                    RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES) == \
+                pytest.approx(gated, rel=1e-3, abs=1e-5)
 
 
 def test_top_k_metrics_equal_a_computation_by_hand(runs):

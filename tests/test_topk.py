@@ -18,8 +18,10 @@ from pipeline import configs, run_summary
 TRAIN = topk.Ratings(np.array([1, 1, 2, 3]), np.array([10, 20, 10, 30]))
 EVAL = topk.Ratings(np.array([1, 1, 2, 9]), np.array([30, 40, 20, 10]))
 # Buckets "0", "1", "2+": user 2 has one train rating, user 1 two.
+BOOTSTRAP = dict(bootstrap_samples=1000, confidence=0.95, bootstrap_seed=0)
 SETTINGS = topk.TopKSettings(topk_k=2, min_ndcg_over_popularity=0.0,
-                             max_ndcg_regression_vs_blessed=0.01, user_activity_edges=(1, 2))
+                             max_ndcg_regression_vs_blessed=0.01, user_activity_edges=(1, 2),
+                             **BOOTSTRAP)
 NDCG_HIT_AT_1_OF_2 = 1 / (1 + 1 / math.log2(3))  # one hit at rank 1, two relevant movies
 
 
@@ -108,9 +110,14 @@ def test_metrics_per_model_and_bucket_by_hand(candidate_dir):
         {"precision": 0.5, "recall": 1.0, "ndcg": 1.0, "map": 1.0, "coverage": 0.5})
     assert pop[topk.OVERALL]["ndcg"] == pytest.approx((NDCG_HIT_AT_1_OF_2 + 1) / 2)
     assert pop[topk.OVERALL]["coverage"] == 0.5  # 20, 30
-    # The candidate ranks worse than popularity: refused by that rule alone.
-    assert not result.blessed
-    assert [f.rule.setting for f in result.failures] == ["min_ndcg_over_popularity"]
+    # The candidate ranks worse than popularity on average, but two users are no evidence: the
+    # per-user changes are +0.387 (user 1) and -1 (user 2), so resamples of two users give
+    # means of -1, -0.307 or +0.387, and the interval reaches above 0: not refused.
+    interval = result.intervals[results.POPULARITY]
+    assert interval.change == pytest.approx(0.5 - (NDCG_HIT_AT_1_OF_2 + 1) / 2)
+    assert interval.lower == pytest.approx(-1.0)
+    assert interval.upper == pytest.approx(1.0 - NDCG_HIT_AT_1_OF_2)
+    assert result.blessed and result.failures == []
 
 
 def test_the_blessed_model_is_scored_and_its_rule_checked(candidate_dir):
@@ -119,7 +126,10 @@ def test_the_blessed_model_is_scored_and_its_rule_checked(candidate_dir):
                                          results.LATEST_BLESSED: candidate_dir}, settings)
     assert result.models == [results.CANDIDATE, results.POPULARITY, results.LATEST_BLESSED]
     assert result.metrics[results.LATEST_BLESSED] == result.metrics[results.CANDIDATE]
-    assert {f.rule.setting for f in result.failures} == {"min_ndcg_over_popularity"}
+    # The same lists: every resample's change is 0.
+    blessed = result.intervals[results.LATEST_BLESSED]
+    assert (blessed.change, blessed.lower, blessed.upper) == (0.0, 0.0, 0.0)
+    assert result.failures == []
 
 
 def test_no_user_in_both_splits_is_an_error_that_says_so(candidate_dir):
@@ -129,33 +139,60 @@ def test_no_user_in_both_splits_is_an_error_that_says_so(candidate_dir):
 
 
 RULES = topk.TopKSettings(topk_k=10, min_ndcg_over_popularity=0.02,
-                          max_ndcg_regression_vs_blessed=0.005, user_activity_edges=(1,))
+                          max_ndcg_regression_vs_blessed=0.005, user_activity_edges=(1,),
+                          **BOOTSTRAP)
+# 40 users' NDCG@10 under a baseline; a candidate that changes each by the same amount has that
+# change as every resample's, so its interval is that one value.
+BASE = np.random.default_rng(0).uniform(0.0, 0.5, 40)
 
 
-@pytest.mark.parametrize("candidate, failed", [
-    (0.22, []), (0.2201, []), (0.2199, ["min_ndcg_over_popularity"]),
-    (0.1, ["min_ndcg_over_popularity"]), (math.nan, ["min_ndcg_over_popularity"])])
-def test_ndcg_must_beat_popularity_by_the_margin_and_the_blessed_rule_is_skipped(candidate,
-                                                                                   failed):
-    failures = topk.check_rules({results.CANDIDATE: candidate, results.POPULARITY: 0.2}, RULES)
+@pytest.mark.parametrize("change, failed", [
+    (0.02, []), (0.0201, []), (0.0199, ["min_ndcg_over_popularity"]),
+    (-0.1, ["min_ndcg_over_popularity"]), (math.nan, ["min_ndcg_over_popularity"])])
+def test_ndcg_must_not_be_confidently_below_popularity_plus_the_margin(change, failed):
+    _, failures = topk.check_rules({results.CANDIDATE: BASE + change, results.POPULARITY: BASE},
+                                   RULES)
     assert [f.rule.setting for f in failures] == failed
 
 
-@pytest.mark.parametrize("candidate, failed", [(0.30, False), (0.296, False), (0.2949, True)])
-def test_ndcg_may_drop_below_the_blessed_models_by_the_tolerance(candidate, failed):
-    failures = topk.check_rules({results.CANDIDATE: candidate, results.POPULARITY: 0.1,
-                                 results.LATEST_BLESSED: 0.3}, RULES)
+@pytest.mark.parametrize("change, failed", [(0.0, False), (-0.004, False), (-0.0051, True)])
+def test_ndcg_may_drop_below_the_blessed_models_by_the_tolerance(change, failed):
+    _, failures = topk.check_rules({results.CANDIDATE: BASE + change,
+                                    results.POPULARITY: BASE - 0.5,
+                                    results.LATEST_BLESSED: BASE}, RULES)
     assert [f.rule.setting for f in failures] == (["max_ndcg_regression_vs_blessed"]
                                                   if failed else [])
 
 
-def test_a_failure_names_the_rule_its_setting_and_the_direction():
-    (failure,) = topk.check_rules({results.CANDIDATE: 0.1, results.POPULARITY: 0.25}, RULES)
+def test_a_noisy_change_is_refused_only_when_its_whole_interval_is_below_the_bound():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0.0, 0.1, len(BASE))
+    noise -= noise.mean()  # a mean change of exactly 0, per-user changes of +-0.1
+    intervals, failures = topk.check_rules(
+        {results.CANDIDATE: BASE + noise - 0.01, results.POPULARITY: BASE - 0.5,
+         results.LATEST_BLESSED: BASE}, RULES)
+    blessed = intervals[results.LATEST_BLESSED]
+    # -0.01 on average, below the tolerance's -0.005, but inside the noise: not refused.
+    assert blessed.change == pytest.approx(-0.01)
+    assert blessed.lower < -0.03 and blessed.upper > 0.01
+    assert failures == []
+    # The same noise 0.1 lower: the whole interval is below -0.005.
+    _, failures = topk.check_rules(
+        {results.CANDIDATE: BASE + noise - 0.1, results.POPULARITY: BASE - 0.5,
+         results.LATEST_BLESSED: BASE}, RULES)
+    assert [f.rule.setting for f in failures] == ["max_ndcg_regression_vs_blessed"]
+
+
+def test_a_failure_names_the_rule_its_setting_the_interval_and_the_direction():
+    _, (failure,) = topk.check_rules({results.CANDIDATE: BASE - 0.15, results.POPULARITY: BASE},
+                                     RULES)
     assert failure.excess == pytest.approx(0.17)
+    mean = BASE.mean()
     assert failure.message() == (
-        "overall top-k NDCG at least a margin above the popularity baseline's "
-        "(EvalSettings.min_ndcg_over_popularity) failed on overall: NDCG@10 0.1000 vs "
-        "popularity baseline 0.2500, change -0.1500, allowed >= +0.0200: off by 0.1700")
+        "overall top-k NDCG not confidently below the popularity baseline's plus a margin "
+        f"(EvalSettings.min_ndcg_over_popularity) failed on overall: NDCG@10 {mean - 0.15:.4f} "
+        f"vs popularity baseline {mean:.4f}, change -0.1500 (95% interval -0.1500 to -0.1500), "
+        "allowed >= +0.0200: the whole interval is below it, by 0.1700")
 
 
 def test_the_evaluation_survives_its_json(candidate_dir, tmp_path):
@@ -198,10 +235,13 @@ def test_the_report_and_the_run_summary_show_the_top_k_table_and_rules(candidate
             in text)
     assert f"|  |  |  | popularity baseline | {(NDCG_HIT_AT_1_OF_2 + 1) / 2:.4f} |" in text
     assert "| 2+ | 1 | 2 | candidate | 1.0000 |" in text
-    assert ("| overall top-k NDCG at least a margin above the popularity baseline's | "
-            "min_ndcg_over_popularity = 0.0 | FAIL |") in text
-    assert ("| overall top-k NDCG at most a tolerance below the latest blessed model's | "
-            "max_ndcg_regression_vs_blessed = 0.01 | skipped |") in text
+    assert ("| overall top-k NDCG not confidently below the popularity baseline's plus a margin "
+            "| min_ndcg_over_popularity = 0.0 | pass | candidate NDCG@2 0.5000, popularity "
+            "baseline 0.8066, change -0.3066 (95% interval -1.0000 to +0.3869) (allowed >= "
+            "+0.0000) |") in text
+    assert ("| overall top-k NDCG not confidently below the latest blessed model's minus a "
+            "tolerance | max_ndcg_regression_vs_blessed = 0.01 | skipped |") in text
+    assert "95% interval: a paired bootstrap over users, 1,000 resamples, seed 0" in text
     assert "1 eval users without train ratings (cold start)" in text
     # Every blessing rule has its row, under results.RULES' own text.
     for rule in results.RULES.values():

@@ -1,11 +1,12 @@
 """EvaluationReport: a Markdown page and PNG plots that show why a model was or was not blessed.
 
 For each run: the verdict and where the model was pushed, every blessing rule with its values,
-per-slice tables and plots (genre, user activity, movie popularity) of the candidate's RMSE
-next to the bias baseline's and the latest blessed model's, with example counts, and the top-k
-metrics of the candidate's recommendations next to the popularity baseline's and the latest
-blessed model's, overall and per user activity, with a plot of NDCG@k. Written into the
-component's output artifact, next to the pipeline's other outputs.
+the change it judges with its bootstrap interval and its verdict, per-slice tables and plots
+(genre, user activity, movie popularity) of the candidate's RMSE next to the bias baseline's and
+the latest blessed model's, with example counts, and the top-k metrics of the candidate's
+recommendations next to the popularity baseline's and the latest blessed model's, overall and per
+user activity, with a plot of NDCG@k. Written into the component's output artifact, next to the
+pipeline's other outputs.
 """
 
 
@@ -30,7 +31,10 @@ from tfx.types import artifact, standard_artifacts  # noqa: E402
 
 from components.atomic_pusher import IDENTICAL_KEY  # noqa: E402
 from components.evaluation import blessing_gate, results, topk  # noqa: E402
-from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES  # noqa: E402
+from components.evaluation.metrics import (  # noqa: E402
+    RMSE_CHANGE_LOWER,
+    RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
+)
 from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
 from models import features  # noqa: E402
 
@@ -81,7 +85,7 @@ class _Report:
         return sorted(present, key=lambda v: -self.count((feature, v)))
 
     def rules(self) -> list[str]:
-        """Markdown table rows, one per blessing rule."""
+        """Markdown table rows, one per blessing rule: each change with its interval."""
         s = self.settings
         overall = results.OVERALL
         failed = {(f.rule.setting, f.slice): f
@@ -90,11 +94,11 @@ class _Report:
                                                                       results.BIAS_BASELINE)
         rows = [
             "| rule | setting | result | values |", "|---|---|---|---|",
-            f"| {results.RULES[(results.BIAS_BASELINE, results.RMSE)].title} | "
+            f"| {results.RULES[(results.BIAS_BASELINE, RMSE_CHANGE_LOWER)].title} | "
             f"min_improvement_over_baseline = {s['min_improvement_over_baseline']} | "
             f"{'FAIL' if ('min_improvement_over_baseline', overall) in failed else 'pass'} | "
             f"candidate {_fmt(cand)}, bias baseline {_fmt(bias)}, change "
-            f"{_fmt(cand - bias, '+.4f')} "
+            f"{self.vs_baseline.interval(overall).describe()} "
             f"(allowed <= {0.0 - s['min_improvement_over_baseline']:+.4f}) |",
         ]
         if self.has_blessed:
@@ -102,31 +106,34 @@ class _Report:
             cand_b = self.vs_blessed.value(overall, results.CANDIDATE, results.RMSE)
             result = 'FAIL' if ('max_regression_vs_blessed', overall) in failed else 'pass'
             values = (f"candidate {_fmt(cand_b)}, latest blessed {_fmt(blessed)}, change "
-                      f"{_fmt(cand_b - blessed, '+.4f')} (allowed <= "
+                      f"{self.vs_blessed.interval(overall).describe()} (allowed <= "
                       f"{s['max_regression_vs_blessed']:+.4f})")
         else:
             result, values = "skipped", "no model blessed before this run"
-        rows.append(f"| {results.RULES[(results.LATEST_BLESSED, results.RMSE)].title} | "
-                    f"max_regression_vs_blessed = {s['max_regression_vs_blessed']} | {result} | "
+        rows.append(f"| {results.RULES[(results.LATEST_BLESSED, RMSE_CHANGE_LOWER)].title}"
+                    f" | max_regression_vs_blessed = {s['max_regression_vs_blessed']} | {result} | "
                     f"{values} |")
+        return rows + [self.genre_rule(), *self.topk_rules()]
+
+    def genre_rule(self) -> str:
+        """The genre rule's row: the genre whose interval reaches highest, and the failed ones."""
+        s = self.settings
         checked = [v for v in self.slice_values(features.GENRES)
                    if self.count((features.GENRES, v)) >= s["genre_min_examples"]]
         genre_failures = [f for f in self.vs_baseline.failures
                           if f.rule.setting == "genre_tolerance"]
-        changes = {v: self.rmse((features.GENRES, v), results.CANDIDATE)
-                   - self.rmse((features.GENRES, v), results.BIAS_BASELINE) for v in checked}
-        worst = max(changes, key=changes.get) if changes else None
-        values = (f"{len(checked)} genres checked; worst: {worst} change "
-                  f"{changes[worst]:+.4f}" if worst else "no genre has enough ratings")
+        intervals = {v: self.vs_baseline.interval((features.GENRES, v)) for v in checked}
+        worst = max(intervals, key=lambda v: intervals[v].lower) if intervals else None
+        values = (f"{len(checked)} genres checked; highest: {worst} change "
+                  f"{intervals[worst].describe()}" if worst else "no genre has enough ratings")
         if genre_failures:
             values += "; failed: " + ", ".join(
-                f"{f.slice[1]} ({f.change:+.4f})"
-                for f in sorted(genre_failures, key=lambda f: -f.change))
-        rows.append(f"| {results.RULES[(results.BIAS_BASELINE, RMSE_IF_ENOUGH_EXAMPLES)].title} "
-                    f"| genre_tolerance = {s['genre_tolerance']}, genre_min_examples = "
-                    f"{s['genre_min_examples']} | {'FAIL' if genre_failures else 'pass'} | "
-                    f"{values} (allowed <= {s['genre_tolerance']:+.4f}) |")
-        return rows + self.topk_rules()
+                f"{f.slice[1]} ({f.interval.describe()})"
+                for f in sorted(genre_failures, key=lambda f: -f.lower))
+        rule = results.RULES[(results.BIAS_BASELINE, RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES)]
+        return (f"| {rule.title} | genre_tolerance = {s['genre_tolerance']}, genre_min_examples "
+                f"= {s['genre_min_examples']} | {'FAIL' if genre_failures else 'pass'} | "
+                f"{values} (allowed <= {s['genre_tolerance']:+.4f}) |")
 
     def topk_rules(self) -> list[str]:
         """Markdown table rows of the TopKEvaluator's rules."""
@@ -143,7 +150,8 @@ class _Report:
                 result = "FAIL" if setting in failed else "pass"
                 values = (f"candidate NDCG@{top_k.k} {_fmt(cand)}, "
                           f"{results.MODEL_TITLES[baseline]} {_fmt(base)}, change "
-                          f"{_fmt(cand - base, '+.4f')} (allowed >= {allowed + 0.0:+.4f})")
+                          f"{top_k.intervals[baseline].describe()} "
+                          f"(allowed >= {allowed + 0.0:+.4f})")
             else:
                 result, values = "skipped", "no model blessed before this run"
             rows.append(f"| {results.RULES[(baseline, results.NDCG)].title} | {setting} = "
@@ -285,7 +293,12 @@ def write_report(output_dir: str, vs_baseline: results.Evaluation,
     else:
         lines += ["The model was **not pushed**. Failed rules:", ""]
         lines += [f"- {message}" for message in failures]
-    lines += ["", "## Blessing rules (`pipeline.configs.EvalSettings`)", "", *report.rules(), "",
+    lines += ["", "## Blessing rules (`pipeline.configs.EvalSettings`)", "",
+              f"Each rule judges the change (candidate - baseline) on its "
+              f"{settings['confidence']:.0%} interval: a paired bootstrap over users, "
+              f"{settings['bootstrap_samples']:,} resamples, seed {settings['bootstrap_seed']}. "
+              f"A rule fails only when the whole interval lies beyond the allowed change.", "",
+              *report.rules(), "",
               "RMSE and MAE in stars on the eval split. Slices by activity count the ratings of "
               "the example's user or movie in the train split; `0` is cold start.", ""]
     for feature, title in SLICINGS:

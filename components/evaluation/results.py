@@ -1,20 +1,31 @@
-"""Reading what the Evaluators wrote: metrics per slice and model, and failed blessing rules.
+"""Reading what the Evaluators wrote: metrics per slice and model, the intervals of the changes,
+and failed blessing rules.
 
 Names shared by the EvalConfigs (pipeline/pipeline.py), the TopKEvaluator, the BlessingGate, the
 report and the run summary live here: the model names of the candidate and its baselines, the
-metrics, and the blessing rules with the EvalSettings field each one is configured by.
+metrics, and the blessing rules with the EvalSettings field each one is configured by. Every rule
+decides on the interval of a change (candidate - baseline; components/evaluation/bootstrap.py):
+it fails only when the whole interval lies beyond the allowed change.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2
 from tensorflow_model_analysis.writers.eval_config_writer import load_eval_run
 
-from components.evaluation.metrics import RMSE, RMSE_IF_ENOUGH_EXAMPLES
+from components.evaluation import bootstrap
+from components.evaluation.metrics import (
+    CHANGE_KEYS,
+    RMSE,
+    RMSE_CHANGE_LOWER,
+    RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
+    PairedErrorChange,
+)
 
 # TFMA model names (ModelSpec.name) in the two evaluations: candidate vs bias baseline, and
 # candidate vs the latest blessed model.
@@ -43,19 +54,22 @@ class Rule:
 
 
 # (baseline model name, metric name) -> the blessing rule its threshold implements: TFMA change
-# thresholds on RMSE (pipeline.make_eval_configs), and the TopKEvaluator's NDCG@k rules.
+# thresholds on the lower end of the RMSE change's interval (pipeline.make_eval_configs), and the
+# TopKEvaluator's NDCG@k rules. "Confidently": the whole interval of the change.
 RULES = {
-    (BIAS_BASELINE, RMSE): Rule("overall RMSE at least a margin below the bias baseline's",
-                                "min_improvement_over_baseline"),
-    (LATEST_BLESSED, RMSE): Rule("overall RMSE not worse than the latest blessed model's",
-                                 "max_regression_vs_blessed"),
-    (BIAS_BASELINE, RMSE_IF_ENOUGH_EXAMPLES): Rule(
-        "RMSE of every genre with enough eval ratings within a tolerance of the bias baseline's",
-        "genre_tolerance"),
-    (POPULARITY, NDCG): Rule("overall top-k NDCG at least a margin above the popularity "
-                             "baseline's", "min_ndcg_over_popularity"),
-    (LATEST_BLESSED, NDCG): Rule("overall top-k NDCG at most a tolerance below the latest "
-                                 "blessed model's", "max_ndcg_regression_vs_blessed"),
+    (BIAS_BASELINE, RMSE_CHANGE_LOWER): Rule(
+        "overall RMSE not confidently above the bias baseline's minus a margin",
+        "min_improvement_over_baseline"),
+    (LATEST_BLESSED, RMSE_CHANGE_LOWER): Rule(
+        "overall RMSE not confidently above the latest blessed model's plus a tolerance",
+        "max_regression_vs_blessed"),
+    (BIAS_BASELINE, RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES): Rule(
+        "RMSE of every genre with enough eval ratings not confidently above the bias "
+        "baseline's plus a tolerance", "genre_tolerance"),
+    (POPULARITY, NDCG): Rule("overall top-k NDCG not confidently below the popularity "
+                             "baseline's plus a margin", "min_ndcg_over_popularity"),
+    (LATEST_BLESSED, NDCG): Rule("overall top-k NDCG not confidently below the latest blessed "
+                                 "model's minus a tolerance", "max_ndcg_regression_vs_blessed"),
 }
 
 
@@ -65,7 +79,8 @@ def slice_name(key: SliceKey) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Failure:
-    """A blessing rule that did not hold on one slice."""
+    """A blessing rule that did not hold on one slice: the whole interval of the change lies
+    beyond the allowed change."""
 
     rule: Rule
     baseline: str  # model name
@@ -74,22 +89,31 @@ class Failure:
     candidate_value: float
     baseline_value: float
     change: float  # candidate - baseline
-    # The change must be <= this (lower is better: RMSE), or >= it when higher_is_better (NDCG).
+    # The change's interval must reach <= this (lower is better: RMSE), or >= it when
+    # higher_is_better (NDCG).
     allowed_change: float
+    lower: float  # the change's interval, at `confidence`
+    upper: float
+    confidence: float
     higher_is_better: bool = False
 
     @property
+    def interval(self) -> bootstrap.Interval:
+        return bootstrap.Interval(self.change, self.lower, self.upper, self.confidence)
+
+    @property
     def excess(self) -> float:
-        """How far the change missed the allowed one, > 0."""
-        missed = self.change - self.allowed_change
-        return -missed if self.higher_is_better else missed
+        """How far the interval's nearer end missed the allowed change, > 0."""
+        return (self.allowed_change - self.upper if self.higher_is_better
+                else self.lower - self.allowed_change)
 
     def message(self) -> str:
-        bound = ">=" if self.higher_is_better else "<="
+        bound, side = (">=", "below") if self.higher_is_better else ("<=", "above")
         return (f"{self.rule.title} (EvalSettings.{self.rule.setting}) failed on "
                 f"{slice_name(self.slice)}: {self.metric} {self.candidate_value:.4f} vs "
                 f"{MODEL_TITLES[self.baseline]} {self.baseline_value:.4f}, change "
-                f"{self.change:+.4f}, allowed {bound} {self.allowed_change + 0.0:+.4f}: off by "
+                f"{self.interval.describe()}, allowed {bound} "
+                f"{self.allowed_change + 0.0:+.4f}: the whole interval is {side} it, by "
                 f"{self.excess:.4f}")
 
 
@@ -104,6 +128,13 @@ class Evaluation:
     # None when the evaluation had no threshold to check (no baseline: the first run).
     validation_ok: bool | None
     failures: list[Failure]
+    confidence: float = math.nan  # of the intervals of PairedErrorChange
+
+    def interval(self, key: SliceKey, metric: str = RMSE) -> bootstrap.Interval:
+        """The candidate's change in `metric` (RMSE, MAE) against the baseline on this slice,
+        with its interval; NaNs when there is no baseline."""
+        return bootstrap.Interval(*(self.value(key, CANDIDATE, name)
+                                    for name in CHANGE_KEYS[metric]), self.confidence)
 
     @property
     def baseline(self) -> str | None:
@@ -139,9 +170,10 @@ def load_evaluation(uri: str) -> Evaluation:
             models.add(model)
             metrics.setdefault(key, {}).setdefault(model, {})[kv.key.name] = \
                 kv.value.double_value.value
-    evaluation = Evaluation(uri=uri, models=sorted(models, key=lambda m: m != CANDIDATE),
-                            metrics=metrics, validation_ok=None, failures=[])
     eval_config = load_eval_run(uri)[0]
+    evaluation = Evaluation(uri=uri, models=sorted(models, key=lambda m: m != CANDIDATE),
+                            metrics=metrics, validation_ok=None, failures=[],
+                            confidence=_confidence(eval_config))
     has_thresholds = eval_config is not None and bool(
         tfma.metrics.metric_thresholds_from_metrics_specs(eval_config.metrics_specs,
                                                           eval_config=eval_config))
@@ -151,11 +183,21 @@ def load_evaluation(uri: str) -> Evaluation:
         for per_slice in validation.metric_validations_per_slice:
             key = _slice_key(per_slice.slice_key)
             for failure in per_slice.failures:
-                evaluation.failures.append(_failure(evaluation, key, failure))
+                evaluation.failures.append(failure_of(evaluation, key, failure))
     return evaluation
 
 
-def _failure(evaluation: Evaluation, key: SliceKey, failure) -> Failure:
+def _confidence(eval_config) -> float:
+    """The confidence of the PairedErrorChange metric's intervals in this EvalConfig."""
+    for spec in eval_config.metrics_specs if eval_config is not None else ():
+        for metric in spec.metrics:
+            if metric.class_name == PairedErrorChange.__name__:
+                return float(json.loads(metric.config or "{}").get("confidence", math.nan))
+    return math.nan
+
+
+def failure_of(evaluation: Evaluation, key: SliceKey, failure) -> Failure:
+    """The Failure of a failed TFMA threshold (a ValidationFailure proto) on slice `key`."""
     name = failure.metric_key.name
     baseline = evaluation.baseline or ""
     threshold = failure.metric_threshold.change_threshold
@@ -164,9 +206,9 @@ def _failure(evaluation: Evaluation, key: SliceKey, failure) -> Failure:
             threshold.direction != config_pb2.MetricDirection.LOWER_IS_BETTER:
         raise ValueError(f"{evaluation.uri}: a threshold this pipeline does not configure "
                          f"failed on {slice_name(key)}: {failure}")
-    candidate = evaluation.value(key, CANDIDATE, name)
-    base = evaluation.value(key, baseline, name)
-    return Failure(rule=rule, baseline=baseline, slice=key, metric=name,
-                   candidate_value=candidate, baseline_value=base,
-                   change=failure.metric_value.double_value.value,
-                   allowed_change=threshold.absolute.value)
+    interval = evaluation.interval(key, RMSE)
+    return Failure(rule=rule, baseline=baseline, slice=key, metric=RMSE,
+                   candidate_value=evaluation.value(key, CANDIDATE, RMSE),
+                   baseline_value=evaluation.value(key, baseline, RMSE),
+                   change=interval.change, allowed_change=threshold.absolute.value,
+                   lower=interval.lower, upper=interval.upper, confidence=interval.confidence)

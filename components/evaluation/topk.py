@@ -12,9 +12,11 @@ per user is not a per-example metric, so TFMA does not fit. Protocol, on the Exa
   and catalogue coverage (distinct recommended movies / movies rated in either split, the
   exported model's catalogue); overall and per user-activity bucket (train ratings of the user,
   the ExampleGen's buckets).
-Rules (EvalSettings, rule texts in results.RULES): overall NDCG@k >= the popularity baseline's +
-min_ndcg_over_popularity, and >= the latest blessed model's - max_ndcg_regression_vs_blessed
-(skipped when no model was blessed before).
+Rules (EvalSettings, rule texts in results.RULES), each on the paired bootstrap interval over
+users of the change in mean NDCG@k (components/evaluation/bootstrap.py: the per-user NDCG
+differences resampled): refused when the whole interval lies below min_ndcg_over_popularity
+against the popularity baseline, or below -max_ndcg_regression_vs_blessed against the latest
+blessed model (skipped when no model was blessed before).
 """
 
 # No `from __future__ import annotations`: TFX's @component reads the annotations as types.
@@ -38,7 +40,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from components.evaluation import results
+from components.evaluation import bootstrap, results
 from components.movielens_example_gen.slicing import bucket_label, bucket_labels
 from models import contract, features, ranking_metrics
 from models.ranking_metrics import PAD
@@ -66,6 +68,9 @@ class TopKSettings:
     min_ndcg_over_popularity: float
     max_ndcg_regression_vs_blessed: float
     user_activity_edges: tuple[int, ...]
+    bootstrap_samples: int
+    confidence: float
+    bootstrap_seed: int
 
     def __post_init__(self):
         # A JSON list in; EvalSettings validated the values.
@@ -179,11 +184,11 @@ def bucket_masks(users: EvalUsers, edges: Sequence[int]) -> dict[str, np.ndarray
     return {name: mask for name, mask in masks.items() if mask.any()}
 
 
-def score_lists(lists: np.ndarray, users: EvalUsers, k: int, catalogue_size: int,
-                edges: Sequence[int]) -> dict[str, dict[str, float]]:
-    """{OVERALL | activity bucket: {metric: value}} of one model's lists ([U, k]): the means of
-    ranking_metrics.METRICS and coverage; buckets without users are left out."""
-    per_user = ranking_metrics.per_user(lists, users.relevant, k)
+def score_lists(lists: np.ndarray, per_user: dict[str, np.ndarray], users: EvalUsers, k: int,
+                catalogue_size: int, edges: Sequence[int]) -> dict[str, dict[str, float]]:
+    """{OVERALL | activity bucket: {metric: value}} of one model's lists ([U, k]) with their
+    ranking_metrics.per_user values: the means of ranking_metrics.METRICS and coverage; buckets
+    without users are left out."""
     return {name: {**ranking_metrics.mean(per_user, mask),
                    COVERAGE: ranking_metrics.coverage(lists[mask], k, catalogue_size)}
             for name, mask in bucket_masks(users, edges).items()}
@@ -196,24 +201,38 @@ def user_counts(users: EvalUsers, edges: Sequence[int]) -> dict[str, dict[str, i
             for name, mask in bucket_masks(users, edges).items()}
 
 
-def check_rules(ndcg: dict[str, float], settings: TopKSettings) -> list[results.Failure]:
-    """The failed top-k rules, given each model's overall NDCG@k ({model name: value};
-    LATEST_BLESSED absent: that rule is skipped)."""
-    allowed = {results.POPULARITY: settings.min_ndcg_over_popularity}
-    if results.LATEST_BLESSED in ndcg:
-        allowed[results.LATEST_BLESSED] = -settings.max_ndcg_regression_vs_blessed
-    candidate = ndcg[results.CANDIDATE]
+def ndcg_changes(ndcg: dict[str, np.ndarray], settings: TopKSettings
+                 ) -> dict[str, bootstrap.Interval]:
+    """{baseline model name: the candidate's change in mean NDCG@k against it, with its paired
+    bootstrap interval}, given each model's per-user NDCG@k ({model name: float [U]}, the same
+    users in the same order)."""
+    return {baseline: bootstrap.mean_change(
+                ndcg[results.CANDIDATE], ndcg[baseline], settings.bootstrap_samples,
+                settings.confidence, settings.bootstrap_seed)
+            for baseline in (results.POPULARITY, results.LATEST_BLESSED) if baseline in ndcg}
+
+
+def check_rules(ndcg: dict[str, np.ndarray], settings: TopKSettings
+                ) -> tuple[dict[str, bootstrap.Interval], list[results.Failure]]:
+    """The intervals of the NDCG@k changes (ndcg_changes) and the failed top-k rules
+    (LATEST_BLESSED absent from `ndcg`: that rule is skipped)."""
+    allowed = {results.POPULARITY: settings.min_ndcg_over_popularity,
+               results.LATEST_BLESSED: -settings.max_ndcg_regression_vs_blessed}
+    changes = ndcg_changes(ndcg, settings)
+    candidate = float(np.mean(ndcg[results.CANDIDATE]))
     failures = []
-    for baseline, allowed_change in allowed.items():
-        change = candidate - ndcg[baseline]
-        # Rounding must not fail a change exactly at the bound; a NaN fails.
-        if not change >= allowed_change - _ROUNDING:
+    for baseline, interval in changes.items():
+        # Refused only when the whole interval is below the bound; rounding must not fail an
+        # interval ending exactly at it; a NaN fails.
+        if not interval.upper >= allowed[baseline] - _ROUNDING:
             failures.append(results.Failure(
                 rule=results.RULES[(baseline, results.NDCG)], baseline=baseline,
                 slice=results.OVERALL, metric=f"NDCG@{settings.topk_k}",
-                candidate_value=candidate, baseline_value=ndcg[baseline], change=change,
-                allowed_change=allowed_change, higher_is_better=True))
-    return failures
+                candidate_value=candidate, baseline_value=float(np.mean(ndcg[baseline])),
+                change=interval.change, allowed_change=allowed[baseline],
+                lower=interval.lower, upper=interval.upper, confidence=interval.confidence,
+                higher_is_better=True))
+    return changes, failures
 
 
 @dataclasses.dataclass
@@ -231,6 +250,8 @@ class TopKEvaluation:
     cold_start_users: int
     blessed: bool
     failures: list[results.Failure]
+    # baseline model name -> the candidate's NDCG@k change against it, with its interval
+    intervals: dict[str, bootstrap.Interval]
 
     def value(self, model: str, bucket: str, metric: str) -> float:
         return self.metrics.get(model, {}).get(bucket, {}).get(metric, float("nan"))
@@ -252,6 +273,8 @@ class TopKEvaluation:
             results.Failure(**{**f, "rule": results.Rule(**f["rule"]),
                                "slice": tuple(f["slice"])})
             for f in fields["failures"]]
+        fields["intervals"] = {name: bootstrap.Interval(**interval)
+                               for name, interval in fields["intervals"].items()}
         return cls(uri=uri, **fields)
 
 
@@ -277,12 +300,14 @@ def evaluate(train: Ratings, eval_: Ratings, model_dirs: dict[str, str],
         lists[name] = by_dir[model_dir]
     models = [m for m in (results.CANDIDATE, results.POPULARITY, results.LATEST_BLESSED)
               if m in lists]
-    metrics = {m: score_lists(lists[m], users, k, catalogue_size, edges) for m in models}
-    failures = check_rules({m: metrics[m][OVERALL][results.NDCG] for m in models}, settings)
+    per_user = {m: ranking_metrics.per_user(lists[m], users.relevant, k) for m in models}
+    metrics = {m: score_lists(lists[m], per_user[m], users, k, catalogue_size, edges)
+               for m in models}
+    intervals, failures = check_rules({m: per_user[m][results.NDCG] for m in models}, settings)
     return TopKEvaluation(uri=uri, k=k, catalogue_size=catalogue_size, models=models,
                           metrics=metrics, counts=user_counts(users, edges),
                           cold_start_users=users.cold_start_users, blessed=not failures,
-                          failures=failures)
+                          failures=failures, intervals=intervals)
 
 
 @component
