@@ -167,8 +167,7 @@ def run_ours(model_type: str, encoded: Encoded, seed: int, overrides: dict):
     hp = tuned(model_type, seed=seed, **overrides)
     start = time.perf_counter()
     # As the Trainer's run_fn: a time split's drift is chosen for the future.
-    by_time = trainer.is_time_split(encoded.train[features.TIMESTAMP],
-                                    encoded.test[features.TIMESTAMP])
+    by_time = trainer.is_time_split(encoded.train, encoded.test)
     model = trainer.train(hp, encoded.num_users, encoded.num_movies, encoded.train, verbose=0,
                           time_split=by_time)
     seconds = time.perf_counter() - start

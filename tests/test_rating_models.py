@@ -277,6 +277,14 @@ def test_causal_drift_takes_only_the_ratings_before_each_time():
 
 
 def test_a_time_split_is_one_whose_eval_ratings_are_all_newer():
-    assert trainer.is_time_split(np.array([1, 5]), np.array([5, 9]))
-    assert not trainer.is_time_split(np.array([1, 6]), np.array([5, 9]))
-    assert not trainer.is_time_split(np.array([], np.int64), np.array([5]))
+    def columns(users, times):
+        return {features.USER_IDX: np.array(users, np.int64),
+                features.TIMESTAMP: np.array(times, np.int64)}
+
+    # A global cut: every eval rating after every train rating.
+    assert trainer.is_time_split(columns([0, 1], [1, 5]), columns([0, 1], [5, 9]))
+    # Per user: user 0's eval rating (4) is after their train ratings, user 1's (7) after theirs,
+    # though user 1 trained at 6, after user 0's eval rating; user 2 only evaluates.
+    assert trainer.is_time_split(columns([0, 1, 1], [1, 2, 6]), columns([0, 1, 2], [4, 7, 0]))
+    assert not trainer.is_time_split(columns([0, 1], [1, 6]), columns([0, 1], [5, 5]))
+    assert not trainer.is_time_split(columns([], []), columns([0], [5]))
