@@ -4,18 +4,21 @@ where the model went), and its text for the console."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx.utils import path_utils
 
 from components.atomic_pusher import IDENTICAL_KEY
 from components.evaluation import blessing_gate, results, topk
-from components.evaluation.report_gen import REPORT_FILE, EvaluationReport
-from models import contract, features
+from components.evaluation.report_gen import (
+    REPORT_FILE,
+    EvaluationReport,
+    format_choices,
+    load_training_choices,
+)
+from models import features
 from pipeline.pipeline import (
     BLESSED_MODEL_EVALUATOR_ID,
     BLESSING_GATE_ID,
@@ -144,35 +147,6 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
     if model is not None:
         summary.training_choices = load_training_choices(model.uri)
     return summary
-
-
-def load_training_choices(model_uri: str) -> dict | None:
-    """The Trainer's contract.CHOICES_FILE in its Model artifact; None for an older model."""
-    path = os.path.join(path_utils.serving_model_path(model_uri), contract.CHOICES_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def format_choices(choices: dict) -> str:
-    """One line: the user drift and the popularity weight the Trainer chose on validation."""
-    drift = choices.get("user_drift")
-    if drift is None:
-        text = "no user drift (not configured)"
-    else:
-        scores = drift["validation_rmse"]
-        off = scores.get("off", math.nan)
-        if drift["window"]:
-            chosen = scores[f"{drift['window']}/{drift['shrinkage']:g}"]
-            text = (f"user drift window {drift['window']}, shrinkage {drift['shrinkage']:g} "
-                    f"(validation RMSE {chosen:.4f}, {off:.4f} without)")
-        else:
-            text = f"no user drift (validation RMSE {off:.4f} without; no window did better)"
-    weight = choices.get("popularity_weight")
-    if weight is not None:
-        text += f"; recommend's popularity weight {weight:g}"
-    return f"Trainer's choices on its validation data: {text}"
 
 
 def format_summary(summary: RunSummary) -> str:

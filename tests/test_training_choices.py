@@ -1,9 +1,11 @@
 """What the Trainer chose on its validation data, as the exported model records it
-(models/trainer.py, training_choices) and the run summary prints it (pipeline/run_summary.py)."""
+(models/trainer.py, training_choices) and the report and the run summary print it
+(components/evaluation/report_gen.py, pipeline/run_summary.py)."""
 
 import dataclasses
 import json
 
+from components.evaluation import report_gen
 from models import contract, trainer
 from pipeline import run_summary
 
@@ -24,19 +26,21 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
     written = json.loads((serving / contract.CHOICES_FILE).read_text())
     assert written == {"drift_validated_for": "the future (time split)",
                        "user_drift": dataclasses.asdict(drift), "popularity_weight": 0.2}
-    choices = run_summary.load_training_choices(str(tmp_path))
-    assert run_summary.format_choices(choices) == (
+    choices = report_gen.load_training_choices(str(tmp_path))
+    assert report_gen.format_choices(choices) == (
         "Trainer's choices on its validation data: user drift window 25, shrinkage 20 "
         "(validation RMSE 0.9011, 0.9123 without); recommend's popularity weight 0.2")
-    assert run_summary.load_training_choices(str(tmp_path / "elsewhere")) is None
+    assert report_gen.load_training_choices(str(tmp_path / "elsewhere")) is None
+    summary = run_summary.RunSummary(run_id="r", training_choices=choices)
+    assert report_gen.format_choices(choices) in run_summary.format_summary(summary).split("\n")
 
 
 def test_a_drift_left_out_and_no_retrieval_stage_are_said_so(tmp_path):
     off = trainer.DriftChoice(0, 0.0, {"off": 0.8, "10/5": 0.8005})
     choices = trainer.training_choices(_Module(off, None), time_split=False)
     assert choices["drift_validated_for"] == "a random split"
-    assert run_summary.format_choices(choices) == (
+    assert report_gen.format_choices(choices) == (
         "Trainer's choices on its validation data: no user drift (validation RMSE 0.8000 "
         "without; no window did better)")
     unset = trainer.training_choices(_Module(None, None), time_split=False)
-    assert run_summary.format_choices(unset).endswith("no user drift (not configured)")
+    assert report_gen.format_choices(unset).endswith("no user drift (not configured)")

@@ -28,6 +28,7 @@ from tfx.dsl.component.experimental.annotations import (  # noqa: E402
 )
 from tfx.dsl.component.experimental.decorators import component  # noqa: E402
 from tfx.types import artifact, standard_artifacts  # noqa: E402
+from tfx.utils import path_utils  # noqa: E402
 
 from components.atomic_pusher import IDENTICAL_KEY  # noqa: E402
 from components.evaluation import blessing_gate, results, topk  # noqa: E402
@@ -36,7 +37,7 @@ from components.evaluation.metrics import (  # noqa: E402
     RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
 )
 from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
-from models import features  # noqa: E402
+from models import contract, features  # noqa: E402
 
 REPORT_FILE = "report.md"
 TOPK_PLOT_FILE = f"ndcg_by_{features.USER_ACTIVITY}.png"
@@ -274,11 +275,41 @@ SLICINGS = ((features.GENRES, "genre"), (features.USER_ACTIVITY, "user activity 
             (features.MOVIE_POPULARITY, "movie popularity (train ratings)"))
 
 
+def load_training_choices(model_uri: str) -> dict | None:
+    """The Trainer's contract.CHOICES_FILE in its Model artifact; None for an older model."""
+    path = os.path.join(path_utils.serving_model_path(model_uri), contract.CHOICES_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
+def format_choices(choices: dict) -> str:
+    """One line: the user drift and the popularity weight the Trainer chose on validation."""
+    drift = choices.get("user_drift")
+    if drift is None:
+        text = "no user drift (not configured)"
+    else:
+        scores = drift["validation_rmse"]
+        off = scores.get("off", math.nan)
+        if drift["window"]:
+            chosen = scores[f"{drift['window']}/{drift['shrinkage']:g}"]
+            text = (f"user drift window {drift['window']}, shrinkage {drift['shrinkage']:g} "
+                    f"(validation RMSE {chosen:.4f}, {off:.4f} without)")
+        else:
+            text = f"no user drift (validation RMSE {off:.4f} without; no window did better)"
+    weight = choices.get("popularity_weight")
+    if weight is not None:
+        text += f"; recommend's popularity weight {weight:g}"
+    return f"Trainer's choices on its validation data: {text}"
+
+
 def write_report(output_dir: str, vs_baseline: results.Evaluation,
                  vs_blessed: results.Evaluation, top_k: topk.TopKEvaluation, blessed: bool,
                  failures: Sequence[str], pushed_to: str | None, settings: dict,
-                 already_served: bool = False) -> str:
-    """Writes report.md and its PNGs into output_dir; returns the report's path."""
+                 already_served: bool = False, choices: dict | None = None) -> str:
+    """Writes report.md and its PNGs into output_dir; returns the report's path. `choices`:
+    what the Trainer chose on its validation data (load_training_choices)."""
     report = _Report(vs_baseline, vs_blessed, top_k, settings)
     tf.io.gfile.makedirs(output_dir)
     verdict = "BLESSED" if blessed else "NOT BLESSED"
@@ -299,6 +330,7 @@ def write_report(output_dir: str, vs_baseline: results.Evaluation,
               f"{settings['bootstrap_samples']:,} resamples, seed {settings['bootstrap_seed']}. "
               f"A rule fails only when the whole interval lies beyond the allowed change.", "",
               *report.rules(), "",
+              *([format_choices(choices) + ".", ""] if choices is not None else []),
               "RMSE and MAE in stars on the eval split. Slices by activity count the ratings of "
               "the example's user or movie in the train split; `0` is cold start.", ""]
     for feature, title in SLICINGS:
@@ -342,4 +374,6 @@ def EvaluationReportGen(  # noqa: N802 - TFX component names are classes
                    if pushed else None),
         settings=json.loads(eval_settings),
         already_served=bool(pushed and pushed_model.mlmd_artifact.custom_properties.get(
-            IDENTICAL_KEY) and pushed_model.get_int_custom_property(IDENTICAL_KEY) == 1))
+            IDENTICAL_KEY) and pushed_model.get_int_custom_property(IDENTICAL_KEY) == 1),
+        choices=load_training_choices(
+            blessing.get_string_custom_property(blessing_gate.CURRENT_MODEL_URI_KEY)))
