@@ -390,8 +390,11 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                  else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose=0))
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
-    return export.ServingModule(model, user_vocabulary, num_movies, movies, history,
-                                retriever=retriever, retrieval=hp.retrieval)
+    module = export.ServingModule(model, user_vocabulary, num_movies, movies, history,
+                                  retriever=retriever, retrieval=hp.retrieval)
+    # For training_choices; a float is no trackable, so it is not saved with the module.
+    module.popularity_weight = None if retriever is None else float(retriever.popularity_weight)
+    return module
 
 
 def predict_scaled(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -428,11 +431,10 @@ def is_time_split(train: dict[str, np.ndarray], eval_: dict[str, np.ndarray]) ->
 def training_choices(module: export.ServingModule, time_split: bool) -> dict:
     """What the Trainer chose on its validation holdouts, for the run's record and report."""
     drift: DriftChoice | None = getattr(module.model, "drift_choice", None)
-    retriever = module.retriever
     return {
         "drift_validated_for": "the future (time split)" if time_split else "a random split",
         "user_drift": None if drift is None else dataclasses.asdict(drift),
-        "popularity_weight": None if retriever is None else retriever.popularity_weight,
+        "popularity_weight": getattr(module, "popularity_weight", None),
     }
 
 

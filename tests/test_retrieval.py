@@ -2,6 +2,7 @@
 in-process retrieval + ranking, with seen movies excluded and unknown users served."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -68,6 +69,15 @@ def recommend(signatures_owner, user_ids, k):
     out = signatures_owner.signatures[contract.RECOMMEND](
         user_id=tf.constant(user_ids, tf.int64), k=tf.fill([len(user_ids)], tf.constant(k)))
     return {name: value.numpy() for name, value in out.items()}
+
+
+def test_the_exported_model_records_the_popularity_weight_chosen_on_validation(two_stage,
+                                                                            tmp_path):
+    module, *_ = two_stage
+    trainer.write_choices(str(tmp_path), module, time_split=False)
+    choices = json.loads((tmp_path / contract.CHOICES_FILE).read_text())
+    assert choices["popularity_weight"] in HPARAMS.retrieval.popularity_weights
+    assert choices["popularity_weight"] == module.popularity_weight
 
 
 def test_retrieval_finds_the_planted_tastes_far_above_popularity(two_stage):

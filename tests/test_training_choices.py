@@ -11,12 +11,11 @@ from pipeline import run_summary
 
 
 class _Module:
-    """The two attributes training_choices reads of an export.ServingModule."""
+    """The two attributes training_choices reads of fit_serving_module's ServingModule."""
 
     def __init__(self, drift, popularity_weight):
         self.model = type("Model", (), {"drift_choice": drift})()
-        self.retriever = (None if popularity_weight is None else
-                          type("Retriever", (), {"popularity_weight": popularity_weight})())
+        self.popularity_weight = popularity_weight
 
 
 def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(tmp_path):
