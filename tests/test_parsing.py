@@ -95,6 +95,23 @@ def test_parse_rating_accepts_crlf():
     assert parsing.parse_rating("1,31,5,1").rating == 5.0
 
 
+@pytest.mark.parametrize("stars, accepted", [
+    # The valid ratings are the closed interval [RATING_MIN, RATING_MAX] = [0.5, 5.0] of finite
+    # numbers (the schema's domain); the parser does not insist on half-star steps. Each edge
+    # from both sides: a bound moved by half a star (`<= RATING_MAX + 0.5`, `< RATING_MIN`)
+    # or made strict (`<`) flips one of these.
+    ("0.0", False), ("0.25", False), ("0.4999", False), ("0.5", True), ("0.75", True),
+    ("4.75", True), ("5.0", True), ("5.0001", False), ("5.5", False),
+])
+def test_parse_rating_accepts_exactly_the_closed_range_half_to_five_stars(stars, accepted):
+    line = f"1,31,{stars},1260759144"
+    if accepted:
+        assert parsing.parse_rating(line).rating == float(stars)
+    else:
+        with pytest.raises(parsing.BadRowError, match=f"out of range 0.5..5: '{stars}'"):
+            parsing.parse_rating(line)
+
+
 @pytest.mark.parametrize("line, message", [
     ("1,31,2.5", "expected 4 fields"),
     ("1,31,abc,1260759144", "field 'rating' is not a number: 'abc'"),
