@@ -3,7 +3,8 @@ executor on real ModelBlessing / ModelEvaluation artifacts, without a pipeline: 
 evaluators' verdicts reaches the gate's blessing, and each failed rule its message.
 
 `decide()` alone is tested in test_evaluation.py; these catch a verdict read from the wrong input
-artifact (issue 25), which the end-to-end "bad model" run cannot, since it fails every rule.
+artifact (issue 25), which the end-to-end "bad model" run cannot, since it fails every rule. The
+same files, written as TFX's Evaluator writes them, test results.load_evaluation.
 """
 
 import json
@@ -175,3 +176,43 @@ def test_on_the_first_run_the_blessed_model_comparison_is_skipped_and_reported_n
     assert output.get_int_custom_property(blessing_gate.BLESSED_KEY) == 1
     assert verdict["evaluators"] == {results.BIAS_BASELINE: True, results.LATEST_BLESSED: None,
                                      blessing_gate.TOPK_VERDICT: True}
+
+
+def test_load_evaluation_reads_every_metric_both_models_candidate_first_and_the_verdict(tmp_path):
+    for name, baseline_rmse, ok in (("pass", 0.95, True), ("fail", 0.903, False)):
+        uri = str(tmp_path / name)
+        assert write_rmse_evaluation(uri, results.BIAS_BASELINE, 0.90, baseline_rmse) is ok
+        evaluation = results.load_evaluation(uri)
+        assert evaluation.uri == uri
+        # The candidate first, whatever the names' order ("bias_baseline" < "candidate").
+        assert evaluation.models == [results.CANDIDATE, results.BIAS_BASELINE]
+        # Every metric of both models; the diffs TFMA stores beside them are not metrics.
+        assert evaluation.metrics == {results.OVERALL: {
+            results.CANDIDATE: {results.RMSE: 0.90, RMSE_IF_ENOUGH_EXAMPLES: 0.90},
+            results.BIAS_BASELINE: {results.RMSE: baseline_rmse,
+                                    RMSE_IF_ENOUGH_EXAMPLES: baseline_rmse}}}
+        assert evaluation.validation_ok is ok
+        assert len(evaluation.failures) == (0 if ok else 1)
+
+
+def test_an_evaluation_without_thresholds_has_no_verdict(tmp_path):
+    # The first run's BlessedModelEvaluator: no model to compare with, so no threshold and no
+    # validation file; its one model's metrics have an empty model name.
+    uri = tmp_path / "first"
+    uri.mkdir()
+    config = tfma.EvalConfig(model_specs=[tfma.ModelSpec(name=results.CANDIDATE)],
+                             metrics_specs=[tfma.MetricsSpec(metrics=[
+                                 tfma.MetricConfig(class_name="ExampleCount")])])
+    (uri / "eval_config.json").write_text(eval_config_writer._serialize_eval_run(config, "", "",
+                                                                                 {}))
+    proto = metrics_for_slice_pb2.MetricsForSlice()
+    kv = proto.metric_keys_and_values.add()
+    kv.key.name = results.RMSE
+    kv.value.double_value.value = 0.9
+    with tf.io.TFRecordWriter(str(uri / "metrics.tfrecord")) as writer:
+        writer.write(proto.SerializeToString())
+    evaluation = results.load_evaluation(str(uri))
+    assert evaluation.models == [results.CANDIDATE]
+    assert evaluation.metrics == {results.OVERALL: {results.CANDIDATE: {results.RMSE: 0.9}}}
+    assert evaluation.validation_ok is None and evaluation.failures == []
+    assert evaluation.baseline is None
