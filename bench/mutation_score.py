@@ -7,11 +7,12 @@ mutant) for each file of [tool.mutmut] only_mutate, and the hand-written mutatio
 (mutation-logs/hand_written.json), prints every surviving mutant with its diff, and rewrites the
 "Mutation testing" section of docs/benchmarks.md (bench/results/mutation.json holds the numbers).
 
-Score of a module = killed / (mutants - equivalent ones), where killed includes mutants that
-timed out (a mutant that makes the tests hang is caught) and a mutant no fast test executes
-("no tests") counts as surviving. Equivalent mutants are the survivors listed in EQUIVALENT
-below, each with the reason no test can tell it from the code; they are matched by their diff,
-not by mutmut's numbering (which changes whenever the code does).
+Score of a module = killed / (mutants - equivalent - timeout - not checked): a mutant no fast
+test executes ("no tests") counts as surviving; a timeout (usually a hung mutant, but also
+TensorFlow's start-up in a forked process outrunning a tight time limit) and a mutant a stopped
+run did not reach ("not checked", the table then says PARTIAL) are left out. Equivalent mutants
+are the survivors listed in EQUIVALENT below, each with the reason no test can tell it from the
+code; they are matched by their diff, not by mutmut's numbering (which changes with the code).
 
 Exit status 1 when a module scores below --target, a hand-written mutation survived, or a result
 is missing.
@@ -136,7 +137,7 @@ def mutmut_results() -> dict[str, list[dict]]:
         rows = []
         for name, code in sorted(codes.items(), key=lambda kv: _natural(kv[0])):
             row = {"name": name, "status": status_of(code)}
-            if row["status"] not in ("killed", "timeout"):
+            if row["status"] not in ("killed", "timeout", "not checked"):
                 row["diff"] = get_diff_for_mutant(name, path=file)
             rows.append(row)
         out[file] = rows
@@ -150,11 +151,11 @@ def _natural(name: str) -> tuple[str, int]:
 
 def score(rows: list[dict], file: str) -> dict:
     counts = {"mutants": len(rows), "killed": 0, "timeout": 0, "survived": 0, "no tests": 0,
-              "equivalent": 0, "other": 0}
+              "not checked": 0, "equivalent": 0, "other": 0}
     survivors, equivalents = [], []
     for row in rows:
         status = row["status"]
-        if status in ("killed", "timeout"):
+        if status in ("killed", "timeout", "not checked"):
             counts[status] += 1
             continue
         reason = equivalent_reason(file, row["diff"])
@@ -164,8 +165,10 @@ def score(rows: list[dict], file: str) -> dict:
             continue
         counts[status if status in ("survived", "no tests") else "other"] += 1
         survivors.append(row)
-    judged = counts["mutants"] - counts["equivalent"]
-    counts["score"] = (counts["killed"] + counts["timeout"]) / judged if judged else 1.0
+    judged = (counts["mutants"] - counts["equivalent"] - counts["timeout"]
+              - counts["not checked"])
+    counts["judged"] = judged
+    counts["score"] = counts["killed"] / judged if judged else 1.0
     return {"counts": counts, "survivors": survivors, "equivalents": equivalents}
 
 
@@ -193,15 +196,18 @@ def markdown(scores: dict, hand: dict, times: dict, target: float) -> str:
          f"execute the mutated function: {_minutes(times['mutmut_seconds'])}; the "
          f"{len(hand['mutations'])} hand-written TensorFlow mutations of bench/mutations.py: "
          f"{_minutes(hand['seconds'])}.", "",
-         f"Score = killed / (mutants - equivalent); a mutant no fast test executes counts as "
-         f"surviving; target >= {target:.0%} per module.", "",
-         "| module | mutants | killed | timeout | survived | no tests | equivalent | score |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|"]
+         f"Score = killed / (mutants - equivalent - timeout - not checked); a mutant no fast "
+         f"test executes (\"no tests\") counts as surviving; target >= {target:.0%} per module."
+         + (" **PARTIAL**: the run was stopped before it reached every mutant (\"not "
+            "checked\")." if any(s["counts"]["not checked"] for s in scores.values()) else ""),
+         "", "| module | mutants | killed | survived | no tests | equivalent | timeout | "
+         "not checked | score |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for file, s in scores.items():
         n = s["counts"]
-        c.append(f"| `{file}` | {n['mutants']} | {n['killed']} | {n['timeout']} | "
-                 f"{n['survived'] + n['other']} | {n['no tests']} | {n['equivalent']} | "
-                 f"{n['score']:.1%} |")
+        score = f"{n['score']:.1%}" if n["judged"] else "n/a"
+        c.append(f"| `{file}` | {n['mutants']} | {n['killed']} | {n['survived'] + n['other']} "
+                 f"| {n['no tests']} | {n['equivalent']} | {n['timeout']} | "
+                 f"{n['not checked']} | {score} |")
     caught = sum(m["caught"] for m in hand["mutations"])
     c += ["", f"Hand-written mutations of the TensorFlow code (bench/mutations.py): {caught} of "
           f"{len(hand['mutations'])} caught.", "",
@@ -256,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for file, s in scores.items():
         n = s["counts"]
-        print(f"{file:48} {n['score']:6.1%}  ({n['killed'] + n['timeout']} killed of "
-              f"{n['mutants'] - n['equivalent']}; {n['equivalent']} equivalent)")
+        print(f"{file:48} {n['score']:6.1%}  ({n['killed']} killed of {n['judged']}; "
+              f"{n['equivalent']} equivalent, {n['timeout']} timeouts, {n['not checked']} not "
+              "checked)")
         for r in s["survivors"]:
             print(f"  {r['status']}: {r['name']}\n" + "\n".join(
                 "    " + line for line in r["diff"].splitlines()))

@@ -13,7 +13,8 @@ fresh process, restores the file, and reports "caught" (the tests failed) or "SU
 
 The file is restored on every exit: a test failure, an exception, Ctrl-C or SIGTERM. A copy of
 the original is kept next to it as `<file>.mutation-backup` while a mutation is applied, so that
-even a killed run is undone by the next one (it restores any backup it finds first).
+even a killed run is undone by the next one (it restores any backup it finds first). The
+mutations are applied to the checkout itself: tests run from it meanwhile may import a mutant.
 
 Exit status: 0 when every mutation was caught, 1 when one survived or the tests fail on the
 unmodified code, 130 when interrupted.
