@@ -91,6 +91,8 @@ EQUIVALENT: list[Equivalent] = [
                  "has_thresholds only asks whether any threshold exists: the eval_config adds "
                  "model names to the thresholds' keys, not thresholds")
       for added in ("eval_config=None))", "))")),
+    Equivalent("serving/batching.py", "self._busy = False", "self._busy = None",
+               "_busy is only ever read as `not self._busy`, and None is as false as False"),
     Equivalent("components/evaluation/topk.py", "batch_size: int = 16384) -> Ratings:",
                "batch_size: int = 16385) -> Ratings:",
                "the batch size of reading: the same ratings in the same order"),
@@ -214,7 +216,8 @@ def markdown(scores: dict, hand: dict, times: dict, target: float) -> str:
           "| mutation | file | the bug | caught by | caught |", "|---|---|---|---|---|"]
     for m in hand["mutations"]:
         tests = ", ".join(f"`{t.split('::')[-1]}`" for t in m["tests"])
-        c.append(f"| {m['name']} | `{m['file']}` | {m['why']} | {tests} | "
+        why = m["why"].replace("|", "\\|")
+        c.append(f"| {m['name']} | `{m['file']}` | {why} | {tests} | "
                  f"{'yes' if m['caught'] else '**no**'} |")
     equivalents = [(file, e) for file, s in scores.items() for e in s["equivalents"]]
     c += ["", "Equivalent mutants (they change no behaviour a caller can see):", ""]
@@ -223,10 +226,14 @@ def markdown(scores: dict, hand: dict, times: dict, target: float) -> str:
     for file, e in equivalents:
         removed, added = changed_lines(e["diff"])
         c.append(f"- `{file}` `{removed}` -> `{added}`: {e['reason']}")
-    survivors = [(file, r) for file, s in scores.items() for r in s["survivors"]]
+    survivors = [(file, r) for file, s in scores.items() for r in s["survivors"]
+                 if r["status"] != "no tests"]
     c += ["", "Surviving mutants that change behaviour (each needs a test):", ""]
     if not survivors:
         c.append("none.")
+    for file, s in scores.items():
+        if s["counts"]["no tests"]:
+            c.append(f"- `{file}`: {s['counts']['no tests']} mutants no fast test executes")
     for file, r in survivors:
         removed, added = changed_lines(r["diff"])
         c.append(f"- `{file}` ({r['status']}) `{removed}` -> `{added}`")
@@ -285,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             "modules": {f: s["counts"] for f, s in scores.items()},
             "equivalent": {f: [changed_lines(e["diff"]) for e in s["equivalents"]]
                            for f, s in scores.items()},
+            # Mutants no test executes are counted in "modules", not listed.
             "survivors": {f: [{"name": r["name"], "status": r["status"], "diff": r["diff"]}
-                              for r in s["survivors"]] for f, s in scores.items()},
+                              for r in s["survivors"] if r["status"] != "no tests"]
+                          for f, s in scores.items()},
             "hand_written": hand}
         docs.write_results(RESULTS, payload, "mutation", markdown(scores, hand, times, args.target),
                            heading="## Mutation testing (make mutation)")
