@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv data run serve test test-all lint lock clean kubeflow bench-deps bench-accuracy \
-	bench-ranking bench-throughput bench-scaling synthetic
+	bench-ranking bench-throughput bench-scaling synthetic mutation mutation-deps
 
 help:
 	@echo "make run    create .venv if needed, get the data, run the pipeline (DATA_DIR=..., RUN_ARGS=...)"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench-throughput  training examples/s of each model vs Surprise SVD (BENCH_ARGS=...)"
 	@echo "make bench-scaling   the pipeline on synthetic data of SIZES=\"100k 1m 5m\": time, memory"
 	@echo "make synthetic       synthetic MovieLens: RATINGS=1000000 OUT=data/synthetic/1m SEED=0"
+	@echo "make mutation  mutation testing: mutmut on the decision modules + hand-written TF mutations"
 	@echo "make lock   re-resolve requirements.in into the pinned requirements.txt"
 	@echo "make clean  remove pipeline outputs (tfx_output/, serving_model/)"
 
@@ -108,6 +109,25 @@ SEED ?= 0
 OUT ?= data/synthetic/$(RATINGS)-seed$(SEED)
 synthetic: $(STAMP)
 	$(PY) -m bench.synthetic --ratings $(RATINGS) --out "$(OUT)" --seed $(SEED)
+
+# Mutation testing (not part of `make test`): mutmut over the pure-Python modules that decide what
+# users get ([tool.mutmut] in pyproject.toml), then the hand-written mutations of the TensorFlow
+# modules (bench/mutations.py); bench/mutation_score.py writes the per-module scores into
+# docs/benchmarks.md and fails below MUTATION_TARGET. Every run starts afresh (mutants/ holds
+# mutmut's copy and results; `.venv/bin/mutmut browse` shows them). About 30 minutes here.
+MUTATION_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+MUTATION_TARGET ?= 0.9
+mutation-deps: $(STAMP)
+	$(VENV)/bin/uv pip install --python $(PY) -r requirements-mutation.txt -c requirements.txt
+
+mutation: mutation-deps
+	rm -rf mutants mutation-logs
+	mkdir -p mutation-logs
+	{ date +%s; cut -d" " -f1-3 /proc/loadavg; } > mutation-logs/start
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS)
+	{ date +%s; cut -d" " -f1-3 /proc/loadavg; } > mutation-logs/mutmut-end
+	status=0; $(PY) -m bench.mutations || status=$$?; \
+	$(PY) -m bench.mutation_score --target $(MUTATION_TARGET) || status=$$?; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

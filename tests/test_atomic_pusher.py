@@ -4,6 +4,7 @@ succeeds and removes what the dead one left."""
 
 import errno
 import fcntl
+import logging
 import os
 import signal
 import subprocess
@@ -191,19 +192,31 @@ def test_the_executor_pushes_a_blessed_model_and_records_where(tmp_path):
     assert pushed.get_int_custom_property(atomic_pusher.IDENTICAL_KEY) == 0
 
 
-def test_the_model_already_served_is_not_pushed_again(tmp_path):
+def test_the_model_already_served_is_not_pushed_again(tmp_path, caplog):
     model = tmp_path / "trainer_model"
     fake_saved_model(model / "Format-Serving", n_assets=2)
     base = tmp_path / "serving"
     first = push(model, tmp_path / "pushed_1", base)
     (version,) = numeric_folders(base)
     # The same files again (a cached Trainer's model, blessed again): no second version.
-    again = push(model, tmp_path / "pushed_2", base)
+    caplog.clear()
+    # On absl's logger itself: a test run earlier in the process (TensorFlow, Keras) may have
+    # raised its level, and the root logger's level alone would not let INFO through.
+    with caplog.at_level(logging.INFO, logger="absl"):
+        again = push(model, tmp_path / "pushed_2", base)
     assert numeric_folders(base) == [version]
     assert again.get_int_custom_property(atomic_pusher.IDENTICAL_KEY) == 1
     assert again.get_int_custom_property("pushed") == 1
     assert again.get_string_custom_property("pushed_destination") == \
         first.get_string_custom_property("pushed_destination")
+    assert again.get_string_custom_property("pushed_version") == version
+    # The run log says which version serves it, then where the archived copy went.
+    messages = [r.getMessage() for r in caplog.records if r.name == "absl"]
+    served = (f"The blessed model is the one served as version {version} already: not pushed "
+              "again.")
+    pushed = f"Model pushed to {tmp_path / 'pushed_2'}."
+    assert served in messages and pushed in messages
+    assert messages.index(served) < messages.index(pushed)
     # One byte different is another model.
     (model / "Format-Serving" / "assets" / "vocab_0.txt").write_text("changed")
     changed = push(model, tmp_path / "pushed_3", base)
@@ -216,3 +229,24 @@ def test_the_executor_pushes_nothing_unblessed(tmp_path):
                   blessed=False)
     assert pushed.get_int_custom_property("pushed") == 0
     assert not (tmp_path / "serving").exists()
+
+
+def test_a_destination_other_than_a_filesystem_is_refused(tmp_path):
+    model = tmp_path / "trainer_model"
+    fake_saved_model(model / "Format-Serving", n_assets=1)
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / "pushed_model")
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.set_int_custom_property("blessed", 1)
+    model_artifact = standard_artifacts.Model()
+    model_artifact.uri = str(model)
+    # PushDestination's only kind is a filesystem; one without it names no place to push to.
+    with pytest.raises(NotImplementedError,
+                       match="AtomicPushExecutor pushes to a filesystem with Unix-time versions "
+                             "only, not "):
+        atomic_pusher.AtomicPushExecutor().Do(
+            {standard_component_specs.MODEL_KEY: [model_artifact],
+             standard_component_specs.MODEL_BLESSING_KEY: [blessing]},
+            {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
+            {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(
+                pusher_pb2.PushDestination())})

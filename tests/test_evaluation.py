@@ -2,6 +2,7 @@
 thresholds are on the lower end of the RMSE change's interval (PairedErrorChange)."""
 
 import dataclasses
+import math
 
 import pytest
 import tensorflow_model_analysis as tfma
@@ -80,10 +81,14 @@ def test_the_gate_needs_all_three_evaluators_and_skips_a_missing_blessed_model()
     assert blessing_gate.decide(False, True, True) is False
     assert blessing_gate.decide(True, True, False) is False  # the top-k rules alone refuse it
     assert blessing_gate.decide(True, None, False) is False
-    with pytest.raises(blessing_gate.EvaluatorVerdictError, match="bias baseline"):
+    with pytest.raises(blessing_gate.EvaluatorVerdictError) as e:
         blessing_gate.decide(None, True, True)
-    with pytest.raises(blessing_gate.EvaluatorVerdictError, match="TopKEvaluator"):
+    assert str(e.value) == (
+        "the Evaluator against the bias baseline validated no threshold; its EvalConfig must "
+        "compare the candidate with the BaselineTrainer's model")
+    with pytest.raises(blessing_gate.EvaluatorVerdictError) as e:
         blessing_gate.decide(True, True, None)
+    assert str(e.value) == "the TopKEvaluator's blessing has no verdict"
 
 
 def test_every_rule_names_an_eval_settings_field():
@@ -123,3 +128,91 @@ def test_activity_buckets():
     assert [slicing.bucket_label(n, (1, 20, 101)) for n in (0, 1, 19, 20, 100, 101)] == [
         "0", "1-19", "1-19", "20-100", "20-100", "101+"]
     assert slicing.bucket_labels((20, 100)) == ["0-19", "20-99", "100+"]
+
+
+def _validation_failure(metric: str, direction, absolute: float | None = -0.01,
+                        relative: float | None = None):
+    from tensorflow_model_analysis.proto import validation_result_pb2
+
+    failure = validation_result_pb2.ValidationFailure()
+    failure.metric_key.name = metric
+    failure.metric_key.model_name = results.CANDIDATE
+    change = failure.metric_threshold.change_threshold
+    change.direction = direction
+    if absolute is not None:
+        change.absolute.value = absolute
+    if relative is not None:
+        change.relative.value = relative
+    failure.metric_value.double_value.value = 0.02
+    return failure
+
+
+def test_a_failed_threshold_maps_to_its_rule_and_any_other_is_an_error():
+    lower, higher = (tfma.MetricDirection.LOWER_IS_BETTER, tfma.MetricDirection.HIGHER_IS_BETTER)
+    evaluation = results.Evaluation(
+        uri="eval-uri", models=[results.CANDIDATE, results.BIAS_BASELINE],
+        metrics={results.OVERALL: {results.CANDIDATE: {results.RMSE: 1.02},
+                                   results.BIAS_BASELINE: {results.RMSE: 1.0}}},
+        validation_ok=False, failures=[])
+    # The pipeline's own rule: the candidate's RMSE 1.02 vs the baseline's 1.0, change +0.02
+    # (TFMA's diff), allowed <= -0.01.
+    failure = results._failure(evaluation, results.OVERALL,
+                               _validation_failure(results.RMSE, lower))
+    assert failure == results.Failure(
+        rule=results.RULES[(results.BIAS_BASELINE, results.RMSE)],
+        baseline=results.BIAS_BASELINE, slice=results.OVERALL, metric=results.RMSE,
+        candidate_value=1.02, baseline_value=1.0, change=0.02, allowed_change=-0.01)
+    # Anything else failing means the EvalConfig has a threshold this code does not know:
+    # another metric, a relative bound, a higher-is-better direction, or no baseline model.
+    others = [(evaluation, _validation_failure(results.MAE, lower)),
+              (evaluation, _validation_failure(results.RMSE, lower, None, relative=0.1)),
+              (evaluation, _validation_failure(results.RMSE, higher)),
+              (dataclasses.replace(evaluation, models=[results.CANDIDATE]),
+               _validation_failure(results.RMSE, lower))]
+    for which, other in others:
+        with pytest.raises(ValueError, match="eval-uri: a threshold this pipeline does not "
+                                             "configure failed on genres = Drama: "):
+            results._failure(which, (features.GENRES, "Drama"), other)
+
+
+def test_slice_keys_of_tfma_protos():
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2
+
+    def key(*singles):
+        proto = metrics_for_slice_pb2.SliceKey()
+        for column, value in singles:
+            single = proto.single_slice_keys.add(column=column)
+            if isinstance(value, bytes):
+                single.bytes_value = value
+            else:
+                single.int64_value = value
+        return proto
+
+    assert results._slice_key(key()) == results.OVERALL
+    # String features come as bytes, integer ones as int64: both become text.
+    assert results._slice_key(key((features.GENRES, b"Drama"))) == (features.GENRES, "Drama")
+    assert results._slice_key(key(("year_bucket", 3))) == ("year_bucket", "3")
+    with pytest.raises(ValueError, match="unexpected feature cross in slice single_slice_keys"):
+        results._slice_key(key((features.GENRES, b"Drama"), ("year_bucket", 3)))
+
+
+def test_a_missing_metric_is_nan_and_a_zero_bound_prints_as_plus_zero():
+    evaluation = results.Evaluation(uri="u", models=[results.CANDIDATE], metrics={
+        results.OVERALL: {results.CANDIDATE: {results.RMSE: 1.0}}}, validation_ok=None,
+        failures=[])
+    assert evaluation.value(results.OVERALL, results.CANDIDATE, results.RMSE) == 1.0
+    for key, model, metric in [(results.OVERALL, results.CANDIDATE, results.MAE),
+                               (results.OVERALL, results.BIAS_BASELINE, results.RMSE),
+                               ((features.GENRES, "Drama"), results.CANDIDATE, results.RMSE)]:
+        assert math.isnan(evaluation.value(key, model, metric))
+    assert results.slice_name((features.GENRES, "Drama")) == "genres = Drama"
+    assert results.slice_name(results.OVERALL) == "overall"
+    # max_ndcg_regression_vs_blessed = 0 makes the allowed change -0.0: shown as +0.0000.
+    failure = results.Failure(
+        rule=results.RULES[(results.LATEST_BLESSED, results.NDCG)],
+        baseline=results.LATEST_BLESSED, slice=results.OVERALL, metric="NDCG@10",
+        candidate_value=0.2, baseline_value=0.25, change=-0.05, allowed_change=-0.0,
+        higher_is_better=True)
+    assert failure.message().endswith(
+        "failed on overall: NDCG@10 0.2000 vs latest blessed model 0.2500, change -0.0500, "
+        "allowed >= +0.0000: off by 0.0500")

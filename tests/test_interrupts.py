@@ -119,6 +119,31 @@ def test_the_lock_refuses_a_second_holder_and_dies_with_a_killed_one(tmp_path):
         assert lock_path.read_text() == f"{os.getpid()}\n"
 
 
+def test_the_lock_error_names_the_holder_or_says_its_pid_is_not_written_yet():
+    lock = Path("/data/out/run.lock")
+    tail = ("is using /data/out: it holds /data/out/run.lock. Wait for it to finish, or pass "
+            "another --output-dir. Two runs on one output folder would write the same ML "
+            "Metadata store.")
+    assert str(run_lock.RunLockedError(lock, 4242)) == f"another run (PID 4242) {tail}"
+    assert str(run_lock.RunLockedError(lock, None)) == (
+        f"another run (a process whose PID is not yet written) {tail}")
+
+
+@pytest.mark.parametrize("content, pid", [
+    (b"4242\n", 4242),
+    (b"", None),  # the holder took the lock and has not written its PID yet
+    (b"\xff\xfe garbage", None),  # not ASCII: no PID, and no error
+])
+def test_the_holders_pid_is_read_from_the_lock_file(tmp_path, content, pid):
+    path = tmp_path / run_lock.LOCK_FILE
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert run_lock._holder(fd) == pid
+    finally:
+        os.close(fd)
+
+
 def test_a_second_run_on_the_same_output_folder_exits_3_naming_the_lock_and_pid(tmp_path):
     data_dir = write_movielens_fixture(tmp_path / "data", n_users=5, ratings_per_user=(5, 5))
     output_dir = tmp_path / "out"

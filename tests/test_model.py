@@ -109,6 +109,56 @@ def test_scoring_the_catalogue_equals_scoring_every_pair(overrides):
                                rtol=1e-5, atol=1e-6)
 
 
+# Three users and two movies, each vocabulary followed by its OOV bucket (index 3, index 2).
+B_U = np.array([0.1, -0.2, 0.05, 9.0], np.float32)  # the OOV row's 9.0 must never be used
+B_M = np.array([0.3, -0.4, 9.0], np.float32)
+P_U = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0], [9.0, 9.0]], np.float32)
+Q_M = np.array([[0.2, 0.1], [-0.3, 0.4], [9.0, 9.0]], np.float32)
+MU = 0.6
+
+
+def known_weights(model_type):
+    """A bias or MF model over 3 users and 2 movies whose weights are the arrays above."""
+    model = trainer.build_model(HParams(model_type=model_type, embedding_dim=2), 3, 2, MU)
+    model.movie_side({features.MOVIE_IDX: tf.constant([0], tf.int64)})  # builds the layers
+    model.biases.user(tf.constant([0], tf.int64))
+    model.biases.user_bias.embeddings.assign(B_U[:, None])
+    model.biases.movie_bias.embeddings.assign(B_M[:, None])
+    if model_type == "mf":
+        model.factors.user(tf.constant([0], tf.int64))
+        model.factors.user_factors.embeddings.assign(P_U)
+        model.factors.movie_factors.embeddings.assign(Q_M)
+    return model
+
+
+@pytest.mark.parametrize("model_type, expected", [
+    # mu + b_u + b_m for users 0, 1, 2, OOV (rows) and movies 0, 1, OOV (columns):
+    # user 0: 0.6 + 0.1 + (0.3, -0.4, 0) = 1.0, 0.3, 0.7
+    # user 1: 0.6 - 0.2 + (0.3, -0.4, 0) = 0.7, 0.0, 0.4
+    # user 2: 0.6 + 0.05 + (0.3, -0.4, 0) = 0.95, 0.25, 0.65
+    # OOV user: 0.6 + (0.3, -0.4, 0) = 0.9, 0.2, 0.6
+    ("bias", [[1.0, 0.3, 0.7], [0.7, 0.0, 0.4], [0.95, 0.25, 0.65], [0.9, 0.2, 0.6]]),
+    # mf adds <p_u, q_m> (0 for an OOV side): user 0 (1, 0).(0.2, 0.1) = 0.2, .(-0.3, 0.4) = -0.3;
+    # user 1 (0.5, -1).q: 0.1 - 0.1 = 0.0, -0.15 - 0.4 = -0.55; user 2 (0, 2).q: 0.2, 0.8.
+    ("mf", [[1.2, 0.0, 0.7], [0.7, -0.55, 0.4], [1.15, 1.05, 0.65], [0.9, 0.2, 0.6]]),
+])
+def test_a_prediction_is_mu_plus_both_biases_plus_the_dot_product_in_both_scoring_paths(
+        model_type, expected):
+    model = known_weights(model_type)
+    users, movies = np.array([0, 1, 2, 3], np.int64), np.array([0, 1, 2], np.int64)
+    # `call`, pair by pair: what predict_ids, serving_default and the Evaluator get.
+    pairs = {features.USER_IDX: np.repeat(users, 3), features.MOVIE_IDX: np.tile(movies, 4),
+             features.GENRES_XF: np.zeros((12, len(features.GENRE_NAMES)), np.float32),
+             features.YEAR_XF: np.zeros(12, np.float32)}
+    np.testing.assert_allclose(model(pairs).numpy().reshape(4, 3), expected, atol=1e-6)
+    # score_catalogue over movie_side: what `recommend` ranks with.
+    side = model.movie_side({features.MOVIE_IDX: tf.constant(movies),
+                             features.GENRES_XF: tf.zeros([3, len(features.GENRE_NAMES)]),
+                             features.YEAR_XF: tf.zeros([3])})
+    np.testing.assert_allclose(model.score_catalogue(tf.constant(users), side).numpy(), expected,
+                               atol=1e-6)
+
+
 def test_hparams_reject_unknown_keys_models_and_losses():
     with pytest.raises(ValueError, match="unknown HParams fields \\['embeding_dim'\\]"):
         HParams.from_config({"embeding_dim": 8})

@@ -29,6 +29,9 @@ def test_evaluate_means_and_coverage():
     assert got["precision"] == pytest.approx(0.5)
     assert got["recall"] == pytest.approx(0.75)
     assert got["coverage"] == pytest.approx(5 / 10)  # 10, 20, 30, 5, 7
+    # Only each list's first k count: at k = 2, 10, 20 and 5 (PAD is no movie).
+    assert ranking_metrics.evaluate(RECOMMENDED, RELEVANT, k=2,
+                                    catalogue_size=10)["coverage"] == pytest.approx(3 / 10)
 
 
 def test_only_the_first_k_count_and_short_lists_miss():

@@ -221,3 +221,63 @@ def test_validation_ndcg_is_averaged_only_once_enough_epochs_exist():
         validation.on_epoch_end(epoch, logs)
         smoothed.append(logs["val_ndcg_smoothed"])
     np.testing.assert_allclose(smoothed, [-np.inf, -np.inf, 0.7 / 3, 0.2, 0.2])
+
+
+def test_exclude_puts_seen_movies_below_every_unseen_score_even_negative_ones():
+    # Retrieval logits are dot products: a user's unseen movies may all score below 0, so a seen
+    # movie set to any finite value (0.0, say) would outrank them and be recommended again.
+    scores = tf.constant([[-0.5, 2.0, -3.0, -0.1],
+                          [-4.0, -2.0, -1.0, -3.0],
+                          [1.0, 0.5, -2.0, 3.0]])
+    # User 0 rated movie 1; user 1 movies 2 and 0; user 2 nothing.
+    seen = tf.ragged.constant([[1], [2, 0], []], dtype=tf.int64)
+    excluded = retrieval.exclude(scores, seen).numpy()
+    np.testing.assert_array_equal(excluded, np.array([[-0.5, -np.inf, -3.0, -0.1],
+                                                      [-np.inf, -2.0, -np.inf, -3.0],
+                                                      [1.0, 0.5, -2.0, 3.0]], np.float32))
+    # The top 2 of each row: user 0's best unseen are -0.1 (movie 3), -0.5 (movie 0); user 1's
+    # are -2.0 (movie 1), -3.0 (movie 3); user 2 keeps every movie.
+    top = tf.math.top_k(excluded, 2).indices.numpy()
+    np.testing.assert_array_equal(top, [[3, 0], [1, 3], [3, 0]])
+
+
+def test_the_history_tower_is_the_rsqrt_normalised_sum():
+    tower = retrieval.HistoryTower(num_movies=3, dim=2)
+    tower.embeddings.assign([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    histories = tf.ragged.constant([[0, 1], [2], [], [0, 1, 2]], dtype=tf.int64)
+    # |H|^-1/2 * sum of the rows: (1, 2) / sqrt(2); (3, 4) / 1; zeros for an empty history (a
+    # new user); (4, 6) / sqrt(3).
+    np.testing.assert_allclose(tower(histories).numpy(),
+                               [[1 / 2**0.5, 2 / 2**0.5], [3.0, 4.0], [0.0, 0.0],
+                                [4 / 3**0.5, 6 / 3**0.5]], rtol=1e-6)
+    # Training's weights (dropout) scale each entry; `counts` replaces |H|: with weights 2, 0 on
+    # the first history and counts 4: (2 * (1, 0) + 0 * (0, 2)) / sqrt(4) = (1, 0).
+    weighted = tower(histories[:1], weights=tf.constant([2.0, 0.0]), counts=tf.constant([4.0]))
+    np.testing.assert_allclose(weighted.numpy(), [[1.0, 0.0]], rtol=1e-6)
+
+
+def test_movies_never_trained_on_are_never_retrieved():
+    # Four trained movies (vocabulary indices 0-3) and one first rated after training (movie
+    # 50, the OOV index 4): the exported candidates give it a zero vector and a bias of -inf.
+    num_movies = 4
+    history = user_history(np.array([0, 0]), np.array([0, 1]), 2)  # user 7 rated 10 and 20
+    retriever = retrieval.RetrievalModel(num_movies, history, np.array([5, 4, 3, 2]), dim=2,
+                                         history_dropout=0.0, temperature=1.0)
+    # Every trained movie's logit far below 0 (bias -5, embeddings ~N(0, 0.05)): the untrained
+    # one at any finite bias would be retrieved first.
+    retriever.movie_tower.bias.assign([-5.0] * num_movies)
+    model = trainer.build_model(HParams(model_type="bias"), 2, num_movies, 0.5)
+    ids = np.array([10, 20, 30, 40, 50], np.int64)
+    catalogue = Catalogue(movie_ids=ids, movie_idx=np.arange(5, dtype=np.int64),
+                          genres=np.zeros((5, len(features.GENRE_NAMES)), np.float32),
+                          years=np.zeros(5, np.float32),
+                          titles=np.array([b"a", b"b", b"c", b"d", b"e"], dtype=object))
+    module = export.ServingModule(model, [7, 8], num_movies, catalogue, history,
+                                  retriever=retriever,
+                                  retrieval=RetrievalHParams(num_candidates=2, rating_weight=0.3))
+    out = module.recommend(user_id=tf.constant([7, 8, 999], tf.int64),
+                           k=tf.constant([2, 4, 4], tf.int32))[contract.MOVIE_IDS].numpy()
+    # User 7: the two trained movies they did not rate; user 8 (no history) and an unknown
+    # user: the four trained movies, never 50.
+    assert set(out[0, :2]) == {30, 40}
+    assert set(out[1]) == set(out[2]) == {10, 20, 30, 40}

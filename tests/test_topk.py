@@ -200,6 +200,13 @@ def test_the_evaluation_survives_its_json(candidate_dir, tmp_path):
                            uri=str(tmp_path))
     (tmp_path / topk.METRICS_FILE).write_text(result.to_json())
     assert topk.TopKEvaluation.load(str(tmp_path)) == result
+    # Indented, for whoever opens the artifact's file.
+    assert result.to_json().startswith('{\n  "k": 2,\n  "catalogue_size": ')
+    assert result.value(results.CANDIDATE, topk.OVERALL, results.NDCG) == 0.5
+    for model, bucket, metric in [(results.LATEST_BLESSED, topk.OVERALL, results.NDCG),
+                                  (results.CANDIDATE, "7+", results.NDCG),
+                                  (results.CANDIDATE, topk.OVERALL, "auc")]:
+        assert math.isnan(result.value(model, bucket, metric))
 
 
 def test_settings_come_from_eval_settings_and_metric_names_from_ranking_metrics():
@@ -209,6 +216,38 @@ def test_settings_come_from_eval_settings_and_metric_names_from_ranking_metrics(
     assert list(topk.METRIC_TITLES) == [results.NDCG, "precision", "recall", "map",
                                         topk.COVERAGE]
     assert set(topk.METRIC_TITLES) == {*ranking_metrics.METRICS, topk.COVERAGE}
+    # The component's parameter: the TopKSettings fields only, keys sorted, so that the text
+    # (part of TFX's cache key) changes only when a top-k setting does.
+    assert topk.settings_json(SETTINGS) == (
+        '{"max_ndcg_regression_vs_blessed": 0.01, "min_ndcg_over_popularity": 0.0, '
+        '"topk_k": 2, "user_activity_edges": [1, 2]}')
+
+
+def test_read_ratings_reads_every_gzipped_file_of_the_split_in_order(tmp_path):
+    from tfx.types import standard_artifacts
+
+    def example(user, movie):
+        return contract.tf_example({"user_id": user, "movie_id": movie, "rating": 4.0,
+                                    "title": "x"}).SerializeToString()
+
+    split = tmp_path / "Split-train"
+    split.mkdir()
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    for name, pairs in (("data_tfrecord-00001-of-00002.gz", [(3, 30)]),
+                        ("data_tfrecord-00000-of-00002.gz", [(1, 10), (2, 20), (1, 40)])):
+        with tf.io.TFRecordWriter(str(split / name), options) as writer:
+            for user, movie in pairs:
+                writer.write(example(user, movie))
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path)
+    examples.split_names = '["train", "eval"]'
+    # Batches of 2 over both files, in file name order.
+    ratings = topk.read_ratings(examples, "train", batch_size=2)
+    assert ratings.user_ids.tolist() == [1, 2, 1, 3]
+    assert ratings.movie_ids.tolist() == [10, 20, 40, 30]
+    assert ratings.user_ids.dtype == np.int64
+    with pytest.raises(FileNotFoundError, match=f"no examples match {tmp_path}/Split-eval/\\*"):
+        topk.read_ratings(examples, "eval")
 
 
 def _rmse_evaluation(uri, baseline):
