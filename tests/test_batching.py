@@ -59,6 +59,23 @@ def test_a_lone_request_runs_alone_and_at_once():
     assert model.runs == [2]
 
 
+def test_requests_one_after_another_each_run_at_once():
+    # Each finished request leaves the batcher idle, so the next lone request leads its own
+    # run rather than waiting for a leader that will never come (a mutant kept it busy).
+    model = Model()
+    batcher = Batcher(model, MAX_ROWS)
+    done = threading.Event()
+
+    def three_in_a_row():
+        for x in ([1], [2, 3], [4]):
+            assert batcher({"x": np.array(x)})["y"].tolist() == [2 * v for v in x]
+        done.set()
+
+    threading.Thread(target=three_in_a_row, daemon=True).start()
+    assert done.wait(timeout=10), "a request after a finished one never ran"
+    assert model.runs == [1, 2, 1] and batcher.merged_requests == 0
+
+
 def test_concurrent_requests_are_merged_and_each_gets_its_own_rows():
     model = Model(delay=0.05)
     batcher = Batcher(model, MAX_ROWS)

@@ -7,9 +7,11 @@ artifact (issue 25), which the end-to-end "bad model" run cannot, since it fails
 same files, written as TFX's Evaluator writes them, test results.load_evaluation.
 """
 
+import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
@@ -20,16 +22,24 @@ from tensorflow_model_analysis.writers import eval_config_writer
 from tfx.types import standard_artifacts
 
 from components.evaluation import blessing_gate, results, topk
-from components.evaluation.metrics import RMSE_IF_ENOUGH_EXAMPLES
+from components.evaluation.metrics import (
+    RMSE_CHANGE,
+    RMSE_CHANGE_LOWER,
+    RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
+    RMSE_CHANGE_UPPER,
+)
 from pipeline import configs
 from pipeline.pipeline import make_eval_configs
 
 # The rules, set here rather than following the pipeline's defaults: against the bias baseline,
-# overall RMSE at least 0.005 lower; against the blessed model, not higher; NDCG@10 not below
-# popularity's, and at most 0.01 below the blessed model's.
+# overall RMSE not confidently above its minus 0.005; against the blessed model, not confidently
+# higher; NDCG@10 not confidently below popularity's, nor more than 0.01 below the blessed
+# model's. The evaluations below have no spread (every user alike), so each interval is its
+# change alone and a rule fails exactly when the change is beyond its bound.
 SETTINGS = configs.EvalSettings(min_improvement_over_baseline=0.005, max_regression_vs_blessed=0.0)
-TOPK = topk.TopKSettings(topk_k=10, min_ndcg_over_popularity=0.0,
-                         max_ndcg_regression_vs_blessed=0.01, user_activity_edges=(1, 20))
+TOPK = dataclasses.replace(topk.TopKSettings.from_json(topk.settings_json(SETTINGS)),
+                           min_ndcg_over_popularity=0.0, max_ndcg_regression_vs_blessed=0.01)
+USERS = 50
 
 
 def write_rmse_evaluation(uri: str, baseline: str, candidate_rmse: float, baseline_rmse: float):
@@ -42,11 +52,18 @@ def write_rmse_evaluation(uri: str, baseline: str, candidate_rmse: float, baseli
     with open(os.path.join(uri, "eval_config.json"), "w") as f:
         f.write(eval_config_writer._serialize_eval_run(config, "", "", {}))
     metrics = {}
-    for name in (results.RMSE, RMSE_IF_ENOUGH_EXAMPLES):
-        for model, value in ((results.CANDIDATE, candidate_rmse), (baseline, baseline_rmse)):
-            metrics[metric_types.MetricKey(name=name, model_name=model)] = value
-        metrics[metric_types.MetricKey(name=name, model_name=results.CANDIDATE,
-                                       is_diff=True)] = candidate_rmse - baseline_rmse
+    for model, value in ((results.CANDIDATE, candidate_rmse), (baseline, baseline_rmse)):
+        metrics[metric_types.MetricKey(name=results.RMSE, model_name=model)] = value
+    # PairedErrorChange: the candidate's change and interval ends (all the change: no spread),
+    # 0 for the baseline itself, and TFMA's diff, which the thresholds check.
+    change = candidate_rmse - baseline_rmse
+    for name in (RMSE_CHANGE, RMSE_CHANGE_LOWER, RMSE_CHANGE_UPPER,
+                 RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES):
+        key = metric_types.MetricKey(name=name, model_name=results.CANDIDATE,
+                                     example_weighted=None)
+        metrics[key] = change
+        metrics[key._replace(model_name=baseline)] = 0.0
+        metrics[key.make_diff_key()] = change
     proto = metrics_for_slice_pb2.MetricsForSlice()
     for key, value in metrics.items():
         kv = proto.metric_keys_and_values.add()
@@ -60,13 +77,15 @@ def write_rmse_evaluation(uri: str, baseline: str, candidate_rmse: float, baseli
 
 
 def write_topk_evaluation(uri: str, ndcg: dict[str, float]) -> bool:
-    """topk_metrics.json as the TopKEvaluator writes it, for these overall NDCG@10s."""
-    failures = topk.check_rules(ndcg, TOPK)
+    """topk_metrics.json as the TopKEvaluator writes it, for these overall NDCG@10s (every
+    user's the same)."""
+    intervals, failures = topk.check_rules(
+        {m: np.full(USERS, v) for m, v in ndcg.items()}, TOPK)
     evaluation = topk.TopKEvaluation(
         uri=uri, k=10, catalogue_size=100, models=list(ndcg),
         metrics={m: {topk.OVERALL: {results.NDCG: v}} for m, v in ndcg.items()},
-        counts={topk.OVERALL: {"users": 50, "relevant": 400}}, cold_start_users=0,
-        blessed=not failures, failures=failures)
+        counts={topk.OVERALL: {"users": USERS, "relevant": 400}}, cold_start_users=0,
+        blessed=not failures, failures=failures, intervals=intervals)
     os.makedirs(uri)
     with open(os.path.join(uri, topk.METRICS_FILE), "w") as f:
         f.write(evaluation.to_json())
@@ -140,22 +159,26 @@ def test_every_verdict_passing_blesses_the_model_with_no_failure(tmp_path):
 
 
 @pytest.mark.parametrize("failing, bias_rmse, blessed_rmse, ndcg, message", [
-    # Candidate 0.90 vs the bias baseline's 0.903: 0.003 lower, the margin is 0.005: off by 0.002.
+    # Candidate 0.90 vs the bias baseline's 0.903: 0.003 lower, the margin is 0.005: the whole
+    # (degenerate) interval is 0.002 above the bound.
     (results.BIAS_BASELINE, 0.903, PASSING["blessed"], PASSING["ndcg"],
-     "overall RMSE at least a margin below the bias baseline's "
+     "overall RMSE not confidently above the bias baseline's minus a margin "
      "(EvalSettings.min_improvement_over_baseline) failed on overall: root_mean_squared_error "
-     "0.9000 vs bias baseline 0.9030, change -0.0030, allowed <= -0.0050: off by 0.0020"),
+     "0.9000 vs bias baseline 0.9030, change -0.0030 (95% interval -0.0030 to -0.0030), "
+     "allowed <= -0.0050: the whole interval is above it, by 0.0020"),
     # 0.90 vs the blessed model's 0.89: 0.01 worse, none allowed.
     (results.LATEST_BLESSED, PASSING["bias"], 0.89, PASSING["ndcg"],
-     "overall RMSE not worse than the latest blessed model's "
+     "overall RMSE not confidently above the latest blessed model's plus a tolerance "
      "(EvalSettings.max_regression_vs_blessed) failed on overall: root_mean_squared_error "
-     "0.9000 vs latest blessed model 0.8900, change +0.0100, allowed <= +0.0000: off by 0.0100"),
+     "0.9000 vs latest blessed model 0.8900, change +0.0100 (95% interval +0.0100 to +0.0100), "
+     "allowed <= +0.0000: the whole interval is above it, by 0.0100"),
     # NDCG@10 0.30 vs popularity's 0.31: 0.01 below, at least 0 above required.
     (blessing_gate.TOPK_VERDICT, PASSING["bias"], PASSING["blessed"],
      {**PASSING["ndcg"], results.POPULARITY: 0.31},
-     "overall top-k NDCG at least a margin above the popularity baseline's "
+     "overall top-k NDCG not confidently below the popularity baseline's plus a margin "
      "(EvalSettings.min_ndcg_over_popularity) failed on overall: NDCG@10 0.3000 vs popularity "
-     "baseline 0.3100, change -0.0100, allowed >= +0.0000: off by 0.0100"),
+     "baseline 0.3100, change -0.0100 (95% interval -0.0100 to -0.0100), allowed >= +0.0000: "
+     "the whole interval is below it, by 0.0100"),
 ])
 def test_one_failing_verdict_among_passing_ones_refuses_the_model_and_names_its_rule(
         tmp_path, failing, bias_rmse, blessed_rmse, ndcg, message):
@@ -187,10 +210,13 @@ def test_load_evaluation_reads_every_metric_both_models_candidate_first_and_the_
         # The candidate first, whatever the names' order ("bias_baseline" < "candidate").
         assert evaluation.models == [results.CANDIDATE, results.BIAS_BASELINE]
         # Every metric of both models; the diffs TFMA stores beside them are not metrics.
+        change = 0.90 - baseline_rmse
+        paired = (RMSE_CHANGE, RMSE_CHANGE_LOWER, RMSE_CHANGE_UPPER,
+                  RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES)
         assert evaluation.metrics == {results.OVERALL: {
-            results.CANDIDATE: {results.RMSE: 0.90, RMSE_IF_ENOUGH_EXAMPLES: 0.90},
+            results.CANDIDATE: {results.RMSE: 0.90, **{name: change for name in paired}},
             results.BIAS_BASELINE: {results.RMSE: baseline_rmse,
-                                    RMSE_IF_ENOUGH_EXAMPLES: baseline_rmse}}}
+                                    **{name: 0.0 for name in paired}}}}
         assert evaluation.validation_ok is ok
         assert len(evaluation.failures) == (0 if ok else 1)
 

@@ -11,8 +11,10 @@ from tensorflow_model_analysis.metrics import metric_types
 
 from components.evaluation import blessing_gate, results
 from components.evaluation.metrics import (
+    RMSE_CHANGE,
     RMSE_CHANGE_LOWER,
     RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
+    RMSE_CHANGE_UPPER,
 )
 from components.movielens_example_gen import slicing
 from models import features
@@ -149,30 +151,35 @@ def _validation_failure(metric: str, direction, absolute: float | None = -0.01,
 
 def test_a_failed_threshold_maps_to_its_rule_and_any_other_is_an_error():
     lower, higher = (tfma.MetricDirection.LOWER_IS_BETTER, tfma.MetricDirection.HIGHER_IS_BETTER)
+    # The candidate's RMSE 1.02 vs the baseline's 1.0: PairedErrorChange's change +0.02 with
+    # its interval +0.012 to +0.031, the baseline 0 for itself.
+    change = {RMSE_CHANGE: 0.02, RMSE_CHANGE_LOWER: 0.012, RMSE_CHANGE_UPPER: 0.031}
     evaluation = results.Evaluation(
         uri="eval-uri", models=[results.CANDIDATE, results.BIAS_BASELINE],
-        metrics={results.OVERALL: {results.CANDIDATE: {results.RMSE: 1.02},
-                                   results.BIAS_BASELINE: {results.RMSE: 1.0}}},
-        validation_ok=False, failures=[])
-    # The pipeline's own rule: the candidate's RMSE 1.02 vs the baseline's 1.0, change +0.02
-    # (TFMA's diff), allowed <= -0.01.
-    failure = results._failure(evaluation, results.OVERALL,
-                               _validation_failure(results.RMSE, lower))
+        metrics={results.OVERALL: {
+            results.CANDIDATE: {results.RMSE: 1.02, **change},
+            results.BIAS_BASELINE: {results.RMSE: 1.0, **{k: 0.0 for k in change}}}},
+        validation_ok=False, failures=[], confidence=0.9)
+    # The pipeline's own rule, a threshold on the interval's lower end: allowed <= -0.01.
+    failure = results.failure_of(evaluation, results.OVERALL,
+                                 _validation_failure(RMSE_CHANGE_LOWER, lower))
     assert failure == results.Failure(
-        rule=results.RULES[(results.BIAS_BASELINE, results.RMSE)],
+        rule=results.RULES[(results.BIAS_BASELINE, RMSE_CHANGE_LOWER)],
         baseline=results.BIAS_BASELINE, slice=results.OVERALL, metric=results.RMSE,
-        candidate_value=1.02, baseline_value=1.0, change=0.02, allowed_change=-0.01)
+        candidate_value=1.02, baseline_value=1.0, change=0.02, allowed_change=-0.01,
+        lower=0.012, upper=0.031, confidence=0.9)
+    assert failure.excess == pytest.approx(0.022)  # 0.012 - (-0.01)
     # Anything else failing means the EvalConfig has a threshold this code does not know:
     # another metric, a relative bound, a higher-is-better direction, or no baseline model.
     others = [(evaluation, _validation_failure(results.MAE, lower)),
-              (evaluation, _validation_failure(results.RMSE, lower, None, relative=0.1)),
-              (evaluation, _validation_failure(results.RMSE, higher)),
+              (evaluation, _validation_failure(RMSE_CHANGE_LOWER, lower, None, relative=0.1)),
+              (evaluation, _validation_failure(RMSE_CHANGE_LOWER, higher)),
               (dataclasses.replace(evaluation, models=[results.CANDIDATE]),
-               _validation_failure(results.RMSE, lower))]
+               _validation_failure(RMSE_CHANGE_LOWER, lower))]
     for which, other in others:
         with pytest.raises(ValueError, match="eval-uri: a threshold this pipeline does not "
                                              "configure failed on genres = Drama: "):
-            results._failure(which, (features.GENRES, "Drama"), other)
+            results.failure_of(which, (features.GENRES, "Drama"), other)
 
 
 def test_slice_keys_of_tfma_protos():
@@ -212,7 +219,8 @@ def test_a_missing_metric_is_nan_and_a_zero_bound_prints_as_plus_zero():
         rule=results.RULES[(results.LATEST_BLESSED, results.NDCG)],
         baseline=results.LATEST_BLESSED, slice=results.OVERALL, metric="NDCG@10",
         candidate_value=0.2, baseline_value=0.25, change=-0.05, allowed_change=-0.0,
-        higher_is_better=True)
+        lower=-0.07, upper=-0.03, confidence=0.95, higher_is_better=True)
     assert failure.message().endswith(
-        "failed on overall: NDCG@10 0.2000 vs latest blessed model 0.2500, change -0.0500, "
-        "allowed >= +0.0000: off by 0.0500")
+        "failed on overall: NDCG@10 0.2000 vs latest blessed model 0.2500, change -0.0500 (95% "
+        "interval -0.0700 to -0.0300), allowed >= +0.0000: the whole interval is below it, by "
+        "0.0300")

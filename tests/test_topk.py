@@ -219,7 +219,8 @@ def test_settings_come_from_eval_settings_and_metric_names_from_ranking_metrics(
     # The component's parameter: the TopKSettings fields only, keys sorted, so that the text
     # (part of TFX's cache key) changes only when a top-k setting does.
     assert topk.settings_json(SETTINGS) == (
-        '{"max_ndcg_regression_vs_blessed": 0.01, "min_ndcg_over_popularity": 0.0, '
+        '{"bootstrap_samples": 1000, "bootstrap_seed": 0, "confidence": 0.95, '
+        '"max_ndcg_regression_vs_blessed": 0.01, "min_ndcg_over_popularity": 0.0, '
         '"topk_k": 2, "user_activity_edges": [1, 2]}')
 
 
