@@ -195,3 +195,26 @@ def test_rest_bodies_at_the_depth_limit_are_read():
     assert isinstance(server._load_json(body), dict)
     deeper = b'{"a": ' * depth + b"[]" + b"}" * depth
     assert "nested deeper" in refused(server._load_json, deeper).message
+
+
+def test_the_declared_shape_limits_are_inclusive():
+    # Exactly MAX_RANK dimensions and exactly 2**63 - 1 elements are declarations TensorFlow
+    # accepts; the values must still fill them (refused then with the values' count).
+    assert tensors.declared_shape(proto([1] * tensors.MAX_RANK), "x") == (1,) * tensors.MAX_RANK
+    assert tensors.declared_shape(proto([tensors.MAX_ELEMENTS]), "x") == (2**63 - 1,)
+    assert tensors.declared_shape(proto([2048]), "x", max_rows=2048) == (2048,)
+
+
+@pytest.mark.parametrize("tensor, message", [
+    (proto([], int64_val=[1]), "tensor parsing error: k: tensor_shape has unknown rank"),
+    (proto([1], types_pb2.DT_STRING, tensor_content=b"a"),
+     "tensor parsing error: k: string tensors cannot use tensor_content"),
+    (proto([2], tensor_content=b"\x01" * 3),
+     "tensor parsing error: k: tensor_content has 3 bytes, shape [2] of int64 needs 16"),
+    (proto([1] * 9, int64_val=[1, 2]),
+     "tensor parsing error: k: 2 values for shape [1, 1, 1, 1, 1, 1, 1, 1, ...] (1 values)"),
+])
+def test_refusals_name_the_input_and_say_why_in_full(tensor, message):
+    if "unknown rank" in message:
+        tensor.tensor_shape.unknown_rank = True
+    assert refused(tensors.from_tensor_proto, tensor, "k").message == message
