@@ -14,16 +14,20 @@ CANDIDATE = np.array([3.6, 3.9, 2.1, 4.4, 2.5])
 BASELINE = np.array([3.5, 3.5, 3.5, 3.5, 3.5])
 
 
-def run(metric: metric_types.Metric, inputs: list, model_name: str) -> float:
+def combine(metric: metric_types.Metric, inputs: list, model_name: str) -> dict:
+    """The metric's output for `model_name` over `inputs`: {MetricKey: value}."""
     (computation,) = metric.computations(model_names=[model_name])
     combiner = computation.combiner
     accumulators = [combiner.create_accumulator(), combiner.create_accumulator()]
     for i, element in enumerate(inputs):  # two accumulators merged, as Beam may do
         accumulators[i % 2] = combiner.add_input(accumulators[i % 2], element)
     output = combiner.extract_output(combiner.merge_accumulators(accumulators))
-    (value,) = output.values()
-    (key,) = output
-    assert key.model_name == model_name
+    assert {key.model_name for key in output} == {model_name}
+    return output
+
+
+def run(metric: metric_types.Metric, inputs: list, model_name: str) -> float:
+    (value,) = combine(metric, inputs, model_name).values()
     return value
 
 
@@ -67,14 +71,8 @@ def paired_inputs(users, labels, candidate, baseline) -> list:
 
 
 def run_paired(inputs, model_name="candidate", **config) -> dict[str, float]:
-    metric = metrics.PairedErrorChange(baseline="baseline", **config)
-    (computation,) = metric.computations(model_names=[model_name])
-    combiner = computation.combiner
-    accumulators = [combiner.create_accumulator(), combiner.create_accumulator()]
-    for i, element in enumerate(inputs):  # two accumulators merged, as Beam may do
-        accumulators[i % 2] = combiner.add_input(accumulators[i % 2], element)
-    output = combiner.extract_output(combiner.merge_accumulators(accumulators))
-    assert {key.model_name for key in output} == {model_name}
+    output = combine(metrics.PairedErrorChange(baseline="baseline", **config), inputs,
+                     model_name)
     return {key.name: value for key, value in output.items()}
 
 

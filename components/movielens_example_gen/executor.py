@@ -44,11 +44,9 @@ USER_ACTIVITY_EDGES_KEY = "user_activity_edges"
 MOVIE_POPULARITY_EDGES_KEY = "movie_popularity_edges"
 
 
-class _TimestampQuantile(beam.CombineFn):
-    """Exact quantile of int64 timestamps (8 bytes per rating: ~260 MB for ml-32m)."""
-
-    def __init__(self, q: float):
-        self._q = q
+class _Timestamps(beam.CombineFn):
+    """Gathers int64 timestamps into one array (8 bytes per rating: ~260 MB for ml-32m);
+    subclasses say what to extract from them."""
 
     def create_accumulator(self) -> array:
         return array("q")
@@ -62,6 +60,13 @@ class _TimestampQuantile(beam.CombineFn):
         for acc in accs:
             merged.extend(acc)
         return merged
+
+
+class _TimestampQuantile(_Timestamps):
+    """Exact quantile of the timestamps."""
+
+    def __init__(self, q: float):
+        self._q = q
 
     def extract_output(self, acc: array) -> float | None:
         if not acc:
@@ -69,26 +74,12 @@ class _TimestampQuantile(beam.CombineFn):
         return float(np.quantile(np.frombuffer(acc, dtype=np.int64), self._q))
 
 
-class _UserTimeCutoff(beam.CombineFn):
+class _UserTimeCutoff(_Timestamps):
     """One user's timestamps -> the time from which their ratings evaluate: that of their
-    int(fraction * count)-th newest rating, or None when that is none, or every one of them
-    (8 bytes per rating while combining, as _TimestampQuantile)."""
+    int(fraction * count)-th newest rating, or None when that is none, or every one of them."""
 
     def __init__(self, fraction: float):
         self._fraction = fraction
-
-    def create_accumulator(self) -> array:
-        return array("q")
-
-    def add_input(self, acc: array, ts: int) -> array:
-        acc.append(ts)
-        return acc
-
-    def merge_accumulators(self, accs) -> array:
-        merged = array("q")
-        for acc in accs:
-            merged.extend(acc)
-        return merged
 
     def extract_output(self, acc: array) -> int | None:
         held_out = int(self._fraction * len(acc))
