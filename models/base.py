@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from models import features
+from models import features, new_users
 from models.hparams import HParams
 
 
@@ -255,13 +255,15 @@ class RatingModel(tfrs.Model):
     training). Output of `call`: float32 [B], the rating scaled to [0, 1].
 
     L2 regularisation is the layers' own losses (Biases, Factors), which tfrs.Model's train and
-    test steps add to the task loss, as in TFRS models.
+    test steps add to the task loss, as in TFRS models. After training, the Trainer may add the
+    users' drift (fit_user_drift) and the predictions for unknown users (fit_new_users).
     """
 
     def __init__(self, *, loss: str = "mse"):
         super().__init__()
         self.task = tfrs.tasks.Ranking(loss=make_loss(loss), metrics=[StarsRMSE()])
         self.user_drift: UserDrift | None = None  # see fit_user_drift
+        self.new_users: new_users.NewUserRatings | None = None  # see fit_new_users
 
     @classmethod
     def from_hparams(cls, hp: HParams, num_users: int, num_movies: int, *, global_mean: float,
@@ -279,15 +281,20 @@ class RatingModel(tfrs.Model):
     # about three times as long (docs/benchmarks.md, "Measurements behind settings").
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return self._drifted(inputs, self.forward(inputs, training))
+        return self._after_training(inputs, self.forward(inputs, training))
 
-    def _drifted(self, inputs: dict[str, tf.Tensor], predictions: tf.Tensor) -> tf.Tensor:
+    def _after_training(self, inputs: dict[str, tf.Tensor], predictions: tf.Tensor
+                        ) -> tf.Tensor:
         """Predictions [B] plus the users' drift at the inputs' times (now without a
-        features.TIMESTAMP), once fit_user_drift has run."""
-        if self.user_drift is None:
-            return predictions
-        return predictions + self.user_drift(inputs[features.USER_IDX],
-                                             inputs.get(features.TIMESTAMP))
+        features.TIMESTAMP), once fit_user_drift has run; for unknown users, the movie's
+        new-user rating, once fit_new_users has run."""
+        users = inputs[features.USER_IDX]
+        if self.user_drift is not None:
+            predictions += self.user_drift(users, inputs.get(features.TIMESTAMP))
+        if self.new_users is not None:
+            predictions = tf.where(self.new_users.unknown(users),
+                                   self.new_users(inputs[features.MOVIE_IDX]), predictions)
+        return predictions
 
     def drift_now(self, users: tf.Tensor) -> tf.Tensor:
         """The users' drift offsets now (see UserDrift), zeros before fit_user_drift: [B]."""
@@ -309,19 +316,41 @@ class RatingModel(tfrs.Model):
         # Keras keeps the predict and evaluate functions it traced without the drift.
         self.predict_function = self.test_function = None
 
+    def fit_new_users(self, columns: dict[str, np.ndarray], num_users: int, num_movies: int,
+                      kind: str, shrinkage: float) -> None:
+        """After training: users outside the vocabulary (>= num_users) are predicted the
+        new_users.table of `kind` and `shrinkage` over the training columns."""
+        table = new_users.table(kind, columns[features.USER_IDX], columns[features.MOVIE_IDX],
+                                columns[features.LABEL_XF], num_movies, shrinkage)
+        self.new_users = new_users.NewUserRatings(table, num_users)
+        self.predict_function = self.test_function = None
+
     # Scoring a whole catalogue, for `recommend`. Like a TFRS BruteForce index: what depends on
     # the movies only is computed once, when the model is exported, not at every request.
 
     def movie_side(self, movies: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """What `score_catalogue` needs of each movie. Input: the movie features of
-        features.MODEL_INPUTS (all but the user index), each [M, ...]; output: tensors [M, ...].
-        This default keeps the features; factorised models return their movie vectors."""
+        features.MODEL_INPUTS (all but the user index), each [M, ...]; output: tensors [M, ...],
+        the movie indices and movie_vectors'."""
+        return {**self.movie_vectors(movies), features.MOVIE_IDX: movies[features.MOVIE_IDX]}
+
+    def movie_vectors(self, movies: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The movie_side of a subclass. This default keeps the features; factorised models
+        return their movie vectors."""
         return dict(movies)
 
     def score_catalogue(self, users: tf.Tensor, side: dict[str, tf.Tensor]) -> tf.Tensor:
         """Scaled ratings of each user index [B] for each movie of `side` (see movie_side):
-        float32 [B, M], equal to `call` on each of the B * M pairs. This default runs exactly
-        that; factorised models override it with a matrix product."""
+        float32 [B, M], equal to `call` on each of the B * M pairs, unknown users included."""
+        scores = self.catalogue_scores(users, side)
+        if self.new_users is None:
+            return scores
+        return tf.where(self.new_users.unknown(users)[:, None],
+                        self.new_users(side[features.MOVIE_IDX])[None, :], scores)
+
+    def catalogue_scores(self, users: tf.Tensor, side: dict[str, tf.Tensor]) -> tf.Tensor:
+        """score_catalogue of a subclass, [B, M]. This default runs `call` on each pair;
+        factorised models override it with a matrix product."""
         batch, count = tf.shape(users)[0], tf.shape(side[features.MOVIE_IDX])[0]
         pairs = {k: tf.tile(v, tf.concat([[batch], tf.ones(tf.rank(v) - 1, tf.int32)], 0))
                  for k, v in side.items()}
@@ -330,8 +359,9 @@ class RatingModel(tfrs.Model):
 
     @tf.autograph.experimental.do_not_convert
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        # The drift is fitted after training (fit_user_drift); evaluate() includes it then.
-        predictions = self._drifted(inputs, self.forward(inputs, training))
+        # The drift and the new users' ratings are fitted after training; evaluate() includes
+        # them then.
+        predictions = self._after_training(inputs, self.forward(inputs, training))
         return self.task(labels=inputs[features.LABEL_XF][:, None],
                          predictions=predictions[:, None], training=training)
 

@@ -10,8 +10,8 @@ Signatures (batch size B):
       ExampleGen's examples, timestamp included, and batch scoring use this one).
   predict_ids: user_id, movie_id, int64 [B] -> {"rating": float32 [B]}, the prediction now (no
       time). A movie_id outside the catalogue or a user_id < 1 is an InvalidArgument error; a
-      user never seen in training is not an error (cold start: mu + b_m, plus content for the
-      neural model).
+      user never seen in training is not an error (cold start: the new-user rating of the movie
+      the Trainer chose, models/new_users.py; mu + b_m where none was fitted).
   recommend: user_id int64 [B], k int32 [B] -> {"movie_ids": int64 [B, K], "ratings": float32
       [B, K], "titles": string [B, K]}, the K = max(k) best movies of the catalogue for each user
       (k of 1..contract.MAX_K, K at most the catalogue's size),

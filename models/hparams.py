@@ -140,6 +140,16 @@ class HParams:
     drift_windows: tuple[int, ...] = ()
     drift_shrinkages: tuple[float, ...] = (5.0,)
     drift_min_gain: float = 0.001
+    # A user the model has never seen is predicted each movie's mean rating, shrunk toward the
+    # global mean by one of these (models/new_users.py), chosen per run on the training data's
+    # new users: those who first rated in its newest new_user_validation_fraction, or, with
+    # fewer than new_user_min_ratings of their ratings, that fraction of the users held out
+    # (trainer.train). Empty: the model's own fallback, mu + b_m (plus content for neural),
+    # which is fitted net of the raters' biases and was less accurate than the bias baseline on
+    # new users (docs/benchmarks.md, "New users"). Off here, on in TUNED for mf and neural.
+    new_user_shrinkages: tuple[float, ...] = ()
+    new_user_validation_fraction: float = 0.1
+    new_user_min_ratings: int = 200
     seed: int = 42
     # The retrieval stage of `recommend`; None: recommend ranks the catalogue by predicted rating.
     retrieval: RetrievalHParams | None = None
@@ -159,6 +169,13 @@ class HParams:
         if any(w < 1 for w in self.drift_windows) or any(s < 0 for s in self.drift_shrinkages):
             raise ValueError(f"drift_windows must be >= 1 and drift_shrinkages >= 0, got "
                              f"{self.drift_windows} and {self.drift_shrinkages}")
+        object.__setattr__(self, "new_user_shrinkages",
+                           tuple(float(s) for s in self.new_user_shrinkages))
+        if any(s < 0 for s in self.new_user_shrinkages):
+            raise ValueError(f"new_user_shrinkages must be >= 0, got {self.new_user_shrinkages}")
+        if not 0.0 < self.new_user_validation_fraction < 1.0:
+            raise ValueError("new_user_validation_fraction must be in (0, 1), got "
+                             f"{self.new_user_validation_fraction}")
         if self.drift_windows and not self.drift_shrinkages:
             raise ValueError("drift_windows needs at least one of drift_shrinkages")
         object.__setattr__(self, "retrieval", RetrievalHParams.from_config(self.retrieval))
@@ -177,14 +194,16 @@ class HParams:
 # What each model type changes of HParams' defaults: the configuration the pipeline trains (see
 # `tuned`; pipeline/configs.py picks the type). mf and neural recommend in two stages, a retrieval
 # model picking the candidates that the rating model orders, and add the users' drift (see
-# HParams.drift_windows). bias is the Evaluator's RMSE baseline and ranks the catalogue by
-# predicted rating; it keeps the steps it was always trained with, and no drift, so that the
-# reference of the blessing rules does not move.
-_DRIFT = {"drift_windows": (10, 25, 50), "drift_shrinkages": (5.0, 20.0)}
+# HParams.drift_windows) and the new users' ratings (HParams.new_user_shrinkages). bias is the
+# Evaluator's RMSE baseline, the textbook mu + b_u + b_m, and ranks the catalogue by predicted
+# rating; it keeps the steps it was always trained with, and neither, so that the reference of
+# the blessing rules does not move.
+_AFTER_TRAINING = {"drift_windows": (10, 25, 50), "drift_shrinkages": (5.0, 20.0),
+                   "new_user_shrinkages": (1.0, 2.0, 5.0, 10.0, 25.0, 50.0)}
 TUNED: dict[str, dict[str, Any]] = {
     "bias": {"learning_rate": 1e-2, "batch_size": 4096, "reduce_lr_patience": 0},
-    "mf": {"l2": 0.03, "retrieval": RetrievalHParams(), **_DRIFT},
-    "neural": {"retrieval": RetrievalHParams(), **_DRIFT},
+    "mf": {"l2": 0.03, "retrieval": RetrievalHParams(), **_AFTER_TRAINING},
+    "neural": {"retrieval": RetrievalHParams(), **_AFTER_TRAINING},
 }
 
 

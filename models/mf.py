@@ -28,10 +28,10 @@ class BiasBaseline(RatingModel):
     def forward(self, inputs, training):
         return self.biases(inputs)
 
-    def movie_side(self, movies):
+    def movie_vectors(self, movies):
         return {"bias": self.biases.movie(movies[features.MOVIE_IDX])}
 
-    def score_catalogue(self, users, side):
+    def catalogue_scores(self, users, side):
         return self.biases.grid(users, side["bias"]) + self.drift_now(users)[:, None]
 
 
@@ -42,7 +42,8 @@ class BiasedMF(RatingModel):
 
     Inputs: `user_id_xf`, `movie_id_xf` int64 [B], where an index >= num_users (num_movies) is
     the OOV bucket of an unknown id. Unknown ids contribute neither bias nor factors, so an
-    unknown user gets mu + b_m: the movie's popularity. Output: float32 [B], scaled rating.
+    unknown user gets mu + b_m (in training; the Trainer then gives unknown users the movie's
+    mean rating, RatingModel.fit_new_users). Output: float32 [B], scaled rating.
     """
 
     def __init__(self, num_users: int, num_movies: int, *, embedding_dim: int, l2: float,
@@ -68,11 +69,11 @@ class BiasedMF(RatingModel):
         p, q = self.factors(inputs)
         return self._output(self.biases(inputs) + tf.reduce_sum(p * q, axis=-1))
 
-    def movie_side(self, movies):
+    def movie_vectors(self, movies):
         movie_idx = movies[features.MOVIE_IDX]
         return {"bias": self.biases.movie(movie_idx), "factors": self.factors.movie(movie_idx)}
 
-    def score_catalogue(self, users, side):
+    def catalogue_scores(self, users, side):
         # [B, dim] x [M, dim]^T: one matrix product instead of B * M embedding lookups.
         logit = (self.biases.grid(users, side["bias"])
                  + tf.matmul(self.factors.user(users), side["factors"], transpose_b=True))

@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from models import arrays, catalogue, export, features, ranking_metrics, retrieval
+from models import arrays, catalogue, export, features, new_users, ranking_metrics, retrieval
 from models.base import RatingModel, UserDrift, registered, user_history
 from models.contract import CHOICES_FILE, HPARAMS_KEY
 from models.hparams import HParams, RetrievalHParams
@@ -92,8 +92,9 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     """Fits a model on in-memory transformed columns with early stopping on a held-out slice;
     then, with hp.drift_windows and a features.TIMESTAMP column, the users' drift
     (models/base.py, UserDrift) chosen on that slice (choose_drift; `time_split`: the eval
-    ratings are newer than the training ones) and fitted on all of them. The choice is
-    `model.drift_choice`."""
+    ratings are newer than the training ones) and fitted on all of them; then, with
+    hp.new_user_shrinkages, the unknown users' ratings (models/new_users.py). The choices are
+    `model.drift_choice` and `model.new_user_choice`."""
     seed_everything(hp.seed)
     timestamps = train_data.get(features.TIMESTAMP)
     fit_data, val_data = arrays.holdout(train_data, hp.validation_fraction, hp.seed)
@@ -130,6 +131,15 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
         if model.drift_choice.window:
             model.fit_user_drift(train_data, timestamps, num_users, model.drift_choice.window,
                                  model.drift_choice.shrinkage)
+    model.new_user_choice = None
+    if hp.new_user_shrinkages:
+        choice = new_users.choose(
+            train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
+            train_data[features.LABEL_XF], timestamps, num_movies, hp.new_user_shrinkages,
+            hp.new_user_validation_fraction, hp.new_user_min_ratings, hp.seed)
+        _LOG.info("New users: %s", choice.describe())
+        model.fit_new_users(train_data, num_users, num_movies, choice.kind, choice.shrinkage)
+        model.new_user_choice = choice
     return model
 
 
@@ -431,9 +441,11 @@ def is_time_split(train: dict[str, np.ndarray], eval_: dict[str, np.ndarray]) ->
 def training_choices(module: export.ServingModule, time_split: bool) -> dict:
     """What the Trainer chose on its validation holdouts, for the run's record and report."""
     drift: DriftChoice | None = getattr(module.model, "drift_choice", None)
+    new_user: new_users.NewUserChoice | None = getattr(module.model, "new_user_choice", None)
     return {
         "drift_validated_for": "the future (time split)" if time_split else "a random split",
         "user_drift": None if drift is None else dataclasses.asdict(drift),
+        "new_users": None if new_user is None else dataclasses.asdict(new_user),
         "popularity_weight": getattr(module, "popularity_weight", None),
     }
 

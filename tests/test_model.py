@@ -202,8 +202,10 @@ def test_tuned_hparams_are_the_defaults_with_the_model_types_changes():
     assert hparams.tuned("neural", seed=3) == HParams(model_type="neural", seed=3,
                                                       retrieval=hparams.RetrievalHParams(),
                                                       drift_windows=(10, 25, 50),
-                                                      drift_shrinkages=(5.0, 20.0))
+                                                      drift_shrinkages=(5.0, 20.0),
+                                                      new_user_shrinkages=(1, 2, 5, 10, 25, 50))
     assert hparams.tuned("bias").learning_rate == 1e-2
+    assert not hparams.tuned("bias").new_user_shrinkages  # the textbook baseline
     with pytest.raises(ValueError, match=r"unknown model_type 'svd'; known: \['bias', 'mf', "
                                          r"'neural'\]"):
         hparams.tuned("svd")

@@ -285,7 +285,8 @@ def load_training_choices(model_uri: str) -> dict | None:
 
 
 def format_choices(choices: dict) -> str:
-    """One line: the user drift and the popularity weight the Trainer chose on validation."""
+    """One line: the user drift, the new users' shrinkage and the popularity weight the Trainer
+    chose on validation."""
     drift = choices.get("user_drift")
     if drift is None:
         text = "no user drift (not configured)"
@@ -298,6 +299,14 @@ def format_choices(choices: dict) -> str:
                     f"(validation RMSE {chosen:.4f}, {off:.4f} without)")
         else:
             text = f"no user drift (validation RMSE {off:.4f} without; no window did better)"
+    new_user = choices.get("new_users")
+    if new_user is not None:
+        key = f"{new_user['kind']}/{new_user['shrinkage']:g}"
+        what = ("mean rating" if new_user["kind"] == "mean"
+                else "bias net of its raters' biases")
+        text += (f"; new users get each movie's {what} shrunk by {new_user['shrinkage']:g} "
+                 f"(validation RMSE {new_user['validation_rmse'].get(key, math.nan):.4f} on "
+                 f"{new_user['validated_on']})")
     weight = choices.get("popularity_weight")
     if weight is not None:
         text += f"; recommend's popularity weight {weight:g}"
