@@ -266,8 +266,10 @@ def _mark_regress_signature(export_dir: str) -> None:
         proto.ParseFromString(f.read())
     for meta_graph in proto.meta_graphs:
         meta_graph.signature_def[contract.REGRESS].method_name = contract.REGRESS_METHOD
+    # Deterministic: maps (signatures, function attributes) in key order, so that the same model
+    # gives the same bytes and the Pusher recognises it as the version already served.
     with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(proto.SerializeToString())
+        f.write(proto.SerializeToString(deterministic=True))
 
 
 def export_serving_model(module: ServingModule, export_dir: str) -> None:

@@ -42,7 +42,7 @@ def warmup_logs(user_ids: Sequence[int], movie_ids: Sequence[int],
                     for u, m in zip(users[:b], movies[:b], strict=True)]
         inputs = {
             contract.SERVING_DEFAULT: {contract.EXAMPLES: np.array(
-                [e.SerializeToString() for e in examples], object)},
+                [e.SerializeToString(deterministic=True) for e in examples], object)},
             contract.PREDICT_IDS: {contract.USER_ID: users[:b], contract.MOVIE_ID: movies[:b]},
             contract.RECOMMEND: {contract.USER_ID: users[:b],
                                  contract.K: np.full(b, k, np.int32)},
@@ -69,7 +69,9 @@ def write_warmup_requests(export_dir: str, user_ids: Sequence[int], movie_ids: S
     path = os.path.join(export_dir, contract.WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
+        # Deterministic: the requests' input maps in a fixed order, so that an identical model
+        # gives identical files (the Pusher does not push it again, atomic_pusher).
         for log in logs:
-            writer.write(log.SerializeToString())
+            writer.write(log.SerializeToString(deterministic=True))
     _LOG.info("Wrote %d warmup requests to %s", len(logs), path)
     return path
