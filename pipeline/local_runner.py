@@ -68,7 +68,7 @@ from absl import logging as absl_logging  # noqa: E402
 
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
 from models.hparams import MODEL_TYPES, tuned  # noqa: E402
-from pipeline import configs, fetch_data, fingerprints, run_lock, run_record  # noqa: E402
+from pipeline import configs, fetch_data, fingerprints, run_lock, run_record, stale_executions  # noqa: E402
 
 # TensorFlow, TFX and the pipeline's components are imported by run() once it knows there is work
 # to do: their start-up takes 15-40 s, and an unchanged rerun answers in about a second.
@@ -347,6 +347,10 @@ def run(args: argparse.Namespace) -> int:
             print(format_unchanged(record, record_path, time.time() - start))
             return EXIT_PUSHED
         run_record.write(record, record_path)
+        stale = stale_executions.fail_stale(metadata_path)
+        if stale:
+            logging.warning("Marked %d step(s) an interrupted run left running as failed in ML "
+                            "Metadata (%s); they run again", len(stale), ", ".join(stale))
         logging.info("Running pipeline %s on %s; artifacts in %s; run record %s",
                      configs.PIPELINE_NAME, data_root, output_dir, record_path)
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from movielens_fixture import write_movielens_fixture
 
-from pipeline import configs, local_runner, run_lock, run_record, run_summary
+from pipeline import configs, local_runner, run_lock, run_record, run_summary, stale_executions
 
 ROOT = Path(__file__).resolve().parent.parent
 # Keras 2 and TensorFlow's log level are the runner's own choice (models/__init__.py, the runner).
@@ -210,6 +210,9 @@ def test_a_run_interrupted_then_killed_resumes_and_a_concurrent_run_is_refused(t
     versions = [p for p in serving.iterdir() if p.name.isdigit()]
     assert [p.name for p in versions] == [Path(summary.pushed_to).name]
     assert (versions[0] / "saved_model.pb").is_file()
+    # The killed Trainer's execution was left RUNNING; the third run marked it FAILED and said so.
+    assert "an interrupted run left running as failed in ML Metadata (Trainer #" in third.output
+    assert stale_executions.fail_stale(output_dir / "metadata.sqlite") == []
 
     # Each run left its record: interrupted, killed (still "running", its PID gone), pushed.
     first_record, killed, last = records(output_dir)  # the refused run wrote none
