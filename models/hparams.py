@@ -33,6 +33,12 @@ class RetrievalHParams:
     # Each history entry dropped at random in training: "users"' targets are the dropped ones
     # (0.5, as Mult-DAE's input dropout); "pairs" was tuned with 0.3.
     history_dropout: float = 0.5
+    # The Trainer trains the stage once per value on its validation split and keeps the best
+    # as history_dropout (trainer.train_retrieval): the best differs between data sets, 0.5 on
+    # ml-latest-small, 0.7 on synthetic ones (docs/benchmarks.md, "Retrieval settings on
+    # validation data"); each value costs one more training without the refit. Empty: only
+    # history_dropout. Empty here, (0.5, 0.7) in TUNED.
+    history_dropouts: tuple[float, ...] = ()
     temperature: float = 1.0  # logits are divided by it in the softmax
     # The batch's positives as negatives too, besides the catalogue (mixed negative sampling).
     in_batch_negatives: bool = False
@@ -76,14 +82,17 @@ class RetrievalHParams:
         if self.objective not in RETRIEVAL_OBJECTIVES:
             raise ValueError(f"objective must be one of {RETRIEVAL_OBJECTIVES}, "
                              f"got {self.objective!r}")
-        if self.objective == "users" and not self.history_dropout:
-            raise ValueError("objective 'users' needs history_dropout > 0: the dropped entries "
-                             "are its targets")
         if self.validation_smoothing < 1:
             raise ValueError(f"validation_smoothing must be >= 1 epoch, got "
                              f"{self.validation_smoothing}")
-        if not 0.0 <= self.history_dropout < 1.0:
-            raise ValueError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
+        object.__setattr__(self, "history_dropouts",
+                           tuple(float(d) for d in self.history_dropouts))
+        for dropout in self.history_dropouts or (self.history_dropout,):
+            if not 0.0 <= dropout < 1.0:
+                raise ValueError(f"history_dropout must be in [0, 1), got {dropout}")
+            if self.objective == "users" and not dropout:
+                raise ValueError("objective 'users' needs history_dropout > 0: the dropped "
+                                 "entries are its targets")
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | RetrievalHParams | None
@@ -200,10 +209,11 @@ class HParams:
 # the blessing rules does not move.
 _AFTER_TRAINING = {"drift_windows": (10, 25, 50), "drift_shrinkages": (5.0, 20.0),
                    "new_user_shrinkages": (1.0, 2.0, 5.0, 10.0, 25.0, 50.0)}
+_RETRIEVAL = RetrievalHParams(history_dropouts=(0.5, 0.7))
 TUNED: dict[str, dict[str, Any]] = {
     "bias": {"learning_rate": 1e-2, "batch_size": 4096, "reduce_lr_patience": 0},
-    "mf": {"l2": 0.03, "retrieval": RetrievalHParams(), **_AFTER_TRAINING},
-    "neural": {"retrieval": RetrievalHParams(), **_AFTER_TRAINING},
+    "mf": {"l2": 0.03, "retrieval": _RETRIEVAL, **_AFTER_TRAINING},
+    "neural": {"retrieval": _RETRIEVAL, **_AFTER_TRAINING},
 }
 
 

@@ -307,14 +307,25 @@ def user_batches(users: np.ndarray, hp: RetrievalHParams) -> tf.data.Dataset:
                              shuffle_seed=hp.seed)
 
 
-def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
-                    train_data: dict[str, np.ndarray], verbose: int = 2) -> RetrievalModel:
-    """Fits the retrieval model on the training interactions, with early stopping on the
-    validation NDCG of a held-out fraction of them (removed from the histories it trains on);
-    with hp.refit, then fits a fresh model on all of them for the best epoch count."""
+@dataclasses.dataclass
+class _HoldoutFit:
+    """A retrieval model trained on the fit part of train_retrieval's holdout: its validation
+    NDCG@10 at the best popularity weight, that weight, and the best epoch count."""
+
+    model: RetrievalModel
+    history_dropout: float
+    ndcg: float
+    popularity_weight: float
+    best_epochs: int
+    has_validation: bool
+
+
+def _fit_on_holdout(hp: RetrievalHParams, num_users: int, num_movies: int,
+                    fit: dict[str, np.ndarray], val: dict[str, np.ndarray], verbose: int
+                    ) -> _HoldoutFit:
+    """Trains hp's retrieval model on `fit` with early stopping on the NDCG@10 of `val`
+    (user and movie index columns), then picks the popularity weight on `val`."""
     seed_everything(hp.seed)
-    pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     fit_users, fit_movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
     batch_size = min(hp.batch_size, max(1, len(fit_users) // hp.min_steps_per_epoch))
     model = build_retrieval_model(hp, num_users, num_movies, fit_users, fit_movies, batch_size)
@@ -325,15 +336,13 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     smoothing = min(hp.validation_smoothing, hp.max_epochs)
     validation = RankingValidation(val_users, [relevant[u] for u in val_users],
                                    smoothing=smoothing)
-    schedule = tf.keras.callbacks.LearningRateScheduler(
-        lambda epoch: hp.learning_rate * hp.learning_rate_decay**epoch)
     callbacks = [
         validation,
         tf.keras.callbacks.EarlyStopping(monitor="val_ndcg_smoothed", mode="max",
                                          patience=hp.early_stopping_patience,
                                          start_from_epoch=smoothing - 1,
                                          restore_best_weights=True),
-        schedule,
+        _schedule(hp),
     ]
     start = time.time()
     if hp.objective == "users":
@@ -354,11 +363,37 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
     scores = {w: validation.ndcg(w) for w in hp.popularity_weights}
     popularity_weight = max(scores, key=scores.get)
     best_epochs = int(np.argmax(history.history["val_ndcg_smoothed"])) + 1
-    _LOG.info("Trained the retrieval model on %d interactions in %.1f s; best epoch %d; "
-              "popularity weight %g (validation NDCG@10 %s)", len(fit_users),
-              time.time() - start, best_epochs, popularity_weight,
-              ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
-    refit = hp.refit and len(val_users)
+    _LOG.info("Trained the retrieval model (history dropout %g) on %d interactions in %.1f s; "
+              "best epoch %d; popularity weight %g (validation NDCG@10 %s)",
+              hp.history_dropout, len(fit_users), time.time() - start, best_epochs,
+              popularity_weight, ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
+    return _HoldoutFit(model, hp.history_dropout, scores[popularity_weight], popularity_weight,
+                       best_epochs, bool(len(val_users)))
+
+
+def _schedule(hp: RetrievalHParams) -> tf.keras.callbacks.LearningRateScheduler:
+    return tf.keras.callbacks.LearningRateScheduler(
+        lambda epoch: hp.learning_rate * hp.learning_rate_decay**epoch)
+
+
+def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
+                    train_data: dict[str, np.ndarray], verbose: int = 2) -> RetrievalModel:
+    """Fits the retrieval model on the training interactions, with early stopping on the
+    validation NDCG of a held-out fraction of them (removed from the histories it trains on),
+    once per hp.history_dropouts value (or with hp.history_dropout alone), keeping the best on
+    that validation; with hp.refit,
+    then fits a fresh model with it on all of them for the best epoch count. The model's
+    `popularity_weight`, `history_dropout_ndcg` (validation NDCG@10 per dropout) and
+    `validation_ndcg` say what was chosen."""
+    pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
+    fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
+    trials = [_fit_on_holdout(dataclasses.replace(hp, history_dropout=d), num_users,
+                              num_movies, fit, val, verbose)
+              for d in hp.history_dropouts or (hp.history_dropout,)]
+    best = max(trials, key=lambda t: t.ndcg)  # the first of equals: the listed order
+    hp = dataclasses.replace(hp, history_dropout=best.history_dropout)
+    model, best_epochs = best.model, best.best_epochs
+    refit = hp.refit and best.has_validation
     if (refit and hp.objective == "pairs"
             and len(pairs[features.USER_IDX]) > REFIT_MAX_INTERACTIONS):
         refit = False
@@ -369,6 +404,8 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
         start = time.time()
         seed_everything(hp.seed)
         users, movies = pairs[features.USER_IDX], pairs[features.MOVIE_IDX]
+        batch_size = min(hp.batch_size, max(1, len(fit[features.USER_IDX])
+                                            // hp.min_steps_per_epoch))
         model = build_retrieval_model(hp, num_users, num_movies, users, movies, batch_size)
         # Its progress line per epoch: with verbose=0 the console would show nothing for minutes.
         progress = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: _LOG.info(
@@ -378,11 +415,13 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
             data = user_batches(users, hp)
         else:
             data = arrays.to_dataset(pairs, batch_size, shuffle_seed=hp.seed)
-        model.fit(data, epochs=best_epochs, callbacks=[schedule, progress], verbose=verbose)
+        model.fit(data, epochs=best_epochs, callbacks=[_schedule(hp), progress],
+                  verbose=verbose)
         _LOG.info("Refitted the retrieval model on all %d interactions for %d epochs in %.1f s",
                   len(users), best_epochs, time.time() - start)
-    model.popularity_weight = popularity_weight
-    model.validation_ndcg = scores[popularity_weight]  # what bench/retrieval_choices.py compares
+    model.popularity_weight = best.popularity_weight
+    model.validation_ndcg = best.ndcg
+    model.history_dropout_ndcg = {f"{t.history_dropout:g}": t.ndcg for t in trials}
     return model
 
 
@@ -405,6 +444,8 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                                   retriever=retriever, retrieval=hp.retrieval)
     # For training_choices; a float is no trackable, so it is not saved with the module.
     module.popularity_weight = None if retriever is None else float(retriever.popularity_weight)
+    module.history_dropout_ndcg = (None if retriever is None
+                                   else dict(retriever.history_dropout_ndcg))
     return module
 
 
@@ -448,6 +489,8 @@ def training_choices(module: export.ServingModule, time_split: bool) -> dict:
         "user_drift": None if drift is None else dataclasses.asdict(drift),
         "new_users": None if new_user is None else dataclasses.asdict(new_user),
         "popularity_weight": getattr(module, "popularity_weight", None),
+        # Validation NDCG@10 of the retrieval stage per history dropout; the best was kept.
+        "history_dropout_ndcg": getattr(module, "history_dropout_ndcg", None),
     }
 
 

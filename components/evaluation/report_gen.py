@@ -285,8 +285,8 @@ def load_training_choices(model_uri: str) -> dict | None:
 
 
 def format_choices(choices: dict) -> str:
-    """One line: the user drift, the new users' shrinkage and the popularity weight the Trainer
-    chose on validation."""
+    """One line: the user drift, the new users' ratings, the popularity weight and the history
+    dropout the Trainer chose on validation."""
     drift = choices.get("user_drift")
     if drift is None:
         text = "no user drift (not configured)"
@@ -310,6 +310,12 @@ def format_choices(choices: dict) -> str:
     weight = choices.get("popularity_weight")
     if weight is not None:
         text += f"; recommend's popularity weight {weight:g}"
+    dropouts = choices.get("history_dropout_ndcg")
+    if dropouts:
+        best = max(dropouts, key=dropouts.get)
+        others = ", ".join(f"{d}: {v:.4f}" for d, v in dropouts.items() if d != best)
+        text += (f"; retrieval history dropout {best} (validation NDCG@10 {dropouts[best]:.4f}"
+                 + (f"; {others}" if others else "") + ")")
     return f"Trainer's choices on its validation data: {text}"
 
 
