@@ -24,14 +24,15 @@ from bench import accuracy, ranking
 
 def validation_ndcg(train, movies, setting: str, value: float, seed: int) -> tuple[float, float]:
     """The retriever's validation NDCG@10 and training seconds with `setting` = value."""
-    from models import trainer
+    from models import retrieval_training
     from models.hparams import RetrievalHParams
 
     encoded = accuracy.encode(train, train.iloc[:0], movies)
     hp = dataclasses.replace(RetrievalHParams(), refit=False, seed=seed,
                              **{setting: type(getattr(RetrievalHParams(), setting))(value)})
     start = time.time()
-    model = trainer.train_retrieval(hp, encoded.num_users, encoded.num_movies, encoded.train,
+    model = retrieval_training.train_retrieval(hp, encoded.num_users, encoded.num_movies,
+                                               encoded.train,
                                     verbose=0)
     return float(model.validation_ndcg), time.time() - start
 

@@ -4,7 +4,7 @@
     python -m bench.retrieval_memory --data-dir data/synthetic/1m-seed0  # make synthetic first
 
 bench/scaling.py found the Trainer's process at 4.3 GB (100k ratings) and 8.9 GB (1M). This
-builds the retrieval model as trainer.train_retrieval does (bench/throughput.py
+builds the retrieval model as retrieval_training.train_retrieval does (bench/throughput.py
 retrieval_model), trains it a few steps, then runs its validation pass (model.evaluate on the
 held-out pairs, as fit's validation_data does each epoch) in batches of 1024 (trainer's now: the
 training batch size) and then of 8192 (trainer's before), and records the process's RSS and peak
@@ -32,7 +32,7 @@ from pipeline import fetch_data  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "retrieval_memory.json"
 TRAIN_STEPS = 20
-BATCH_SIZES = (1024, 8192)  # trainer.train_retrieval's validation batch now, and before
+BATCH_SIZES = (1024, 8192)  # retrieval_training.train_retrieval's validation batch now, and before
 
 
 def rss_mib() -> tuple[int, int]:
@@ -69,7 +69,8 @@ def measure(data_dir: Path) -> dict:
 
 def markdown(runs: dict) -> str:
     lines = ["`python -m bench.retrieval_memory [--data-dir DIR]`: the retrieval model as "
-             "trainer.train_retrieval builds it, then its validation pass in batches of 1024 "
+             "retrieval_training.train_retrieval builds it, then its validation pass in batches "
+             "of 1024 "
              "(trainer's since the trainer-speed branch) and then of 8192 (trainer's before), in "
              "one process; RSS after each step and the process's "
              "peak so far.", ""]

@@ -7,10 +7,11 @@ Same data for all, in the same process: ml-latest-small's time split (bench/accu
 time80, the pipeline's split: ratings before the 80th timestamp percentile train), encoded as
 the Transform does. Each of our models is built and fed as models/trainer.py trains it, with the
 tuned hyper-parameters (models/hparams.py tuned): the rating models (bias, mf, neural) by
-trainer.build_model and trainer.make_optimizer, compiled with trainer.steps_per_execution, on
+trainer.build_model and trainer.make_optimizer, compiled with fitting.steps_per_execution, on
 the fit part of trainer's hold-out, through arrays.to_dataset with the configured batch size and
-shuffling; the retrieval model (configs.HPARAMS.retrieval) by trainer.build_retrieval_model, as
-trainer.train_retrieval builds it (its first fit; the refit on all pairs runs the same loop).
+shuffling; the retrieval model (configs.HPARAMS.retrieval) by
+retrieval_training.build_retrieval_model, as retrieval_training.train_retrieval builds it (its
+first fit; the refit on all pairs runs the same loop).
 Only the training loop is timed, per epoch with a Keras callback, without validation passes; the
 first epoch (tracing) is reported apart from the steady epochs. Surprise's SVD
 (bench/accuracy.py's tuned settings, and with our MF's 64 factors) is timed over its whole fit,
@@ -40,7 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import accuracy, docs  # noqa: E402
-from models import arrays, features, trainer  # noqa: E402
+from models import arrays, features, fitting, retrieval_training, trainer  # noqa: E402
 from models.base import user_history  # noqa: E402
 from models.hparams import RetrievalHParams, tuned  # noqa: E402
 from models.retrieval import RetrievalModel  # noqa: E402
@@ -86,7 +87,7 @@ def rating_model(hp, encoded: accuracy.Encoded) -> tuple[tf.keras.Model, dict[st
                            encoded.num_users)
     model = trainer.build_model(hp, encoded.num_users, encoded.num_movies, global_mean, history)
     model.compile(optimizer=trainer.make_optimizer(hp),
-                  steps_per_execution=trainer.steps_per_execution(
+                  steps_per_execution=fitting.steps_per_execution(
                       len(fit_data[features.LABEL_XF]), hp.batch_size))
     return model, fit_data
 
@@ -101,7 +102,7 @@ def time_rating_model(name: str, encoded: accuracy.Encoded, epochs: int) -> dict
 
 @dataclasses.dataclass
 class Retrieval:
-    """The retrieval model as trainer.train_retrieval builds it, with its data."""
+    """The retrieval model as retrieval_training.train_retrieval builds it, with its data."""
 
     model: RetrievalModel
     fit: dict[str, np.ndarray]  # the training pairs
@@ -116,14 +117,14 @@ def retrieval_model(encoded: accuracy.Encoded, hp: RetrievalHParams | None = Non
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     users, movies = fit[features.USER_IDX], fit[features.MOVIE_IDX]
     batch_size = min(hp.batch_size, max(1, len(users) // hp.min_steps_per_epoch))
-    model = trainer.build_retrieval_model(hp, encoded.num_users, encoded.num_movies, users,
-                                          movies, batch_size)
+    model = retrieval_training.build_retrieval_model(hp, encoded.num_users, encoded.num_movies,
+                                                     users, movies, batch_size)
     return Retrieval(model, fit, val, batch_size)
 
 
 def time_retrieval(encoded: accuracy.Encoded, epochs: int, objective: str,
                    sampled_negatives: int = 0) -> dict:
-    """The retrieval model's training loop as trainer.train_retrieval runs it with this
+    """The retrieval model's training loop as retrieval_training.train_retrieval runs it with this
     objective (an epoch passes every training interaction: per pair, or per user as input or
     target); with sampled_negatives ("pairs" only), each step scores that many random movies
     instead of the catalogue (a RetrievalHParams option: the epoch's cost no longer grows with
@@ -133,8 +134,8 @@ def time_retrieval(encoded: accuracy.Encoded, epochs: int, objective: str,
     r = retrieval_model(encoded, hp)
     interactions = len(r.fit[features.USER_IDX])
     if objective == "users":
-        result = timed_fit(r.model, trainer.user_batches(r.fit[features.USER_IDX], hp), epochs,
-                           interactions, hp.users_per_batch)
+        batches = retrieval_training.user_batches(r.fit[features.USER_IDX], hp)
+        result = timed_fit(r.model, batches, epochs, interactions, hp.users_per_batch)
     else:
         result = timed_fit(r.model, arrays.to_dataset(r.fit, r.batch_size, shuffle_seed=hp.seed),
                            epochs, interactions, r.batch_size)
@@ -201,7 +202,7 @@ def mf_variants(encoded: accuracy.Encoded, epochs: int) -> list[dict]:
     # replayed, so later epochs cost no input work.
     in_memory = arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed).cache()
     adam = lambda: trainer.make_optimizer(hp)  # noqa: E731
-    spe = trainer.steps_per_execution(n, hp.batch_size)
+    spe = fitting.steps_per_execution(n, hp.batch_size)
     variants: list[tuple[str, Callable[[], tf.data.Dataset], int, Callable, int]] = [
         ("trainer's loop before: shuffled by example, batch 1024, Adam, one call per step",
          lambda: shuffled_by_example(fit_data, hp.batch_size, hp.seed), hp.batch_size, adam, 1),

@@ -34,10 +34,10 @@ class RetrievalHParams:
     # (0.5, as Mult-DAE's input dropout); "pairs" was tuned with 0.3.
     history_dropout: float = 0.5
     # The Trainer trains the stage once per value on its validation split and keeps the best
-    # as history_dropout (trainer.train_retrieval): the best differs between data sets, 0.5 on
-    # ml-latest-small, 0.7 on synthetic ones (docs/benchmarks.md, "Retrieval settings on
-    # validation data"); each value costs one more training without the refit. Empty: only
-    # history_dropout. Empty here, (0.5, 0.7) in TUNED.
+    # as history_dropout (retrieval_training.train_retrieval): the best differs between data
+    # sets, 0.5 on ml-latest-small, 0.7 on synthetic ones (docs/benchmarks.md, "Retrieval
+    # settings on validation data"); each value costs one more training without the refit.
+    # Empty: only history_dropout. Empty here, (0.5, 0.7) in TUNED.
     history_dropouts: tuple[float, ...] = ()
     temperature: float = 1.0  # logits are divided by it in the softmax
     # The batch's positives as negatives too, besides the catalogue (mixed negative sampling).

@@ -133,7 +133,8 @@ class RetrievalModel(tfrs.Model):
             history.value_rowids().numpy() * num_movies + history.flat_values.numpy(), tf.int64)
         log_pop = np.log1p(np.asarray(movie_counts, np.float64))
         # The boost serving adds to the logits: popularity_weight * log(1 + training ratings),
-        # popularity_weight chosen on validation after training (trainer.train_retrieval).
+        # popularity_weight chosen on validation after training
+        # (retrieval_training.train_retrieval).
         self.log_popularity = log_pop.astype(np.float32)
         self.popularity_weight = 0.0
         self.query_tower = HistoryTower(num_movies, dim)

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import arrays, contract, export, features, ranking_metrics, retrieval, trainer
+from models import (
+    arrays,
+    contract,
+    export,
+    features,
+    ranking_metrics,
+    retrieval,
+    retrieval_training,
+    trainer,
+)
 from models.base import user_history
 from models.catalogue import Catalogue
 from models.hparams import HParams, RetrievalHParams
@@ -170,7 +179,7 @@ def test_the_per_user_objective_is_the_softmax_of_each_held_out_entry():
     hp = dataclasses.replace(RETRIEVAL, history_dropout=0.25)
     users = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2], np.int64)
     movies = np.array([1, 4, 5, 0, 5, 2, 3, 4, 6], np.int64)
-    model = trainer.build_retrieval_model(hp, 3, 7, users, movies, batch_size=2)
+    model = retrieval_training.build_retrieval_model(hp, 3, 7, users, movies, batch_size=2)
     batch = tf.constant([2, 0], tf.int64)
     keep = tf.constant([True, False, True, True, False, True, False], tf.bool)  # rows 2, then 0
     loss = float(model.cloze_loss(batch, keep))
@@ -192,7 +201,7 @@ def test_the_per_pair_objective_finds_the_planted_tastes():
     train, test = arrays.holdout(columns, 0.2, seed=3)
     hp = dataclasses.replace(RETRIEVAL, objective="pairs", batch_size=256,
                              learning_rate_decay=0.9, max_epochs=30, early_stopping_patience=4)
-    model = trainer.train_retrieval(hp, N_USERS, N_MOVIES, train, verbose=0)
+    model = retrieval_training.train_retrieval(hp, N_USERS, N_MOVIES, train, verbose=0)
     seen = user_history(train[features.USER_IDX], train[features.MOVIE_IDX], N_USERS)
     relevant = {}
     for u, m in zip(test[features.USER_IDX], test[features.MOVIE_IDX], strict=True):
@@ -212,7 +221,7 @@ def test_the_per_pair_objective_finds_the_planted_tastes():
 def test_validation_ndcg_is_averaged_only_once_enough_epochs_exist():
     """Early stopping follows val_ndcg_smoothed: -inf until `smoothing` epochs exist, so one
     good first epoch cannot win (a partial mean of it alone did, on a small fixture)."""
-    validation = trainer.RankingValidation(np.array([0]), [{1}], smoothing=3)
+    validation = retrieval_training.RankingValidation(np.array([0]), [{1}], smoothing=3)
     scores = iter([0.5, 0.1, 0.1, 0.4, 0.1])
     validation.ndcg = lambda popularity_weight: next(scores)
     smoothed = []
