@@ -9,9 +9,11 @@ beside it, `<base>/.tmp-<version>/` (TF Serving ignores names that are not integ
 renamed into place once complete: rename(2) is atomic within one file system. Staging folders of
 pushes that died are removed by the next push.
 
-A model identical to the newest version already served (same files, same bytes: the Trainer was
-a cache hit) is not pushed again: TF Serving would load the same model under a new number. The
-PushedModel then names that version and carries IDENTICAL_KEY = 1.
+A model identical to the newest version already served is not pushed again: TF Serving would
+load the same model under a new number. Identical: the same identity (contract.IDENTITY_FILE,
+which the Trainer writes: the weights, assets and the code that built the graph; a retrain of
+the same data gives the same one), or, for models without one, the same files byte for byte.
+The PushedModel then names that version and carries IDENTICAL_KEY = 1.
 
 Pushes to one base directory take turns under an flock on the directory itself (released by
 the kernel when a pusher dies, so a killed push never blocks the next; no lock file for TF
@@ -41,6 +43,8 @@ from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
+
+from models.contract import IDENTITY_FILE
 
 STAGING_PREFIX = ".tmp-"
 # PushedModel custom property: 1 when the blessed model was already the newest served version.
@@ -114,7 +118,24 @@ def served_copy(model_path: str, base_directory: str) -> tuple[str, str] | None:
     if not fileio.exists(base_directory) or not (served := versions(base_directory)):
         return None
     newest = os.path.join(base_directory, str(served[-1]))
-    return (newest, str(served[-1])) if tree_digest(newest) == tree_digest(model_path) else None
+    return (newest, str(served[-1])) if same_model(newest, model_path) else None
+
+
+def _identity(path: str) -> str | None:
+    file_path = os.path.join(path, IDENTITY_FILE)
+    if not fileio.exists(file_path):
+        return None
+    with fileio.open(file_path, "rb") as f:
+        return f.read().decode().strip()
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model folders are the same model: equal identities when both have one, else
+    equal files (tree_digest)."""
+    first, second = _identity(a), _identity(b)
+    if first is not None and second is not None:
+        return first == second
+    return tree_digest(a) == tree_digest(b)
 
 
 def push_atomically(model_path: str, base_directory: str,

@@ -74,6 +74,10 @@ HPARAMS_KEY = "hparams"
 # What the Trainer chose on its validation data (the user drift, the popularity weight), as JSON
 # in the exported model: models/trainer.py writes it, the run summary and report read it.
 CHOICES_FILE = os.path.join("assets.extra", "training_choices.json")
+# What makes two exported models the same model (models/identity.py writes it, the Pusher
+# compares it): saved_model.pb's function names carry per-process counters, so two runs that
+# train the same weights with the same code write different bytes there.
+IDENTITY_FILE = os.path.join("assets.extra", "model_identity.txt")
 
 
 # --- tf.Examples ----------------------------------------------------------------------------------

@@ -129,6 +129,14 @@ class HParams:
     loss: str = "mse"
     optimizer: str = "adam"
     learning_rate: float = 3e-3
+    # The id tables' own optimizer (the embeddings, SVD++'s item factors), "" for `optimizer`
+    # everywhere. "adagrad" and "sgd" update only the rows a batch uses, where tf_keras 2.16's
+    # Adam rewrites every row of a table and both of its slots at each step; the rest keeps
+    # `optimizer` (trainer.make_optimizer), whose rate ReduceLROnPlateau cuts. Off: on
+    # ml-latest-small's rand90 it cost 0.004 test RMSE, at 1M synthetic ratings 0.002, for
+    # epochs 3x faster there (docs/benchmarks.md, "Sparse table updates", issue 22).
+    table_optimizer: str = ""
+    table_learning_rate: float = 1.0
     batch_size: int = 1024
     max_epochs: int = 40
     early_stopping_patience: int = 3
@@ -168,6 +176,9 @@ class HParams:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.table_optimizer and self.table_optimizer not in OPTIMIZERS:
+            raise ValueError(f"table_optimizer must be '' or one of {OPTIMIZERS}, got "
+                             f"{self.table_optimizer!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         # custom_config travels as JSON, which turns tuples into lists.

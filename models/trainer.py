@@ -18,9 +18,10 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_recommenders.experimental.optimizers import CompositeOptimizer
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from models import arrays, catalogue, export, features, new_users
+from models import arrays, catalogue, export, features, identity, new_users
 from models.base import RatingModel, UserDrift, registered, user_history
 from models.contract import CHOICES_FILE, HPARAMS_KEY
 from models.fitting import seed_everything, steps_per_execution
@@ -62,7 +63,44 @@ def build_model(hp: HParams, num_users: int, num_movies: int, global_mean: float
                                     history=history if hp.implicit else None)
 
 
-def make_optimizer(hp: HParams) -> tf.keras.optimizers.Optimizer:
+# The same optimizers in tf_keras' legacy form, which tfrs' CompositeOptimizer combines.
+LEGACY_OPTIMIZERS: dict[str, Callable[[float], tf.keras.optimizers.legacy.Optimizer]] = {
+    "adam": tf.keras.optimizers.legacy.Adam,
+    "adagrad": tf.keras.optimizers.legacy.Adagrad,
+    "sgd": tf.keras.optimizers.legacy.SGD,
+}
+
+
+def is_table(variable: tf.Variable) -> bool:
+    """Whether a variable is an id table, which a batch reads a few rows of (IndexedSlices)."""
+    return "embeddings" in variable.name or "item_factors" in variable.name
+
+
+class TablesApart(CompositeOptimizer):
+    """hp.table_optimizer for the id tables, hp.optimizer for the rest. `lr` is the rest's, so
+    that ReduceLROnPlateau reads and cuts it as with one optimizer."""
+
+    def __init__(self, hp: HParams, model: tf.keras.Model):
+        super().__init__([
+            (registered(LEGACY_OPTIMIZERS, hp.table_optimizer, "optimizer")(
+                hp.table_learning_rate),
+             lambda: [v for v in model.trainable_variables if is_table(v)]),
+            (registered(LEGACY_OPTIMIZERS, hp.optimizer, "optimizer")(hp.learning_rate),
+             lambda: [v for v in model.trainable_variables if not is_table(v)]),
+        ])
+
+    @property
+    def lr(self) -> tf.Variable:
+        return self.optimizers[1].lr
+
+
+def make_optimizer(hp: HParams, model: tf.keras.Model | None = None
+                   ) -> tf.keras.optimizers.Optimizer:
+    """hp.optimizer, or with hp.table_optimizer (and the `model` it trains), TablesApart."""
+    if hp.table_optimizer:
+        if model is None:
+            raise ValueError("table_optimizer needs the model whose tables it updates")
+        return TablesApart(hp, model)
     return registered(OPTIMIZERS, hp.optimizer, "optimizer")(hp.learning_rate)
 
 
@@ -86,7 +124,7 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     model = build_model(hp, num_users, num_movies, global_mean, history)
-    model.compile(optimizer=make_optimizer(hp), steps_per_execution=steps_per_execution(
+    model.compile(optimizer=make_optimizer(hp, model), steps_per_execution=steps_per_execution(
         len(fit_data[features.LABEL_XF]), hp.batch_size))
     callbacks = [tf.keras.callbacks.EarlyStopping(
         monitor="val_rmse", mode="min", patience=hp.early_stopping_patience,
@@ -308,5 +346,6 @@ def run_fn(fn_args: FnArgs) -> None:
               len(eval_data[features.LABEL_XF]))
     export.export_serving_model(module, fn_args.serving_model_dir)
     write_choices(fn_args.serving_model_dir, module, by_time)
+    identity.write(fn_args.serving_model_dir)  # last: it covers the files above
     _LOG.info("Exported the serving model (%d movies in its catalogue) to %s", len(movies),
               fn_args.serving_model_dir)
