@@ -76,17 +76,23 @@ RAND_RATIO = 0.8
 RELEVANCE = {"all": 0.0, "liked": 4.0}
 RELEVANCE_LABELS = {"all": "every held-out rating is relevant",
                     "liked": "held-out ratings >= 4 stars are relevant"}
-MODELS = ("popularity", "als", "bpr", "knn", "svd", "ours", "two_stage")
+MODELS = ("popularity", "als", "bpr", "knn", "svd", "ease", "item_item", "ours", "two_stage")
 MODEL_LABELS = {
     "popularity": "most rated in training",
     "als": "implicit ALS (tuned)",
     "bpr": "implicit BPR (tuned)",
     "knn": "implicit item kNN (tuned)",
     "svd": "Surprise SVD (accuracy.py settings), by predicted rating",
+    "ease": "EASE (Steck 2019, dense, tuned)",
+    "item_item": "item-item: EDLAE pruned to N neighbours (models/item_item.py, tuned)",
     "ours": "ours, rating-only: the rating model ranks the catalogue",
     "two_stage": "ours, two-stage: retrieval, then retrieval logit + rating",
 }
-TUNED = ("als", "bpr", "knn")
+TUNED = ("als", "bpr", "knn", "ease", "item_item")
+# Tuned by bench code of ours (models/item_item.py), not implicit's: one solve per point of
+# SOLVE_KEYS, every prune setting of the grid evaluated on it.
+ITEM_MODELS = ("ease", "item_item")
+SOLVE_KEYS = ("l2", "dropout")
 # The issue's grids, widened where its best points sat on an edge of a first run (ALS:
 # regularization 1 and alpha 1; BPR: the fewest iterations and the lowest learning rate). ALS
 # still picks regularization 10 and alpha 1 everywhere; beyond them (regularization 30 and 100,
@@ -97,8 +103,11 @@ GRIDS: dict[str, dict[str, Sequence[Any]]] = {
     "bpr": {"factors": (32, 64), "learning_rate": (0.003, 0.01, 0.05),
             "regularization": (0.001, 0.01), "iterations": (30, 100, 300)},
     "knn": {"K": (20, 50, 100, 200), "weighting": ("cosine", "bm25")},
+    "ease": {"l2": (25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)},
+    "item_item": {"l2": (25.0, 50.0, 100.0, 200.0, 400.0), "dropout": (0.0, 0.1, 0.25, 0.5),
+                  "n": (50, 100, 200, 400)},
 }
-GRID_NAMES = {"als": "ALS", "bpr": "BPR", "knn": "kNN"}
+GRID_NAMES = {"als": "ALS", "bpr": "BPR", "knn": "kNN", "ease": "EASE", "item_item": "item-item"}
 # Users per recommend call: a rating model without a catalogue scorer of its own (neural) runs on
 # users x catalogue pairs, ~10k movies each.
 RECOMMEND_BATCH = 32
@@ -267,6 +276,41 @@ def fit_implicit(name: str, train: pd.DataFrame, seed: int, params: dict[str, An
     return recommend
 
 
+def item_recommender(data: Interactions, scores_of: Callable[[sp.csr_matrix], np.ndarray]
+                     ) -> Recommender:
+    """Top K unseen of scores_of(the users' training rows [U, M]) -> scores [U, M]."""
+    def recommend(user_ids: np.ndarray) -> np.ndarray:
+        rows = data.rows(user_ids)
+        seen = data.matrix[rows]
+        return data.to_movie_ids(top_k_unseen(scores_of(seen), seen, K))
+
+    return recommend
+
+
+def item_solutions(name: str, data: Interactions, params: Sequence[dict[str, Any]]):
+    """(params, recommender) for each point of `params` of an ITEM_MODELS model: one solve per
+    distinct (l2, dropout), each pruning of it reusing the solve."""
+    from models import item_item
+
+    by_solve: dict[tuple, list[dict[str, Any]]] = {}
+    for p in params:
+        by_solve.setdefault(tuple(p.get(k, 0.0) for k in SOLVE_KEYS), []).append(p)
+    for (l2, dropout), points in by_solve.items():
+        b = item_item.dense_fit(data.matrix, l2, dropout)
+        for p in points:
+            if name == "ease":
+                yield p, item_recommender(data, lambda seen, b=b: np.asarray(seen @ b))
+                continue
+            model = item_item.prune(b, np.arange(b.shape[0]), b.shape[0], p["n"])
+            yield p, item_recommender(data, lambda seen, m=model: item_item.score_numpy(m, seen))
+        del b
+
+
+def fit_item(name: str, train: pd.DataFrame, seed: int, params: dict[str, Any]) -> Recommender:
+    """EASE (dense) or the pruned item-item stage fitted on the binary training matrix."""
+    return next(item_solutions(name, Interactions.from_ratings(train), [params]))[1]
+
+
 def fit_svd(train: pd.DataFrame, seed: int, params: dict[str, Any]) -> Recommender:
     """Surprise SVD ranking the training movies by estimated rating, mu + b_u + b_i + q_i.p_u,
     unclipped (as our recommend: clipped, every estimate above 5 stars would tie)."""
@@ -403,14 +447,19 @@ def tune(name: str, train: pd.DataFrame, protocol: str, seed: int
     "validation_ndcg"}}."""
     fit, held = validation_split(train, protocol, seed)
     catalogue_size = fit.movieId.nunique()
+    if name in ITEM_MODELS:
+        candidates = item_solutions(name, Interactions.from_ratings(fit), grid(name))
+    else:
+        candidates = ((p, fit_implicit(name, fit, seed, p)) for p in grid(name))
     scored = []
-    for params in grid(name):
-        metrics = evaluate(fit_implicit(name, fit, seed, params), fit, held, catalogue_size)
+    for params, recommend in candidates:
+        metrics = evaluate(recommend, fit, held, catalogue_size)
         scored.append((params, {r: m["ndcg"] for r, m in metrics.items()}))
     best = {}
     for relevance in RELEVANCE:
         params, ndcg = max(scored, key=lambda s, r=relevance: s[1][r])
-        best[relevance] = {"params": params, "validation_ndcg": ndcg[relevance]}
+        best[relevance] = {"params": params, "validation_ndcg": ndcg[relevance],
+                           "grid_ndcg": [[p, n[relevance]] for p, n in scored]}
     return best
 
 
@@ -428,7 +477,8 @@ def run_model(model: str, train: pd.DataFrame, test: pd.DataFrame, movies: pd.Da
             key = json.dumps(choice["params"], sort_keys=True)
             if key not in fitted:
                 start = time.perf_counter()
-                recommend = fit_implicit(model, train, seed, choice["params"])
+                fitter = fit_item if model in ITEM_MODELS else fit_implicit
+                recommend = fitter(model, train, seed, choice["params"])
                 seconds = time.perf_counter() - start
                 fitted[key] = (evaluate(recommend, train, test, catalogue_size), seconds)
             metrics, seconds = fitted[key]
