@@ -103,9 +103,11 @@ GRIDS: dict[str, dict[str, Sequence[Any]]] = {
     "bpr": {"factors": (32, 64), "learning_rate": (0.003, 0.01, 0.05),
             "regularization": (0.001, 0.01), "iterations": (30, 100, 300)},
     "knn": {"K": (20, 50, 100, 200), "weighting": ("cosine", "bm25")},
-    "ease": {"l2": (25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)},
-    "item_item": {"l2": (25.0, 50.0, 100.0, 200.0, 400.0), "dropout": (0.0, 0.1, 0.25, 0.5),
-                  "n": (50, 100, 200, 400)},
+    # EASE: a first run on rand80 and strat75 seed 0 over {25, ..., 1600} chose 100-400.
+    "ease": {"l2": (50.0, 200.0, 400.0, 800.0)},
+    # item-item: a first run over l2 {50, 100, 200, 400} x dropout {0, 0.1, 0.25, 0.5} x
+    # n {50, 200, 1000} (seed 0) chose l2 200-400, n 200-1000; dropout did not matter (<= 0.001).
+    "item_item": {"l2": (200.0, 400.0, 800.0), "dropout": (0.0, 0.25), "n": (200, 1000)},
 }
 GRID_NAMES = {"als": "ALS", "bpr": "BPR", "knn": "kNN", "ease": "EASE", "item_item": "item-item"}
 # Users per recommend call: a rating model without a catalogue scorer of its own (neural) runs on
@@ -495,6 +497,75 @@ def run_model(model: str, train: pd.DataFrame, test: pd.DataFrame, movies: pd.Da
     return [{"relevance": r, **m, "train_seconds": seconds} for r, m in metrics.items()]
 
 
+# --- The item-item stage's cost: fit time, size, scoring latency ----------------------------------
+
+SCALE_MOVIES = 87_000  # ml-32m's catalogue, for the latency micro-benchmark
+SCALE_HISTORY = (20, 100, 500)  # history lengths timed (ml-latest-small: median 70 ratings)
+
+
+def scoring_latency(neighbours: np.ndarray, weights: np.ndarray, history_length: int,
+                    repeats: int = 200, seed: int = 0) -> dict[str, float]:
+    """p50 and p90 ms of one user's scores_tf + top-10 (a tf.function, batch 1, history of
+    `history_length` random movies), after a warm-up."""
+    import tensorflow as tf
+
+    from models import item_item
+
+    neighbours_t, weights_t = tf.constant(neighbours), tf.constant(weights)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)])
+    def top(history):
+        scores = item_item.scores_tf(neighbours_t, weights_t, history)
+        return tf.math.top_k(scores, K).indices
+
+    rng = np.random.default_rng(seed)
+    histories = [rng.choice(len(neighbours), history_length, replace=False)[None]
+                 for _ in range(repeats)]
+    for h in histories[:10]:
+        top(tf.constant(h)).numpy()
+    times = []
+    for h in histories:
+        start = time.perf_counter()
+        top(tf.constant(h)).numpy()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90))}
+
+
+def item_item_scale(params: dict[str, Any], data_dirs: dict[str, Path]) -> dict[str, Any]:
+    """The item-item stage at `params` fitted on each ratings.csv of data_dirs (its fit time,
+    head size, served bytes, scoring latency), and the scoring latency of random neighbour lists
+    of the same N over SCALE_MOVIES movies."""
+    from models import item_item
+
+    out: dict[str, Any] = {"params": params, "fits": {}, "latency": {}}
+    for name, folder in data_dirs.items():
+        ratings = pd.read_csv(folder / "ratings.csv", usecols=["userId", "movieId"])
+        data = Interactions.from_ratings(ratings.assign(rating=1.0))
+        start = time.perf_counter()
+        model = item_item.fit(data.matrix, params["l2"], params.get("dropout", 0.0),
+                              params["n"])
+        seconds = time.perf_counter() - start
+        counts = np.asarray(data.matrix.sum(axis=0)).reshape(-1)
+        head = item_item.head_movies(counts)
+        out["fits"][name] = {"ratings": len(ratings), "movies": data.matrix.shape[1],
+                             "head": len(head), "fit_seconds": seconds,
+                             "bytes": model.nbytes, "load_average": os.getloadavg()}
+        out["latency"][name] = {length: scoring_latency(model.neighbours, model.weights, length)
+                                for length in SCALE_HISTORY if length < data.matrix.shape[1]}
+        print(f"{name}: {out['fits'][name]} {out['latency'][name]}", flush=True)
+    rng = np.random.default_rng(0)
+    n = params["n"]
+    neighbours = rng.integers(0, SCALE_MOVIES, (SCALE_MOVIES, n), dtype=np.int32)
+    weights = rng.normal(size=(SCALE_MOVIES, n)).astype(np.float32)
+    name = f"random {SCALE_MOVIES} movies"
+    out["latency"][name] = {length: scoring_latency(neighbours, weights, length)
+                            for length in SCALE_HISTORY}
+    out["bytes_87k"] = int(neighbours.nbytes + weights.nbytes)
+    out["load_average_end"] = os.getloadavg()
+    print(f"{name}: {out['latency'][name]}", flush=True)
+    return out
+
+
 # --- Reporting ---------------------------------------------------------------------------------
 
 SUMMARY_KEYS = (*ranking_metrics.METRICS, "coverage", "train_seconds")
@@ -579,6 +650,21 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
                                for m in (*ranking_metrics.METRICS, "coverage"))
             lines.append(f"| {r['protocol']} | {MODEL_LABELS[r['model']]} | {r['users']} | "
                          f"{cells} | {r['train_seconds']:.1f} |")
+    scale = meta.get("item_item_scale")
+    if scale:
+        lines += ["", f"Item-item stage cost at {_fmt(scale['params'])} (fit: models/item_item.fit "
+                  "on every rating of the folder, dense head <= "
+                  "item_item.DEFAULT_MAX_DENSE movies; latency: item_item.scores_tf + top-10 in a "
+                  "tf.function, one user, p50 / p90 ms over 200 random histories):", ""]
+        for name, fit in scale["fits"].items():
+            lines.append(f"- fit {name}: {fit['ratings']} ratings, {fit['movies']} movies, head "
+                         f"{fit['head']}, {fit['fit_seconds']:.1f} s, {fit['bytes']} bytes served, "
+                         f"load average {fit['load_average'][0]:.1f}")
+        for name, by_length in scale["latency"].items():
+            cells = ", ".join(f"history {h}: {v['p50_ms']:.2f} / {v['p90_ms']:.2f} ms"
+                              for h, v in by_length.items())
+            lines.append(f"- latency {name}: {cells}")
+        lines.append(f"- 87k movies at this N: {scale['bytes_87k']} bytes")
     tuned = params_lines(runs)
     if tuned:
         grids = "; ".join(f"{GRID_NAMES[m]} {_grid_text(g)}" for m, g in meta["grids"].items())
@@ -598,6 +684,10 @@ def main() -> None:
                         help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--item-item-scale", type=Path, nargs="*", default=None,
+                        help="also time the item-item stage's fit (at its first chosen params) "
+                             "on these ratings folders (e.g. a bench.synthetic 1M set), and its "
+                             "scoring latency there and on an 87k-movie random catalogue")
     parser.add_argument("--keep", type=Path, default=None,
                         help="an earlier results JSON (e.g. bench/results/ranking.json): its "
                              "runs of the models not rerun here are kept, and the doc says so")
@@ -646,6 +736,14 @@ def main() -> None:
             **{k: earlier["meta"][k] for k in ("date", "commit", "command")}}]
         for key in ("hparams", "grids"):
             meta[key] = {**earlier["meta"].get(key, {}), **meta[key]}
+    if args.item_item_scale is not None:
+        chosen = next((r["params"] for r in runs if r["model"] == "item_item"), None)
+        if chosen is None:
+            parser.error("--item-item-scale needs the item_item model in --models")
+        folders = {"ml-latest-small (all ratings)": ensure_data(args.data_dir,
+                                                                dataset="ml-latest-small")}
+        folders.update({str(f): f for f in args.item_item_scale})
+        meta["item_item_scale"] = item_item_scale(chosen, folders)
     summary = summarize(runs)
     text = markdown(summary, runs, meta)
     print(text)

@@ -43,7 +43,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-DEFAULT_MAX_DENSE = 20_000
+DEFAULT_MAX_DENSE = 12_000
 PRUNE_BLOCK = 1024  # rows of B pruned at a time
 
 
