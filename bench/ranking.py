@@ -635,8 +635,9 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
         f"module, as exported, with configs.HPARAMS ({meta['ours_model']}): two-stage with "
         f"{meta['two_stage_hparams']}, rating-only without a retrieval stage. Train s: the final "
         "fit (ours: training and building the serving module), not the tuning."
-        + "".join(f" The {', '.join(kept['models'])} rows are kept from the run of "
-                  f"{kept['date']} at commit `{kept['commit']}` ({kept['command']})."
+        + "".join(f" The {', '.join(kept['models'])} runs (model, protocol, seed) not redone "
+                  f"here are kept from the run of {kept['date']} at commit "
+                  f"`{kept['commit']}` ({kept['command']})."
                   for kept in meta.get("kept", [])),
     ]
     for relevance in RELEVANCE:
@@ -690,7 +691,8 @@ def main() -> None:
                              "scoring latency there and on an 87k-movie random catalogue")
     parser.add_argument("--keep", type=Path, default=None,
                         help="an earlier results JSON (e.g. bench/results/ranking.json): its "
-                             "runs of the models not rerun here are kept, and the doc says so")
+                             "runs of (model, protocol, seed) not rerun here are kept, and the "
+                             "doc says so")
     args = parser.parse_args()
     protocols = [p for p in args.protocols.split(",") if p]
     models = [m for m in args.models.split(",") if m]
@@ -729,11 +731,16 @@ def main() -> None:
     }
     if args.keep:
         earlier = json.loads(args.keep.read_text())
-        kept = [r for r in earlier["runs"] if r["model"] not in models]
+        # Runs of (model, protocol, seed) this run does not redo.
+        redone = set(itertools.product(models, protocols, seeds))
+        kept = [r for r in earlier["runs"]
+                if (r["model"], r["protocol"], r["seed"]) not in redone]
         runs = kept + runs
         meta["kept"] = earlier["meta"].get("kept", []) + [{
             "models": sorted({r["model"] for r in kept}, key=MODELS.index),
             **{k: earlier["meta"][k] for k in ("date", "commit", "command")}}]
+        if "item_item_scale" in earlier["meta"] and "item_item_scale" not in meta:
+            meta["item_item_scale"] = earlier["meta"]["item_item_scale"]
         for key in ("hparams", "grids"):
             meta[key] = {**earlier["meta"].get(key, {}), **meta[key]}
     if args.item_item_scale is not None:
