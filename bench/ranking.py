@@ -22,6 +22,11 @@ least one relevant held-out movie. Every recommender excludes the movies the use
 training. Metrics: models/ranking_metrics.py at k = 10; coverage is over the distinct movies of
 the training split.
 
+EASE (dense, every training movie) and the item-item stage of models/item_item.py (EDLAE on the
+catalogue's head, pruned to N neighbours a movie) are tuned the same way over GRIDS, one solve per
+(l2, dropout). --item-item-scale FOLDER... also times the item-item fit at its first chosen
+params on those ratings folders (e.g. a bench.synthetic 1M set) and its TF scoring latency.
+
 implicit's models (ALS, BPR, item kNN) are tuned on a validation split cut from the training
 split by the same protocol (rand 80/20 or per-user 75/25 of train, seeded), on validation NDCG@10
 under each table's relevance, then refitted on the whole training split. Every rating is one
@@ -624,7 +629,8 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
         f"`{meta['command']}` ({meta['wall_seconds'] / 60:.1f} min wall"
         + (f", {meta['cpu_seconds'] / 60:.1f} min CPU" if "cpu_seconds" in meta else "")
         + f"). k = {K}; mean over seeds "
-        f"{meta['seeds']}, ± the spread (max - min). rand80: the fixed split of bench/accuracy.py, "
+        f"{sorted({r['seed'] for r in runs})}, ± the spread (max - min). rand80: the fixed "
+        "split of bench/accuracy.py, "
         "the seeds vary the models' initialisation; strat75: Microsoft Recommenders' "
         "python_stratified_split(ratio=0.75, seed), the seed also changes the split. Users: those "
         "with training ratings and a relevant held-out movie; every list excludes the movies the "
