@@ -22,6 +22,11 @@ least one relevant held-out movie. Every recommender excludes the movies the use
 training. Metrics: models/ranking_metrics.py at k = 10; coverage is over the distinct movies of
 the training split.
 
+EASE (dense, every training movie) and the item-item stage of models/item_item.py (EDLAE on the
+catalogue's head, pruned to N neighbours a movie) are tuned the same way over GRIDS, one solve per
+(l2, dropout). --item-item-scale FOLDER... also times the item-item fit at its first chosen
+params on those ratings folders (e.g. a bench.synthetic 1M set) and its TF scoring latency.
+
 implicit's models (ALS, BPR, item kNN) are tuned on a validation split cut from the training
 split by the same protocol (rand 80/20 or per-user 75/25 of train, seeded), on validation NDCG@10
 under each table's relevance, then refitted on the whole training split. Every rating is one
@@ -76,17 +81,23 @@ RAND_RATIO = 0.8
 RELEVANCE = {"all": 0.0, "liked": 4.0}
 RELEVANCE_LABELS = {"all": "every held-out rating is relevant",
                     "liked": "held-out ratings >= 4 stars are relevant"}
-MODELS = ("popularity", "als", "bpr", "knn", "svd", "ours", "two_stage")
+MODELS = ("popularity", "als", "bpr", "knn", "svd", "ease", "item_item", "ours", "two_stage")
 MODEL_LABELS = {
     "popularity": "most rated in training",
     "als": "implicit ALS (tuned)",
     "bpr": "implicit BPR (tuned)",
     "knn": "implicit item kNN (tuned)",
     "svd": "Surprise SVD (accuracy.py settings), by predicted rating",
+    "ease": "EASE (Steck 2019, dense, tuned)",
+    "item_item": "item-item: EDLAE pruned to N neighbours (models/item_item.py, tuned)",
     "ours": "ours, rating-only: the rating model ranks the catalogue",
     "two_stage": "ours, two-stage: retrieval, then retrieval logit + rating",
 }
-TUNED = ("als", "bpr", "knn")
+TUNED = ("als", "bpr", "knn", "ease", "item_item")
+# Tuned by bench code of ours (models/item_item.py), not implicit's: one solve per point of
+# SOLVE_KEYS, every prune setting of the grid evaluated on it.
+ITEM_MODELS = ("ease", "item_item")
+SOLVE_KEYS = ("l2", "dropout")
 # The issue's grids, widened where its best points sat on an edge of a first run (ALS:
 # regularization 1 and alpha 1; BPR: the fewest iterations and the lowest learning rate). ALS
 # still picks regularization 10 and alpha 1 everywhere; beyond them (regularization 30 and 100,
@@ -97,8 +108,13 @@ GRIDS: dict[str, dict[str, Sequence[Any]]] = {
     "bpr": {"factors": (32, 64), "learning_rate": (0.003, 0.01, 0.05),
             "regularization": (0.001, 0.01), "iterations": (30, 100, 300)},
     "knn": {"K": (20, 50, 100, 200), "weighting": ("cosine", "bm25")},
+    # EASE: a first run on rand80 and strat75 seed 0 over {25, ..., 1600} chose 100-400.
+    "ease": {"l2": (50.0, 200.0, 400.0, 800.0)},
+    # item-item: a first run over l2 {50, 100, 200, 400} x dropout {0, 0.1, 0.25, 0.5} x
+    # n {50, 200, 1000} (seed 0) chose l2 200-400, n 200-1000; dropout did not matter (<= 0.001).
+    "item_item": {"l2": (200.0, 400.0, 800.0), "dropout": (0.0, 0.25), "n": (200, 1000)},
 }
-GRID_NAMES = {"als": "ALS", "bpr": "BPR", "knn": "kNN"}
+GRID_NAMES = {"als": "ALS", "bpr": "BPR", "knn": "kNN", "ease": "EASE", "item_item": "item-item"}
 # Users per recommend call: a rating model without a catalogue scorer of its own (neural) runs on
 # users x catalogue pairs, ~10k movies each.
 RECOMMEND_BATCH = 32
@@ -267,6 +283,41 @@ def fit_implicit(name: str, train: pd.DataFrame, seed: int, params: dict[str, An
     return recommend
 
 
+def item_recommender(data: Interactions, scores_of: Callable[[sp.csr_matrix], np.ndarray]
+                     ) -> Recommender:
+    """Top K unseen of scores_of(the users' training rows [U, M]) -> scores [U, M]."""
+    def recommend(user_ids: np.ndarray) -> np.ndarray:
+        rows = data.rows(user_ids)
+        seen = data.matrix[rows]
+        return data.to_movie_ids(top_k_unseen(scores_of(seen), seen, K))
+
+    return recommend
+
+
+def item_solutions(name: str, data: Interactions, params: Sequence[dict[str, Any]]):
+    """(params, recommender) for each point of `params` of an ITEM_MODELS model: one solve per
+    distinct (l2, dropout), each pruning of it reusing the solve."""
+    from models import item_item
+
+    by_solve: dict[tuple, list[dict[str, Any]]] = {}
+    for p in params:
+        by_solve.setdefault(tuple(p.get(k, 0.0) for k in SOLVE_KEYS), []).append(p)
+    for (l2, dropout), points in by_solve.items():
+        b = item_item.dense_fit(data.matrix, l2, dropout)
+        for p in points:
+            if name == "ease":
+                yield p, item_recommender(data, lambda seen, b=b: np.asarray(seen @ b))
+                continue
+            model = item_item.prune(b, np.arange(b.shape[0]), b.shape[0], p["n"])
+            yield p, item_recommender(data, lambda seen, m=model: item_item.score_numpy(m, seen))
+        del b
+
+
+def fit_item(name: str, train: pd.DataFrame, seed: int, params: dict[str, Any]) -> Recommender:
+    """EASE (dense) or the pruned item-item stage fitted on the binary training matrix."""
+    return next(item_solutions(name, Interactions.from_ratings(train), [params]))[1]
+
+
 def fit_svd(train: pd.DataFrame, seed: int, params: dict[str, Any]) -> Recommender:
     """Surprise SVD ranking the training movies by estimated rating, mu + b_u + b_i + q_i.p_u,
     unclipped (as our recommend: clipped, every estimate above 5 stars would tie)."""
@@ -403,14 +454,19 @@ def tune(name: str, train: pd.DataFrame, protocol: str, seed: int
     "validation_ndcg"}}."""
     fit, held = validation_split(train, protocol, seed)
     catalogue_size = fit.movieId.nunique()
+    if name in ITEM_MODELS:
+        candidates = item_solutions(name, Interactions.from_ratings(fit), grid(name))
+    else:
+        candidates = ((p, fit_implicit(name, fit, seed, p)) for p in grid(name))
     scored = []
-    for params in grid(name):
-        metrics = evaluate(fit_implicit(name, fit, seed, params), fit, held, catalogue_size)
+    for params, recommend in candidates:
+        metrics = evaluate(recommend, fit, held, catalogue_size)
         scored.append((params, {r: m["ndcg"] for r, m in metrics.items()}))
     best = {}
     for relevance in RELEVANCE:
         params, ndcg = max(scored, key=lambda s, r=relevance: s[1][r])
-        best[relevance] = {"params": params, "validation_ndcg": ndcg[relevance]}
+        best[relevance] = {"params": params, "validation_ndcg": ndcg[relevance],
+                           "grid_ndcg": [[p, n[relevance]] for p, n in scored]}
     return best
 
 
@@ -428,7 +484,8 @@ def run_model(model: str, train: pd.DataFrame, test: pd.DataFrame, movies: pd.Da
             key = json.dumps(choice["params"], sort_keys=True)
             if key not in fitted:
                 start = time.perf_counter()
-                recommend = fit_implicit(model, train, seed, choice["params"])
+                fitter = fit_item if model in ITEM_MODELS else fit_implicit
+                recommend = fitter(model, train, seed, choice["params"])
                 seconds = time.perf_counter() - start
                 fitted[key] = (evaluate(recommend, train, test, catalogue_size), seconds)
             metrics, seconds = fitted[key]
@@ -443,6 +500,75 @@ def run_model(model: str, train: pd.DataFrame, test: pd.DataFrame, movies: pd.Da
     seconds = time.perf_counter() - start
     metrics = evaluate(recommend, train, test, catalogue_size)
     return [{"relevance": r, **m, "train_seconds": seconds} for r, m in metrics.items()]
+
+
+# --- The item-item stage's cost: fit time, size, scoring latency ----------------------------------
+
+SCALE_MOVIES = 87_000  # ml-32m's catalogue, for the latency micro-benchmark
+SCALE_HISTORY = (20, 100, 500)  # history lengths timed (ml-latest-small: median 70 ratings)
+
+
+def scoring_latency(neighbours: np.ndarray, weights: np.ndarray, history_length: int,
+                    repeats: int = 200, seed: int = 0) -> dict[str, float]:
+    """p50 and p90 ms of one user's scores_tf + top-10 (a tf.function, batch 1, history of
+    `history_length` random movies), after a warm-up."""
+    import tensorflow as tf
+
+    from models import item_item
+
+    neighbours_t, weights_t = tf.constant(neighbours), tf.constant(weights)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)])
+    def top(history):
+        scores = item_item.scores_tf(neighbours_t, weights_t, history)
+        return tf.math.top_k(scores, K).indices
+
+    rng = np.random.default_rng(seed)
+    histories = [rng.choice(len(neighbours), history_length, replace=False)[None]
+                 for _ in range(repeats)]
+    for h in histories[:10]:
+        top(tf.constant(h)).numpy()
+    times = []
+    for h in histories:
+        start = time.perf_counter()
+        top(tf.constant(h)).numpy()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90))}
+
+
+def item_item_scale(params: dict[str, Any], data_dirs: dict[str, Path]) -> dict[str, Any]:
+    """The item-item stage at `params` fitted on each ratings.csv of data_dirs (its fit time,
+    head size, served bytes, scoring latency), and the scoring latency of random neighbour lists
+    of the same N over SCALE_MOVIES movies."""
+    from models import item_item
+
+    out: dict[str, Any] = {"params": params, "fits": {}, "latency": {}}
+    for name, folder in data_dirs.items():
+        ratings = pd.read_csv(folder / "ratings.csv", usecols=["userId", "movieId"])
+        data = Interactions.from_ratings(ratings.assign(rating=1.0))
+        start = time.perf_counter()
+        model = item_item.fit(data.matrix, params["l2"], params.get("dropout", 0.0),
+                              params["n"])
+        seconds = time.perf_counter() - start
+        counts = np.asarray(data.matrix.sum(axis=0)).reshape(-1)
+        head = item_item.head_movies(counts)
+        out["fits"][name] = {"ratings": len(ratings), "movies": data.matrix.shape[1],
+                             "head": len(head), "fit_seconds": seconds,
+                             "bytes": model.nbytes, "load_average": os.getloadavg()}
+        out["latency"][name] = {length: scoring_latency(model.neighbours, model.weights, length)
+                                for length in SCALE_HISTORY if length < data.matrix.shape[1]}
+        print(f"{name}: {out['fits'][name]} {out['latency'][name]}", flush=True)
+    rng = np.random.default_rng(0)
+    n = params["n"]
+    neighbours = rng.integers(0, SCALE_MOVIES, (SCALE_MOVIES, n), dtype=np.int32)
+    weights = rng.normal(size=(SCALE_MOVIES, n)).astype(np.float32)
+    name = f"random {SCALE_MOVIES} movies"
+    out["latency"][name] = {length: scoring_latency(neighbours, weights, length)
+                            for length in SCALE_HISTORY}
+    out["bytes_87k"] = int(neighbours.nbytes + weights.nbytes)
+    out["load_average_end"] = os.getloadavg()
+    print(f"{name}: {out['latency'][name]}", flush=True)
+    return out
 
 
 # --- Reporting ---------------------------------------------------------------------------------
@@ -503,7 +629,8 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
         f"`{meta['command']}` ({meta['wall_seconds'] / 60:.1f} min wall"
         + (f", {meta['cpu_seconds'] / 60:.1f} min CPU" if "cpu_seconds" in meta else "")
         + f"). k = {K}; mean over seeds "
-        f"{meta['seeds']}, ± the spread (max - min). rand80: the fixed split of bench/accuracy.py, "
+        f"{sorted({r['seed'] for r in runs})}, ± the spread (max - min). rand80: the fixed "
+        "split of bench/accuracy.py, "
         "the seeds vary the models' initialisation; strat75: Microsoft Recommenders' "
         "python_stratified_split(ratio=0.75, seed), the seed also changes the split. Users: those "
         "with training ratings and a relevant held-out movie; every list excludes the movies the "
@@ -514,8 +641,9 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
         f"module, as exported, with configs.HPARAMS ({meta['ours_model']}): two-stage with "
         f"{meta['two_stage_hparams']}, rating-only without a retrieval stage. Train s: the final "
         "fit (ours: training and building the serving module), not the tuning."
-        + "".join(f" The {', '.join(kept['models'])} rows are kept from the run of "
-                  f"{kept['date']} at commit `{kept['commit']}` ({kept['command']})."
+        + "".join(f" The {', '.join(kept['models'])} runs (model, protocol, seed) not redone "
+                  f"here are kept from the run of {kept['date']} at commit "
+                  f"`{kept['commit']}` ({kept['command']})."
                   for kept in meta.get("kept", [])),
     ]
     for relevance in RELEVANCE:
@@ -529,6 +657,21 @@ def markdown(summary: list[dict], runs: list[dict], meta: dict) -> str:
                                for m in (*ranking_metrics.METRICS, "coverage"))
             lines.append(f"| {r['protocol']} | {MODEL_LABELS[r['model']]} | {r['users']} | "
                          f"{cells} | {r['train_seconds']:.1f} |")
+    scale = meta.get("item_item_scale")
+    if scale:
+        lines += ["", f"Item-item stage cost at {_fmt(scale['params'])} (fit: models/item_item.fit "
+                  "on every rating of the folder, dense head <= "
+                  "item_item.DEFAULT_MAX_DENSE movies; latency: item_item.scores_tf + top-10 in a "
+                  "tf.function, one user, p50 / p90 ms over 200 random histories):", ""]
+        for name, fit in scale["fits"].items():
+            lines.append(f"- fit {name}: {fit['ratings']} ratings, {fit['movies']} movies, head "
+                         f"{fit['head']}, {fit['fit_seconds']:.1f} s, {fit['bytes']} bytes served, "
+                         f"load average {fit['load_average'][0]:.1f}")
+        for name, by_length in scale["latency"].items():
+            cells = ", ".join(f"history {h}: {v['p50_ms']:.2f} / {v['p90_ms']:.2f} ms"
+                              for h, v in by_length.items())
+            lines.append(f"- latency {name}: {cells}")
+        lines.append(f"- 87k movies at this N: {scale['bytes_87k']} bytes")
     tuned = params_lines(runs)
     if tuned:
         grids = "; ".join(f"{GRID_NAMES[m]} {_grid_text(g)}" for m, g in meta["grids"].items())
@@ -548,9 +691,14 @@ def main() -> None:
                         help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--item-item-scale", type=Path, nargs="*", default=None,
+                        help="also time the item-item stage's fit (at its first chosen params) "
+                             "on these ratings folders (e.g. a bench.synthetic 1M set), and its "
+                             "scoring latency there and on an 87k-movie random catalogue")
     parser.add_argument("--keep", type=Path, default=None,
                         help="an earlier results JSON (e.g. bench/results/ranking.json): its "
-                             "runs of the models not rerun here are kept, and the doc says so")
+                             "runs of (model, protocol, seed) not rerun here are kept, and the "
+                             "doc says so")
     args = parser.parse_args()
     protocols = [p for p in args.protocols.split(",") if p]
     models = [m for m in args.models.split(",") if m]
@@ -589,13 +737,26 @@ def main() -> None:
     }
     if args.keep:
         earlier = json.loads(args.keep.read_text())
-        kept = [r for r in earlier["runs"] if r["model"] not in models]
+        # Runs of (model, protocol, seed) this run does not redo.
+        redone = set(itertools.product(models, protocols, seeds))
+        kept = [r for r in earlier["runs"]
+                if (r["model"], r["protocol"], r["seed"]) not in redone]
         runs = kept + runs
         meta["kept"] = earlier["meta"].get("kept", []) + [{
             "models": sorted({r["model"] for r in kept}, key=MODELS.index),
             **{k: earlier["meta"][k] for k in ("date", "commit", "command")}}]
+        if "item_item_scale" in earlier["meta"] and "item_item_scale" not in meta:
+            meta["item_item_scale"] = earlier["meta"]["item_item_scale"]
         for key in ("hparams", "grids"):
             meta[key] = {**earlier["meta"].get(key, {}), **meta[key]}
+    if args.item_item_scale is not None:
+        chosen = next((r["params"] for r in runs if r["model"] == "item_item"), None)
+        if chosen is None:
+            parser.error("--item-item-scale needs the item_item model in --models")
+        folders = {"ml-latest-small (all ratings)": ensure_data(args.data_dir,
+                                                                dataset="ml-latest-small")}
+        folders.update({str(f): f for f in args.item_item_scale})
+        meta["item_item_scale"] = item_item_scale(chosen, folders)
     summary = summarize(runs)
     text = markdown(summary, runs, meta)
     print(text)
