@@ -33,9 +33,9 @@ under each table's relevance, then refitted on the whole training split. Every r
 interaction of confidence 1 (ALS scales it by alpha).
 
 Our rows rank with the recommend signature of the module trainer.fit_serving_module returns (what
-the Trainer exports): "two_stage" with configs.HPARAMS (a retrieval stage, then the rating
-model), "ours" with the same rating model and no retrieval stage (it ranks the whole catalogue;
-see ours_hparams).
+the Trainer exports): "two_stage" with configs.HPARAMS (its first stage, item-item or two-tower
+retrieval, then the rating model), "ours" with the same rating model and no first stage (it
+ranks the whole catalogue; see ours_hparams).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ MODEL_LABELS = {
     "ease": "EASE (Steck 2019, dense, tuned)",
     "item_item": "item-item: EDLAE pruned to N neighbours (models/item_item.py, tuned)",
     "ours": "ours, rating-only: the rating model ranks the catalogue",
-    "two_stage": "ours, two-stage: retrieval, then retrieval logit + rating",
+    "two_stage": "ours, as the pipeline trains it: a first stage, then its score + rating",
 }
 TUNED = ("als", "bpr", "knn", "ease", "item_item")
 # Tuned by bench code of ours (models/item_item.py), not implicit's: one solve per point of
@@ -397,15 +397,18 @@ def serving_recommender(module) -> Recommender:
 
 
 def ours_hparams(model: str, seed: int):
-    """The HParams of our rows, seeded: 'two_stage' is the pipeline's (configs.HPARAMS, with the
-    default RetrievalHParams if it has no retrieval stage), 'ours' the same rating model without
-    the retrieval stage (it ranks the whole catalogue by predicted rating)."""
+    """The HParams of our rows, seeded: 'two_stage' is the pipeline's (configs.HPARAMS: its
+    item-item stage or retrieval model, the default RetrievalHParams if it has neither), 'ours'
+    the same rating model without a first stage (it ranks the whole catalogue by predicted
+    rating)."""
     from models.hparams import RetrievalHParams
     from pipeline import configs
 
     hp = dataclasses.replace(configs.HPARAMS, seed=seed)
     if model == "ours":
-        return dataclasses.replace(hp, retrieval=None)
+        return dataclasses.replace(hp, retrieval=None, item_item=None)
+    if hp.item_item is not None:
+        return dataclasses.replace(hp, item_item=dataclasses.replace(hp.item_item, seed=seed))
     retrieval = hp.retrieval or RetrievalHParams()
     return dataclasses.replace(hp, retrieval=dataclasses.replace(retrieval, seed=seed))
 
@@ -414,6 +417,8 @@ def two_stage_source() -> str:
     """Where the two-stage row's retrieval HParams come from, for the doc."""
     from pipeline import configs
 
+    if configs.HPARAMS.item_item is not None:
+        return "the item-item stage of configs.HPARAMS"
     if configs.HPARAMS.retrieval is not None:
         return "the retrieval stage of configs.HPARAMS"
     return "RetrievalHParams() (the defaults of models/hparams.py)"

@@ -41,10 +41,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from models import contract, features, warmup
+from models import contract, features, item_item, warmup
 from models import retrieval as retrieval_stage
 from models.catalogue import Catalogue
-from models.hparams import RetrievalHParams
+from models.hparams import ItemItemHParams, RetrievalHParams
 from models.retrieval import RetrievalModel, ragged_rows
 
 
@@ -69,16 +69,20 @@ def _clip(stars: tf.Tensor) -> tf.Tensor:
 
 class ServingModule(tf.Module):
     """Holds the model, the id tables, the catalogue and the seen movies of each user; with a
-    retriever, the retrieval stage of `recommend` and every user's history in vocabulary indices.
-    The signatures are its tf.functions: callable in-process exactly as they are exported."""
+    first stage (a two-tower retriever, or the item-item stage), that stage of `recommend` and
+    every user's history in vocabulary indices. The signatures are its tf.functions: callable
+    in-process exactly as they are exported."""
 
     def __init__(self, model: tf.keras.Model, user_vocabulary: list[int], num_movies: int,
                  catalogue: Catalogue, history: tf.RaggedTensor,
                  retriever: RetrievalModel | None = None,
-                 retrieval: RetrievalHParams | None = None):
+                 retrieval: RetrievalHParams | ItemItemHParams | None = None,
+                 item_stage: item_item.SparseLowRank | None = None):
         super().__init__()
-        if (retriever is None) != (retrieval is None):
-            raise ValueError("a retriever needs its RetrievalHParams, and only then")
+        if retriever is not None and item_stage is not None:
+            raise ValueError("recommend has one first stage: a retriever or an item-item stage")
+        if (retriever is None and item_stage is None) != (retrieval is None):
+            raise ValueError("a first stage needs its hyper-parameters, and only then")
         self.model = model
         self.user_vocabulary = list(user_vocabulary)
         self.warmup_movie_ids = catalogue.movie_ids[:4]
@@ -111,12 +115,16 @@ class ServingModule(tf.Module):
         # Of the retriever, serving needs the query tower and the movies' vectors only (not its
         # training histories, top-k index and metrics).
         self.query_tower = None if retriever is None else retriever.query_tower
-        if retriever is not None:
+        self.has_first_stage = retrieval is not None
+        if retrieval is not None:
             self.num_candidates = retrieval.num_candidates
             self.rating_weight = tf.constant(retrieval.rating_weight, tf.float32)
             # The whole train split's histories (the retriever trained on part of them).
             self.history_values = tf.constant(history.flat_values, tf.int64)
             self.history_splits = tf.constant(history.row_splits, tf.int64)
+        if item_stage is not None:
+            self._hold_item_stage(item_stage, catalogue, num_movies, row_of_idx)
+        if retriever is not None:
             # Catalogue rows in retrieval space; movies not trained on (OOV index) are never
             # retrieved: their rows get a bias of -inf.
             trained = catalogue.movie_idx < num_movies
@@ -216,11 +224,43 @@ class ServingModule(tf.Module):
         with tf.control_dependencies(checks):
             users = self.user_index.lookup(user_id)
         count = tf.minimum(tf.reduce_max(k), tf.shape(self.movie_ids)[0])
-        rows, stars = (self._retrieve_and_rank(users, count) if self.query_tower is not None
+        rows, stars = (self._retrieve_and_rank(users, count) if self.has_first_stage
                        else self._rank_by_rating(users, count))
         return {contract.MOVIE_IDS: tf.gather(self.movie_ids, rows),
                 contract.RATINGS: _clip(stars),
                 contract.TITLES: self.titles.lookup(tf.cast(rows, tf.int64))}
+
+    def _hold_item_stage(self, stage: item_item.SparseLowRank, catalogue: Catalogue,
+                         num_movies: int, row_of_idx: np.ndarray) -> None:
+        """The item-item stage as constants whose columns are catalogue rows: neighbour lists
+        and history factors per vocabulary index (what histories hold), movie factors and a
+        mask (-inf: not trained on, never recommended) per catalogue row, plus a popularity
+        tie-break far below any score: a new user's empty history scores every movie 0."""
+        neighbours = row_of_idx[stage.lists.neighbours]
+        self.item_neighbours = tf.constant(np.maximum(neighbours, 0), tf.int32)
+        self.item_weights = tf.constant(np.where(neighbours >= 0, stage.lists.weights, 0.0),
+                                        tf.float32)
+        self.item_history_factors = tf.constant(stage.history_factors, tf.float32)
+        trained = catalogue.movie_idx < num_movies
+        idx = np.where(trained, catalogue.movie_idx, 0)
+        self.item_movie_factors = tf.constant(
+            np.where(trained[:, None], stage.movie_factors[idx], 0.0), tf.float32)
+        counts = np.bincount(self.history_values.numpy(), minlength=num_movies)[idx]
+        prior = item_item.TIE_BREAK * np.log1p(counts) / max(np.log1p(counts).max(), 1.0)
+        self.item_prior = tf.constant(np.where(trained, prior, -np.inf), tf.float32)
+
+    def _first_stage_scores(self, histories: tf.RaggedTensor) -> tf.Tensor:
+        """Scores [B, catalogue rows] of users' training histories (ragged [B, None] of
+        vocabulary indices) by the first stage: retrieval logits or item-item scores."""
+        if self.query_tower is not None:
+            return retrieval_stage.logits(self.query_tower, histories,
+                                          self.retrieval_candidates)
+        scores = item_item.scores_tf(self.item_neighbours, self.item_weights,
+                                     histories.to_tensor(-1),
+                                     num_columns=tf.shape(self.item_prior)[0],
+                                     history_factors=self.item_history_factors,
+                                     movie_factors=self.item_movie_factors)
+        return scores + self.item_prior
 
     def _unseen(self, users: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
         """Scores [B, M] of catalogue rows with the movies each user rated in training at -inf
@@ -242,8 +282,7 @@ class ServingModule(tf.Module):
         so that a row's first k never depend on the K it was batched with. Returns rows
         [B, count] and their predicted stars."""
         histories = ragged_rows(self.history_values, self.history_splits, users)
-        logits = self._unseen(users, retrieval_stage.logits(self.query_tower, histories,
-                                                            self.retrieval_candidates))
+        logits = self._unseen(users, self._first_stage_scores(histories))
         n = tf.minimum(self.num_candidates, tf.shape(self.movie_ids)[0])
         retrieved = tf.math.top_k(logits, k=tf.maximum(count, n))
         batch, width = tf.shape(users)[0], tf.shape(retrieved.indices)[1]

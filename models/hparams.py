@@ -103,6 +103,67 @@ class RetrievalHParams:
         return cls(**config)
 
 
+@dataclasses.dataclass(frozen=True)
+class ItemItemHParams:
+    """The item-item stage of `recommend` (models/item_item.py, fitted by
+    models/item_item_training.py): EDLAE in closed form on the binary training interactions,
+    served as each movie's strongest neighbours plus a low-rank residual. An alternative to the
+    two-tower RetrievalHParams that ranked 3-4 NDCG@10 points better on ml-latest-small
+    (docs/benchmarks.md, "Ranking").
+
+    dropout and user_weight were chosen on validation splits of ml-latest-small and synthetic
+    data (docs/benchmarks.md, "Item-item settings on validation data"); l2 and the popularity
+    exponent differ between data sets, so the Trainer chooses them per run on a holdout.
+    """
+
+    # Candidates for the ridge penalty of the solve (in ratings: a movie's weights shrink as if
+    # it had l2 more co-occurrences of nothing), each one solve on the holdout's rest.
+    l2s: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0)
+    # EDLAE's dropout emphasis (Steck 2020): the diagonal penalty grows with each movie's
+    # count; 0 is EASE.
+    dropout: float = 0.1
+    # A user's co-occurrences count |history|^-user_weight: heavy raters dominate less.
+    user_weight: float = 0.25
+    # Scores multiplied by (1 + the movie's ratings)^exponent, the best of these on the holdout
+    # (no solve each: they only rescale columns).
+    popularity_exponents: tuple[float, ...] = (0.0, -0.1, -0.2)
+    neighbours: int = 200  # per movie, kept exactly (N)
+    rank: int = 128  # of the approximation of the rest of B
+    # Movies in the dense solve: the most rated ones; the rest score 0 from this stage.
+    max_dense: int = 12_000
+    validation_fraction: float = 0.1  # of the training interactions, for l2 and the exponent
+    # As RetrievalHParams': the ranking stage orders the top num_candidates by score +
+    # rating_weight * predicted stars (0: the item-item order).
+    num_candidates: int = 100
+    rating_weight: float = 0.0
+    seed: int = 42
+
+    def __post_init__(self):
+        object.__setattr__(self, "l2s", tuple(float(v) for v in self.l2s))
+        object.__setattr__(self, "popularity_exponents",
+                           tuple(float(v) for v in self.popularity_exponents))
+        if not self.l2s or min(self.l2s) <= 0:
+            raise ValueError(f"l2s needs at least one value, all > 0, got {self.l2s}")
+        if not self.popularity_exponents:
+            raise ValueError("popularity_exponents needs at least one value (0.0: none)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.neighbours < 1 or self.rank < 0 or self.num_candidates < 1:
+            raise ValueError(f"neighbours and num_candidates must be >= 1 and rank >= 0, got "
+                             f"{self.neighbours}, {self.num_candidates}, {self.rank}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got "
+                             f"{self.validation_fraction}")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | ItemItemHParams | None
+                    ) -> ItemItemHParams | None:
+        if config is None or isinstance(config, ItemItemHParams):
+            return config
+        _check_keys(cls, config)
+        return cls(**config)
+
+
 def _check_keys(cls: type, config: dict[str, Any]) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - known)
@@ -168,7 +229,9 @@ class HParams:
     new_user_validation_fraction: float = 0.1
     new_user_min_ratings: int = 200
     seed: int = 42
-    # The retrieval stage of `recommend`; None: recommend ranks the catalogue by predicted rating.
+    # The first stage of `recommend`, at most one of: the item-item stage, the two-tower
+    # retrieval model. Neither: recommend ranks the catalogue by predicted rating.
+    item_item: ItemItemHParams | None = None
     retrieval: RetrievalHParams | None = None
 
     def __post_init__(self):
@@ -199,6 +262,10 @@ class HParams:
         if self.drift_windows and not self.drift_shrinkages:
             raise ValueError("drift_windows needs at least one of drift_shrinkages")
         object.__setattr__(self, "retrieval", RetrievalHParams.from_config(self.retrieval))
+        object.__setattr__(self, "item_item", ItemItemHParams.from_config(self.item_item))
+        if self.retrieval is not None and self.item_item is not None:
+            raise ValueError("recommend has one first stage: set item_item or retrieval, not "
+                             "both")
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> HParams:
@@ -212,19 +279,21 @@ class HParams:
 
 
 # What each model type changes of HParams' defaults: the configuration the pipeline trains (see
-# `tuned`; pipeline/configs.py picks the type). mf and neural recommend in two stages, a retrieval
-# model picking the candidates that the rating model orders, and add the users' drift (see
+# `tuned`; pipeline/configs.py picks the type). mf and neural recommend with the item-item stage
+# (ItemItemHParams: it ranked 4 NDCG@10 points above the two-tower retrieval model on
+# ml-latest-small, docs/benchmarks.md "Ranking"; RetrievalHParams(history_dropouts=(0.5, 0.7))
+# is the two-tower's tuned setting), and add the users' drift (see
 # HParams.drift_windows) and the new users' ratings (HParams.new_user_shrinkages). bias is the
 # Evaluator's RMSE baseline, the textbook mu + b_u + b_m, and ranks the catalogue by predicted
 # rating; it keeps the steps it was always trained with, and neither, so that the reference of
 # the blessing rules does not move.
 _AFTER_TRAINING = {"drift_windows": (10, 25, 50), "drift_shrinkages": (5.0, 20.0),
                    "new_user_shrinkages": (1.0, 2.0, 5.0, 10.0, 25.0, 50.0)}
-_RETRIEVAL = RetrievalHParams(history_dropouts=(0.5, 0.7))
+_FIRST_STAGE = {"item_item": ItemItemHParams()}
 TUNED: dict[str, dict[str, Any]] = {
     "bias": {"learning_rate": 1e-2, "batch_size": 4096, "reduce_lr_patience": 0},
-    "mf": {"l2": 0.03, "retrieval": _RETRIEVAL, **_AFTER_TRAINING},
-    "neural": {"retrieval": _RETRIEVAL, **_AFTER_TRAINING},
+    "mf": {"l2": 0.03, **_FIRST_STAGE, **_AFTER_TRAINING},
+    "neural": {**_FIRST_STAGE, **_AFTER_TRAINING},
 }
 
 

@@ -44,6 +44,9 @@ import scipy.linalg
 import scipy.sparse as sp
 
 DEFAULT_MAX_DENSE = 12_000
+# Served scores add TIE_BREAK * the movie's log popularity (scaled to [0, 1]): it only orders
+# movies that score alike, e.g. every movie for a new user, whose history is empty.
+TIE_BREAK = 1e-5
 PRUNE_BLOCK = 1024  # rows of B pruned at a time
 
 
@@ -82,9 +85,15 @@ def head_movies(counts: np.ndarray, min_count: int = 1,
     return eligible
 
 
-def gram(x: sp.spmatrix, head: np.ndarray) -> np.ndarray:
-    """X_head' X_head as a dense float32 [H, H] (X binary [U, M])."""
-    xh = sp.csc_matrix(x, dtype=np.float32)[:, head]
+def gram(x: sp.spmatrix, head: np.ndarray, user_weight: float = 0.0) -> np.ndarray:
+    """X_head' W X_head as a dense float32 [H, H] (X binary [U, M]), W = diag(|h_u|^-user_weight):
+    with user_weight > 0 a user with a long history counts less in each co-occurrence (0: the
+    plain Gram matrix)."""
+    x = sp.csr_matrix(x, dtype=np.float32)
+    if user_weight:
+        lengths = np.maximum(np.asarray(x.sum(axis=1)).reshape(-1), 1.0)
+        x = sp.diags((lengths ** (-user_weight / 2.0)).astype(np.float32)) @ x
+    xh = sp.csc_matrix(x)[:, head]
     return (xh.T @ xh).toarray().astype(np.float32, copy=False)
 
 
@@ -157,6 +166,88 @@ def fit(x: sp.spmatrix, l2: float, dropout: float = 0.0, n: int = 100, min_count
     return prune(b, head, x.shape[1], n)
 
 
+def low_rank(r: np.ndarray, rank: int, seed: int, power_iterations: int = 4
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(L [H, rank], R [H, rank]) float32 with L R' the best rank-`rank` approximation of r
+    [H, H], by a seeded randomized SVD (Halko et al. 2011, `power_iterations` power steps); the
+    singular values are in L."""
+    h = r.shape[0]
+    rank = min(rank, h)
+    if rank == 0:
+        return np.zeros((h, 0), np.float32), np.zeros((h, 0), np.float32)
+    omega = np.random.default_rng(seed).standard_normal((h, min(rank + 10, h)))
+    y = r @ omega.astype(np.float32)
+    for _ in range(power_iterations):
+        q, _ = np.linalg.qr(y)
+        y = r @ (r.T @ q)
+    q, _ = np.linalg.qr(y)
+    u, sigma, vt = np.linalg.svd(q.T @ r, full_matrices=False)
+    left = (q @ u[:, :rank]) * sigma[:rank]
+    return left.astype(np.float32), vt[:rank].T.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseLowRank:
+    """EDLAE's B as each movie's N strongest weights plus a rank-r approximation of the rest:
+    the score of movie j for a user with history h is
+    (sum over i in h of S[i, j] + (sum over i in h of history_factors[i]) . movie_factors[j])
+    * popularity scale of j, the scale folded into the weights and movie_factors. Pruning alone
+    lost 1-2 NDCG@10 points at N = 200-1000 on ml-latest-small (B's small entries add up); the
+    low-rank part brings back nearly all of it (docs/benchmarks.md, "Ranking")."""
+
+    lists: NeighbourLists  # [M, N]
+    history_factors: np.ndarray  # float32 [M, r]
+    movie_factors: np.ndarray  # float32 [M, r]
+
+    @property
+    def nbytes(self) -> int:
+        return self.lists.nbytes + self.history_factors.nbytes + self.movie_factors.nbytes
+
+    def scores(self, histories: sp.spmatrix) -> np.ndarray:
+        """Scores [U, M] float32 of users' binary histories [U, M] (sparse)."""
+        x = sp.csr_matrix(histories, dtype=np.float32)
+        x.data[:] = 1.0
+        return score_numpy(self.lists, x) + (x @ self.history_factors) @ self.movie_factors.T
+
+
+def popularity_scale(counts: np.ndarray, exponent: float) -> np.ndarray:
+    """float32 [M]: (1 + ratings of the movie)^exponent, what each movie's score is multiplied
+    by (exponent < 0 favours the less rated)."""
+    return ((np.asarray(counts, np.float64) + 1.0) ** exponent).astype(np.float32)
+
+
+def regularised_solve(x: sp.spmatrix, head: np.ndarray, l2: float, dropout: float,
+                      user_weight: float) -> np.ndarray:
+    """B [H, H] of the head movies from binary X [U, M]: `solve` of the user-weighted Gram
+    matrix, l2 rescaled by the weighting's shrinkage of the diagonal so that its grid means
+    the same with and without it."""
+    g = gram(x, head, user_weight)
+    plain = float(np.asarray((x != 0).sum(axis=0)).reshape(-1)[head].mean()) if len(head) else 1.0
+    shrink = float(np.mean(np.diag(g))) / plain if len(head) and plain else 1.0
+    return solve(g, l2 * shrink, dropout)
+
+
+def sparse_low_rank(b: np.ndarray, head: np.ndarray, scale: np.ndarray, n: int, rank: int,
+                    seed: int) -> SparseLowRank:
+    """SparseLowRank over M = len(scale) movies from B [H, H] of the head movies (B is
+    overwritten by the residual), with the popularity scale [M] folded in."""
+    m = len(scale)
+    lists = prune(b, head, m, n)
+    position = np.full(m, -1, np.int64)
+    position[head] = np.arange(len(head))
+    kept = lists.weights[head] != 0
+    rows = np.broadcast_to(np.arange(len(head))[:, None], kept.shape)[kept]
+    b[rows, position[lists.neighbours[head][kept]]] -= lists.weights[head][kept]
+    left, right = low_rank(b, rank, seed)
+    history_factors = np.zeros((m, left.shape[1]), np.float32)
+    movie_factors = np.zeros((m, left.shape[1]), np.float32)
+    history_factors[head] = left
+    movie_factors[head] = right * scale[head, None]
+    weights = lists.weights * scale[lists.neighbours]
+    return SparseLowRank(NeighbourLists(lists.neighbours, weights), history_factors,
+                         movie_factors)
+
+
 def dense_fit(x: sp.spmatrix, l2: float, dropout: float = 0.0) -> np.ndarray:
     """Unpruned B [M, M] over every movie (EASE when dropout = 0): the dense peer, for small
     catalogues only."""
@@ -171,22 +262,30 @@ def score_numpy(model: NeighbourLists, histories: sp.spmatrix) -> np.ndarray:
     return np.asarray((x @ model.to_csr()).todense(), np.float32)
 
 
-def scores_tf(neighbours, weights, history):
-    """TensorFlow scoring: neighbours int32 [M, N], weights float32 [M, N] (NeighbourLists as
-    tensors), history int32/int64 [B, L] movie indices padded with -1 -> scores float32 [B, M].
-    A gather of each history movie's neighbour lists and one unsorted_segment_sum into B * M
-    segments; padded entries (history -1, weight 0) add nothing."""
+def scores_tf(neighbours, weights, history, num_columns=None, history_factors=None,
+              movie_factors=None):
+    """TensorFlow scoring: neighbours int32 [M, N] (column indices), weights float32 [M, N]
+    (NeighbourLists as tensors), history int32/int64 [B, L] movie indices padded with -1 ->
+    scores float32 [B, C], C = num_columns (default M). A gather of each history movie's
+    neighbour lists and one unsorted_segment_sum into B * C segments; padded entries (history
+    -1, weight 0) add nothing. With history_factors [M, r] and movie_factors [C, r]
+    (SparseLowRank's), plus the low-rank part: the sum of the history's factors times
+    movie_factors'."""
     import tensorflow as tf
 
     history = tf.cast(history, tf.int32)
-    num_movies = tf.shape(neighbours)[0]
+    columns = tf.shape(neighbours)[0] if num_columns is None else num_columns
     batch = tf.shape(history)[0]
     valid = history >= 0
     safe = tf.where(valid, history, tf.zeros_like(history))
     targets = tf.gather(neighbours, safe)  # [B, L, N]
-    values = tf.gather(weights, safe) * tf.cast(valid, weights.dtype)[:, :, None]
-    rows = tf.range(batch)[:, None, None] * num_movies
+    mask = tf.cast(valid, weights.dtype)[:, :, None]
+    values = tf.gather(weights, safe) * mask
+    rows = tf.range(batch)[:, None, None] * columns
     segments = tf.reshape(rows + targets, [-1])
-    summed = tf.math.unsorted_segment_sum(tf.reshape(values, [-1]), segments,
-                                          batch * num_movies)
-    return tf.reshape(summed, [batch, num_movies])
+    summed = tf.math.unsorted_segment_sum(tf.reshape(values, [-1]), segments, batch * columns)
+    scores = tf.reshape(summed, [batch, columns])
+    if history_factors is None:
+        return scores
+    query = tf.reduce_sum(tf.gather(history_factors, safe) * mask, axis=1)  # [B, r]
+    return scores + tf.matmul(query, movie_factors, transpose_b=True)

@@ -26,6 +26,7 @@ from models.base import RatingModel, UserDrift, registered, user_history
 from models.contract import CHOICES_FILE, HPARAMS_KEY
 from models.fitting import seed_everything, steps_per_execution
 from models.hparams import HParams
+from models.item_item_training import train_item_item
 from models.mf import BiasBaseline, BiasedMF
 from models.neural import NeuralRecommender
 from models.retrieval_training import train_retrieval
@@ -250,17 +251,23 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                        verbose: int = 2, time_split: bool = False
                        ) -> export.ServingModule:
     """Trains the configured models on transformed training columns (COLUMNS) and returns what
-    is exported: the rating model, and the retrieval stage of `recommend` when hp.retrieval."""
+    is exported: the rating model, and the first stage of `recommend` when hp.item_item or
+    hp.retrieval."""
     num_users = len(user_vocabulary)
     model = train(hp, num_users, num_movies, train_data, log_dir=log_dir, verbose=verbose,
                   time_split=time_split)
     # Its progress is RankingValidation's line per epoch: Keras' own would list a dozen metrics.
     retriever = (None if hp.retrieval is None
                  else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose=0))
+    item_stage, item_choice = (
+        (None, None) if hp.item_item is None
+        else train_item_item(hp.item_item, num_users, num_movies, train_data))
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     module = export.ServingModule(model, user_vocabulary, num_movies, movies, history,
-                                  retriever=retriever, retrieval=hp.retrieval)
+                                  retriever=retriever, retrieval=hp.item_item or hp.retrieval,
+                                  item_stage=item_stage)
+    module.item_item_choice = item_choice
     # For training_choices; a float is no trackable, so it is not saved with the module.
     module.popularity_weight = None if retriever is None else float(retriever.popularity_weight)
     module.history_dropout_ndcg = (None if retriever is None
@@ -310,6 +317,9 @@ def training_choices(module: export.ServingModule, time_split: bool) -> dict:
         "popularity_weight": getattr(module, "popularity_weight", None),
         # Validation NDCG@10 of the retrieval stage per history dropout; the best was kept.
         "history_dropout_ndcg": getattr(module, "history_dropout_ndcg", None),
+        # The item-item stage's l2 and popularity exponent, with the holdout NDCG@10 of each.
+        "item_item": (None if getattr(module, "item_item_choice", None) is None
+                      else dataclasses.asdict(module.item_item_choice)),
     }
 
 

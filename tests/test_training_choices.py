@@ -6,17 +6,18 @@ import dataclasses
 import json
 
 from components.evaluation import report_gen
-from models import contract, new_users, trainer
+from models import contract, item_item_training, new_users, trainer
 from pipeline import run_summary
 
 
 class _Module:
     """The attributes training_choices reads of fit_serving_module's ServingModule."""
 
-    def __init__(self, drift, popularity_weight, new_user=None, dropouts=None):
+    def __init__(self, drift, popularity_weight, new_user=None, dropouts=None, item=None):
         self.model = type("Model", (), {"drift_choice": drift, "new_user_choice": new_user})()
         self.popularity_weight = popularity_weight
         self.history_dropout_ndcg = dropouts
+        self.item_item_choice = item
 
 
 def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(tmp_path):
@@ -26,19 +27,23 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
                                        {"mean/2": 1.02, "mean/5": 1.01234, "debiased/5": 1.03})
     serving = tmp_path / "Format-Serving"
     dropouts = {"0.5": 0.16094, "0.7": 0.1559}
-    trainer.write_choices(str(serving), _Module(drift, 0.2, new_user, dropouts), time_split=True)
+    item = item_item_training.ItemItemChoice(400.0, -0.1, {"200/0": 0.165, "400/-0.1": 0.16972},
+                                             12.5)
+    trainer.write_choices(str(serving), _Module(drift, 0.2, new_user, dropouts, item),
+                          time_split=True)
     written = json.loads((serving / contract.CHOICES_FILE).read_text())
     assert written == {"drift_validated_for": "the future (time split)",
                        "user_drift": dataclasses.asdict(drift),
                        "new_users": dataclasses.asdict(new_user), "popularity_weight": 0.2,
-                       "history_dropout_ndcg": dropouts}
+                       "history_dropout_ndcg": dropouts, "item_item": dataclasses.asdict(item)}
     choices = report_gen.load_training_choices(str(tmp_path))
     assert report_gen.format_choices(choices) == (
         "Trainer's choices on its validation data: user drift window 25, shrinkage 20 "
         "(validation RMSE 0.9011, 0.9123 without); new users get each movie's mean rating "
         "shrunk by 5 (validation RMSE 1.0123 on 700 ratings by 12 users new in the last 10% of "
         "the training period); recommend's popularity weight 0.2; retrieval history dropout 0.5 "
-        "(validation NDCG@10 0.1609; 0.7: 0.1559)")
+        "(validation NDCG@10 0.1609; 0.7: 0.1559); item-item stage l2 400, popularity exponent "
+        "-0.1 (validation NDCG@10 0.1697)")
     assert report_gen.load_training_choices(str(tmp_path / "elsewhere")) is None
     summary = run_summary.RunSummary(run_id="r", training_choices=choices)
     assert report_gen.format_choices(choices) in run_summary.format_summary(summary).split("\n")

@@ -316,6 +316,13 @@ def format_choices(choices: dict) -> str:
         others = ", ".join(f"{d}: {v:.4f}" for d, v in dropouts.items() if d != best)
         text += (f"; retrieval history dropout {best} (validation NDCG@10 {dropouts[best]:.4f}"
                  + (f"; {others}" if others else "") + ")")
+    item = choices.get("item_item")
+    if item is not None:
+        key = f"{item['l2']:g}/{item['popularity_exponent']:g}"
+        ndcg = item["validation_ndcg"].get(key)
+        text += (f"; item-item stage l2 {item['l2']:g}, popularity exponent "
+                 f"{item['popularity_exponent']:g}"
+                 + (f" (validation NDCG@10 {ndcg:.4f})" if ndcg is not None else ""))
     return f"Trainer's choices on its validation data: {text}"
 
 

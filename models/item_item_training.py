@@ -1,0 +1,117 @@
+"""Fitting the item-item stage of `recommend` (models/item_item.py) in the Trainer.
+
+models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set:
+a random holdout of the training interactions; on the rest, one closed-form solve per l2 of
+ItemItemHParams.l2s, each scored with every popularity exponent by the holdout's NDCG@10 of
+full-catalogue top-10 lists (seen movies excluded, as `recommend` serves them); then the best
+pair solved on every interaction and cut to each movie's N neighbours plus a rank-r residual
+(item_item.SparseLowRank). The choice and its validation NDCGs go to the run record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from models import arrays, features, item_item, ranking_metrics
+from models.hparams import ItemItemHParams
+
+_LOG = logging.getLogger(__name__)
+
+K = 10
+USERS_PER_CHUNK = 1024  # validation users scored at a time: a dense [users, movies] block
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemItemChoice:
+    """What train_item_item chose: l2, the popularity exponent, and the holdout NDCG@10 of
+    every "l2/exponent" pair."""
+
+    l2: float
+    popularity_exponent: float
+    validation_ndcg: dict[str, float]
+    seconds: float
+
+
+def interactions(users: np.ndarray, movies: np.ndarray, num_users: int, num_movies: int
+                 ) -> sp.csr_matrix:
+    """Binary float32 [num_users, num_movies] CSR: 1 where the user rated the movie."""
+    x = sp.csr_matrix((np.ones(len(users), np.float32), (users, movies)),
+                      shape=(num_users, num_movies))
+    x.data[:] = 1.0
+    return x
+
+
+def holdout_ndcg(b: np.ndarray, head: np.ndarray, scale: np.ndarray, x: sp.csr_matrix,
+                 users: np.ndarray, relevant: list[set[int]]) -> float:
+    """Mean NDCG@K of these users' top K by the dense B [H, H] of the head movies, scaled by
+    `scale` [M], movies the user has in x excluded; movies outside the head score 0, as
+    served."""
+    top = []
+    for start in range(0, len(users), USERS_PER_CHUNK):
+        seen = x[users[start:start + USERS_PER_CHUNK]]
+        scores = np.zeros(seen.shape, np.float32)
+        scores[:, head] = np.asarray(seen[:, head] @ b) * scale[head]
+        scores[seen.nonzero()] = -np.inf
+        best = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+        order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable")
+        top.append(np.take_along_axis(best, order, axis=1))
+    top = np.concatenate(top) if top else np.zeros((0, K), np.int64)
+    return ranking_metrics.mean(ranking_metrics.per_user(top, relevant, K))["ndcg"]
+
+
+def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
+            num_movies: int) -> tuple[float, float, dict[str, float]]:
+    """(l2, exponent, NDCG of each pair) on a holdout of the interactions; the first of each
+    list when the holdout has no user with a history left (tiny data)."""
+    fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
+    x = interactions(fit[features.USER_IDX], fit[features.MOVIE_IDX], num_users, num_movies)
+    relevant: dict[int, set[int]] = {}
+    has_history = np.diff(x.indptr) > 0
+    for user, movie in zip(val[features.USER_IDX], val[features.MOVIE_IDX], strict=True):
+        if has_history[user]:
+            relevant.setdefault(int(user), set()).add(int(movie))
+    users = np.array(sorted(relevant), np.int64)
+    if not len(users) or num_movies < K:
+        return hp.l2s[0], hp.popularity_exponents[0], {}
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    head = item_item.head_movies(counts, max_dense=hp.max_dense)
+    ndcg = {}
+    for l2 in hp.l2s:
+        b = item_item.regularised_solve(x, head, l2, hp.dropout, hp.user_weight)
+        for exponent in hp.popularity_exponents:
+            scale = item_item.popularity_scale(counts, exponent)
+            ndcg[f"{l2:g}/{exponent:g}"] = holdout_ndcg(b, head, scale, x, users,
+                                                        [relevant[u] for u in users])
+        del b
+    best = max(ndcg, key=ndcg.get)  # the first of equals: the listed order
+    l2, exponent = best.split("/")
+    return float(l2), float(exponent), ndcg
+
+
+def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
+                    train_data: dict[str, np.ndarray]
+                    ) -> tuple[item_item.SparseLowRank, ItemItemChoice]:
+    """The item-item stage of the training interactions (USER_IDX, MOVIE_IDX columns) and what
+    was chosen for it on the holdout."""
+    start = time.time()
+    pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
+    l2, exponent, ndcg = _choose(hp, pairs, num_users, num_movies)
+    _LOG.info("Item-item stage: l2 %g, popularity exponent %g chosen on the holdout "
+              "(NDCG@10 %s) in %.1f s", l2, exponent,
+              ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items()) or "not measured: no holdout",
+              time.time() - start)
+    x = interactions(pairs[features.USER_IDX], pairs[features.MOVIE_IDX], num_users, num_movies)
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    head = item_item.head_movies(counts, max_dense=hp.max_dense)
+    b = item_item.regularised_solve(x, head, l2, hp.dropout, hp.user_weight)
+    stage = item_item.sparse_low_rank(b, head, item_item.popularity_scale(counts, exponent),
+                                      hp.neighbours, hp.rank, hp.seed)
+    seconds = time.time() - start
+    _LOG.info("Item-item stage fitted on %d interactions, %d of %d movies solved, in %.1f s "
+              "(%.1f MB served)", x.nnz, len(head), num_movies, seconds, stage.nbytes / 1e6)
+    return stage, ItemItemChoice(l2, exponent, ndcg, seconds)

@@ -1,0 +1,111 @@
+"""The item-item stage of `recommend`: the sparse + low-rank form of EDLAE (models/item_item.py),
+its fit and choice on a holdout (models/item_item_training.py), and the exported recommend
+against the same computation in numpy (models/export.py). Small planted data: seconds."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tensorflow as tf
+from test_item_item import planted
+
+from models import contract, export, features, item_item, item_item_training, trainer
+from models.base import user_history
+from models.catalogue import Catalogue
+from models.hparams import HParams, ItemItemHParams, RetrievalHParams
+
+
+def test_sparse_plus_full_rank_residual_is_b_itself_with_the_popularity_scale():
+    x, _, _ = planted(users=200, blocks=3, per_block=8)
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    head = np.arange(x.shape[1])
+    b = item_item.regularised_solve(x, head, 10.0, 0.1, 0.25)
+    scale = item_item.popularity_scale(counts, -0.2)
+    stage = item_item.sparse_low_rank(b.copy(), head, scale, n=3, rank=x.shape[1], seed=0)
+    np.testing.assert_allclose(stage.scores(x[:20]), np.asarray(x[:20] @ b) * scale,
+                               atol=1e-4)
+    # At rank 0 only the 3 neighbours a movie remain: the residual is what the low rank adds.
+    sparse = item_item.sparse_low_rank(b.copy(), head, scale, n=3, rank=0, seed=0)
+    assert (sparse.lists.weights != 0).sum(axis=1).max() == 3
+    assert np.abs(sparse.scores(x[:20]) - stage.scores(x[:20])).max() > 1e-3
+
+
+def test_user_weight_shrinks_the_heavy_users_co_occurrences():
+    x = sp.csr_matrix(np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.float32))
+    plain = item_item.gram(x, np.arange(4))
+    weighted = item_item.gram(x, np.arange(4), user_weight=1.0)
+    assert plain[0, 1] == 2.0
+    # |h| = 4 and 2: each user's co-occurrences weigh 1/4 and 1/2.
+    np.testing.assert_allclose(weighted[0, 1], 0.25 + 0.5)
+    np.testing.assert_allclose(weighted[2, 3], 0.25)
+
+
+def pairs(x: sp.csr_matrix) -> dict[str, np.ndarray]:
+    users, movies = x.nonzero()
+    return {features.USER_IDX: users.astype(np.int64), features.MOVIE_IDX: movies.astype(np.int64)}
+
+
+def test_train_item_item_chooses_on_the_holdout_and_recommends_the_users_block():
+    x, blocks, per_block = planted(users=400, blocks=4, per_block=10, noise=0.0)
+    hp = ItemItemHParams(l2s=(1.0, 30.0), popularity_exponents=(0.0, -0.5), neighbours=5, rank=4)
+    stage, choice = item_item_training.train_item_item(hp, x.shape[0], x.shape[1], pairs(x))
+    assert set(choice.validation_ndcg) == {"1/0", "1/-0.5", "30/0", "30/-0.5"}
+    best = f"{choice.l2:g}/{choice.popularity_exponent:g}"
+    assert choice.validation_ndcg[best] == max(choice.validation_ndcg.values())
+    scores = stage.scores(x)
+    scores[x.nonzero()] = -np.inf
+    for user in range(0, 400, 37):
+        block = user % blocks
+        unseen_in_block = per_block - int(x[user, block * per_block:(block + 1) * per_block].sum())
+        top = np.argsort(-scores[user])[:unseen_in_block]
+        assert set(top // per_block) <= {block}, (user, top)
+
+
+def test_one_first_stage_only():
+    with pytest.raises(ValueError, match="one first stage"):
+        HParams(item_item=ItemItemHParams(), retrieval=RetrievalHParams())
+    assert HParams.from_config(HParams(item_item=ItemItemHParams()).to_config()).item_item == \
+        ItemItemHParams()
+
+
+@pytest.fixture(scope="module")
+def served():
+    """A ServingModule with the item-item stage of planted data: 40 trained movies, and a 41st
+    in the catalogue that no one rated in training (the OOV index)."""
+    x, _, _ = planted(users=120, blocks=4, per_block=10, noise=0.05, seed=3)
+    num_users, num_movies = x.shape
+    hp = ItemItemHParams(l2s=(5.0,), popularity_exponents=(-0.1,), neighbours=6, rank=5,
+                         num_candidates=10)
+    columns = pairs(x)
+    stage, _ = item_item_training.train_item_item(hp, num_users, num_movies, columns)
+    ids = np.arange(1000, 1000 + num_movies + 1, dtype=np.int64)
+    movies = Catalogue(movie_ids=ids, movie_idx=np.minimum(np.arange(num_movies + 1), num_movies),
+                       genres=np.zeros((num_movies + 1, len(features.GENRE_NAMES)), np.float32),
+                       years=np.zeros(num_movies + 1, np.float32),
+                       titles=np.array([b"m%d" % m for m in ids], dtype=object))
+    model = trainer.build_model(HParams(model_type="bias"), num_users, num_movies, 0.5)
+    history = user_history(columns[features.USER_IDX], columns[features.MOVIE_IDX], num_users)
+    module = export.ServingModule(model, list(range(1, num_users + 1)), num_movies, movies,
+                                  history, retrieval=hp, item_stage=stage)
+    return module, stage, x
+
+
+def test_exported_recommend_ranks_by_the_stages_numpy_scores(served):
+    module, stage, x = served
+    users = np.arange(0, 120, 7)
+    out = module.recommend(user_id=tf.constant(users + 1, tf.int64),
+                           k=tf.fill([len(users)], 10))[contract.MOVIE_IDS].numpy()
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    prior = item_item.TIE_BREAK * np.log1p(counts) / np.log1p(counts).max()
+    scores = stage.scores(x[users]) + prior
+    scores[x[users].nonzero()] = -np.inf
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10] + 1000
+    np.testing.assert_array_equal(out, expected)
+    assert 1000 + x.shape[1] not in out  # never trained on: never recommended
+
+
+def test_a_new_user_gets_the_most_rated_movies(served):
+    module, _, x = served
+    out = module.recommend(user_id=tf.constant([10**6], tf.int64),
+                           k=tf.constant([5], tf.int32))[contract.MOVIE_IDS].numpy()[0]
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    np.testing.assert_array_equal(out, np.argsort(-counts, kind="stable")[:5] + 1000)
