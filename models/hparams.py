@@ -111,9 +111,10 @@ class ItemItemHParams:
     two-tower RetrievalHParams that ranked 3-4 NDCG@10 points better on ml-latest-small
     (docs/benchmarks.md, "Ranking").
 
-    dropout and user_weight were chosen on validation splits of ml-latest-small and synthetic
-    data (docs/benchmarks.md, "Item-item settings on validation data"); l2 and the popularity
-    exponent differ between data sets, so the Trainer chooses them per run on a holdout.
+    dropout was chosen on validation splits of ml-latest-small and synthetic data
+    (docs/benchmarks.md, "Item-item settings on validation data"); l2, the popularity exponent
+    and the user weight differ between data sets, so the Trainer chooses them per run on a
+    holdout (item_item_training.train_item_item).
     """
 
     # Candidates for the ridge penalty of the solve (in ratings: a movie's weights shrink as if
@@ -122,8 +123,10 @@ class ItemItemHParams:
     # EDLAE's dropout emphasis (Steck 2020): the diagonal penalty grows with each movie's
     # count; 0 is EASE.
     dropout: float = 0.1
-    # A user's co-occurrences count |history|^-user_weight: heavy raters dominate less.
-    user_weight: float = 0.25
+    # A user's co-occurrences count |history|^-user_weight: heavy raters dominate less. The
+    # first is used while l2 is chosen; the others are then tried at the chosen l2 (a solve
+    # each).
+    user_weights: tuple[float, ...] = (0.25, 0.0)
     # Scores multiplied by (1 + the movie's ratings)^exponent, the best of these on the holdout
     # (no solve each: they only rescale columns).
     popularity_exponents: tuple[float, ...] = (0.0, -0.1, -0.2)
@@ -142,6 +145,10 @@ class ItemItemHParams:
         object.__setattr__(self, "l2s", tuple(float(v) for v in self.l2s))
         object.__setattr__(self, "popularity_exponents",
                            tuple(float(v) for v in self.popularity_exponents))
+        object.__setattr__(self, "user_weights", tuple(float(v) for v in self.user_weights))
+        if not self.user_weights or min(self.user_weights) < 0:
+            raise ValueError(f"user_weights needs at least one value, all >= 0, got "
+                             f"{self.user_weights}")
         if not self.l2s or min(self.l2s) <= 0:
             raise ValueError(f"l2s needs at least one value, all > 0, got {self.l2s}")
         if not self.popularity_exponents:

@@ -2,9 +2,10 @@
 
 models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set:
 a random holdout of the training interactions; on the rest, one closed-form solve per l2 of
-ItemItemHParams.l2s, each scored with every popularity exponent by the holdout's NDCG@10 of
-full-catalogue top-10 lists (seen movies excluded, as `recommend` serves them); then the best
-pair solved on every interaction and cut to each movie's N neighbours plus a rank-r residual
+ItemItemHParams.l2s (with the first user weight), then one per other user weight at the best
+l2, each scored with every popularity exponent by the holdout's NDCG@10 of full-catalogue
+top-10 lists (seen movies excluded, as `recommend` serves them); then the best solved on every
+interaction and cut to each movie's N neighbours plus a rank-r residual
 (item_item.SparseLowRank). The choice and its validation NDCGs go to the run record.
 """
 
@@ -28,11 +29,12 @@ USERS_PER_CHUNK = 1024  # validation users scored at a time: a dense [users, mov
 
 @dataclasses.dataclass(frozen=True)
 class ItemItemChoice:
-    """What train_item_item chose: l2, the popularity exponent, and the holdout NDCG@10 of
-    every "l2/exponent" pair."""
+    """What train_item_item chose: l2, the popularity exponent, the user weight, and the holdout
+    NDCG@10 of every "l2/exponent/user weight" tried."""
 
     l2: float
     popularity_exponent: float
+    user_weight: float
     validation_ndcg: dict[str, float]
     seconds: float
 
@@ -64,10 +66,14 @@ def holdout_ndcg(b: np.ndarray, head: np.ndarray, scale: np.ndarray, x: sp.csr_m
     return ranking_metrics.mean(ranking_metrics.per_user(top, relevant, K))["ndcg"]
 
 
+def _key(l2: float, exponent: float, user_weight: float) -> str:
+    return f"{l2:g}/{exponent:g}/{user_weight:g}"
+
+
 def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
-            num_movies: int) -> tuple[float, float, dict[str, float]]:
-    """(l2, exponent, NDCG of each pair) on a holdout of the interactions; the first of each
-    list when the holdout has no user with a history left (tiny data)."""
+            num_movies: int) -> tuple[float, float, float, dict[str, float]]:
+    """(l2, exponent, user weight, NDCG of each tried) on a holdout of the interactions; the
+    first of each list when the holdout has no user with a history left (tiny data)."""
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     x = interactions(fit[features.USER_IDX], fit[features.MOVIE_IDX], num_users, num_movies)
     relevant: dict[int, set[int]] = {}
@@ -77,20 +83,27 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
             relevant.setdefault(int(user), set()).add(int(movie))
     users = np.array(sorted(relevant), np.int64)
     if not len(users) or num_movies < K:
-        return hp.l2s[0], hp.popularity_exponents[0], {}
+        return hp.l2s[0], hp.popularity_exponents[0], hp.user_weights[0], {}
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
     head = item_item.head_movies(counts, max_dense=hp.max_dense)
-    ndcg = {}
-    for l2 in hp.l2s:
-        b = item_item.regularised_solve(x, head, l2, hp.dropout, hp.user_weight)
+    ndcg: dict[str, float] = {}
+    tried: dict[str, tuple[float, float, float]] = {}
+
+    def score(l2: float, user_weight: float) -> None:
+        b = item_item.regularised_solve(x, head, l2, hp.dropout, user_weight)
         for exponent in hp.popularity_exponents:
-            scale = item_item.popularity_scale(counts, exponent)
-            ndcg[f"{l2:g}/{exponent:g}"] = holdout_ndcg(b, head, scale, x, users,
-                                                        [relevant[u] for u in users])
-        del b
-    best = max(ndcg, key=ndcg.get)  # the first of equals: the listed order
-    l2, exponent = best.split("/")
-    return float(l2), float(exponent), ndcg
+            key = _key(l2, exponent, user_weight)
+            tried[key] = (l2, exponent, user_weight)
+            ndcg[key] = holdout_ndcg(b, head, item_item.popularity_scale(counts, exponent),
+                                     x, users, [relevant[u] for u in users])
+
+    for l2 in hp.l2s:
+        score(l2, hp.user_weights[0])
+    best_l2 = tried[max(ndcg, key=ndcg.get)][0]
+    for user_weight in hp.user_weights[1:]:
+        score(best_l2, user_weight)
+    best = max(ndcg, key=ndcg.get)  # the first of equals: the order tried
+    return (*tried[best], ndcg)
 
 
 def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
@@ -100,18 +113,19 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
     was chosen for it on the holdout."""
     start = time.time()
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    l2, exponent, ndcg = _choose(hp, pairs, num_users, num_movies)
-    _LOG.info("Item-item stage: l2 %g, popularity exponent %g chosen on the holdout "
-              "(NDCG@10 %s) in %.1f s", l2, exponent,
+    l2, exponent, user_weight, ndcg = _choose(hp, pairs, num_users, num_movies)
+    _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g chosen on the "
+              "holdout (NDCG@10 of l2/exponent/user weight: %s) in %.1f s", l2, exponent,
+              user_weight,
               ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items()) or "not measured: no holdout",
               time.time() - start)
     x = interactions(pairs[features.USER_IDX], pairs[features.MOVIE_IDX], num_users, num_movies)
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
     head = item_item.head_movies(counts, max_dense=hp.max_dense)
-    b = item_item.regularised_solve(x, head, l2, hp.dropout, hp.user_weight)
+    b = item_item.regularised_solve(x, head, l2, hp.dropout, user_weight)
     stage = item_item.sparse_low_rank(b, head, item_item.popularity_scale(counts, exponent),
                                       hp.neighbours, hp.rank, hp.seed)
     seconds = time.time() - start
     _LOG.info("Item-item stage fitted on %d interactions, %d of %d movies solved, in %.1f s "
               "(%.1f MB served)", x.nnz, len(head), num_movies, seconds, stage.nbytes / 1e6)
-    return stage, ItemItemChoice(l2, exponent, ndcg, seconds)
+    return stage, ItemItemChoice(l2, exponent, user_weight, ndcg, seconds)

@@ -40,6 +40,10 @@ PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 
 SPLIT = SplitConfig()  # its defaults: the time split, the last 20% of ratings evaluated
+# A data folder in spans (movies.csv, span-1/ratings.csv, ...: pipeline/spans.py) trains on its
+# newest SPAN_WINDOW spans, split as SPLIT says (the time split: the newest 20% of the window's
+# ratings evaluate). A flat folder ignores it.
+SPAN_WINDOW = 4
 
 # The model the pipeline trains, with its tuned hyper-parameters (models/hparams.py: TUNED);
 # `make run RUN_ARGS="--model mf"` picks another. neural: the best rating accuracy, and with its
@@ -252,6 +256,7 @@ def pipeline_arguments(**overrides: Any) -> dict[str, Any]:
         preprocessing_fn=PREPROCESSING_FN,
         run_fn=RUN_FN,
         split=SPLIT,
+        span_window=0,
         hparams=HPARAMS,
         baseline_hparams=BASELINE_HPARAMS,
         eval_settings=EVAL,

@@ -20,10 +20,11 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from pipeline import configs
+from components.movielens_example_gen.config import MOVIES_FILE, RATINGS_FILE
+from pipeline import configs, spans
 
 _LOG = logging.getLogger(__name__)
-REQUIRED_FILES = ("ratings.csv", "movies.csv")
+REQUIRED_FILES = (RATINGS_FILE, MOVIES_FILE)
 
 
 class DataError(RuntimeError):
@@ -31,8 +32,10 @@ class DataError(RuntimeError):
 
 
 def check_folder(folder: Path) -> Path:
-    """Raises DataError unless `folder` holds ratings.csv and movies.csv."""
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    """Raises DataError unless `folder` holds ratings.csv and movies.csv, or movies.csv and
+    spans (span-1/ratings.csv, ...: pipeline/spans.py)."""
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()
+               and not (name == RATINGS_FILE and spans.has_spans(folder))]
     if missing:
         raise DataError(f"{folder} is not a MovieLens 'latest'-format folder: missing "
                         f"{', '.join(missing)}")

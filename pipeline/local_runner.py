@@ -68,7 +68,15 @@ from absl import logging as absl_logging  # noqa: E402
 
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
 from models.hparams import MODEL_TYPES, tuned  # noqa: E402
-from pipeline import configs, fetch_data, fingerprints, run_lock, run_record, stale_executions  # noqa: E402
+from pipeline import (  # noqa: E402
+    configs,
+    fetch_data,
+    fingerprints,
+    run_lock,
+    run_record,
+    spans,
+    stale_executions,
+)
 
 # TensorFlow, TFX and the pipeline's components are imported by run() once it knows there is work
 # to do: their start-up takes 15-40 s, and an unchanged rerun answers in about a second.
@@ -238,6 +246,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--serving-model-dir", type=Path, default=configs.SERVING_MODEL_DIR,
                         help="where blessed models are pushed (default: %(default)s)")
     parser.add_argument("--split", choices=SPLIT_METHODS, default=configs.SPLIT.method)
+    parser.add_argument("--span-window", type=int, default=configs.SPAN_WINDOW,
+                        help="for a data folder in spans (span-N/ratings.csv): train on the "
+                             "newest N spans (default: %(default)s)")
     parser.add_argument("--model", choices=MODEL_TYPES, default=configs.MODEL_TYPE,
                         help="model the Trainer trains, with its tuned hyper-parameters "
                              "(models/hparams.py: TUNED; default: %(default)s)")
@@ -313,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=str(data_root),
         serving_model_dir=str(serving_model_dir),
         split=dataclasses.replace(configs.SPLIT, method=args.split),
+        span_window=args.span_window if spans.has_spans(data_root) else 0,
         hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
                  if args.force_bad_model else hparams),
         beam_pipeline_args=(configs.portable_beam_args(args.worker_pool) if args.beam == "portable"

@@ -4,7 +4,8 @@ MovieLensExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> A
 -> Transform -> Trainer + BaselineTrainer (bias only) + LatestBlessedModelResolver
 -> Evaluator (vs the bias baseline) + BlessedModelEvaluator (vs the latest blessed model)
    + TopKEvaluator (top-k lists vs popularity and the latest blessed model)
--> BlessingGate -> Pusher -> EvaluationReportGen
+-> BlessingGate -> ServingCheck (the blessed model loads in a server and answers) -> Pusher
+-> EvaluationReportGen
 
 As in TFX's templates, `create_pipeline` takes everything it needs as arguments: the runners
 (pipeline/local_runner.py, pipeline/kubeflow_runner.py) and the tests pass pipeline/configs.py's
@@ -47,6 +48,7 @@ from components.evaluation.metrics import (
 from components.evaluation.report_gen import EvaluationReportGen
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
+from components.serving_check import ServingCheck
 from models import contract, features
 from models.hparams import HParams
 from pipeline.fingerprints import models_fingerprint
@@ -74,12 +76,13 @@ EVALUATOR_ID = "Evaluator"
 BLESSED_MODEL_EVALUATOR_ID = "BlessedModelEvaluator"
 TOPK_EVALUATOR_ID = "TopKEvaluator"
 BLESSING_GATE_ID = "BlessingGate"
+SERVING_CHECK_ID = "ServingCheck"
 PUSHER_ID = "Pusher"
 REPORT_GEN_ID = "EvaluationReportGen"
 COMPONENT_IDS = (EXAMPLE_GEN_ID, STATISTICS_GEN_ID, SCHEMA_GEN_ID, EXAMPLE_VALIDATOR_ID,
                  ANOMALIES_GATE_ID, TRANSFORM_ID, TRAINER_ID, BASELINE_TRAINER_ID,
                  BLESSED_MODEL_RESOLVER_ID, EVALUATOR_ID, BLESSED_MODEL_EVALUATOR_ID,
-                 TOPK_EVALUATOR_ID, BLESSING_GATE_ID, PUSHER_ID, REPORT_GEN_ID)
+                 TOPK_EVALUATOR_ID, BLESSING_GATE_ID, SERVING_CHECK_ID, PUSHER_ID, REPORT_GEN_ID)
 
 
 def _model_specs(baseline: str) -> list[tfma.ModelSpec]:
@@ -172,6 +175,8 @@ def create_pipeline(
     run_fn: str,
     split: SplitConfig,
     hparams: HParams,
+    span_window: int = 0,
+    serving_check_seconds: int = 180,
     baseline_hparams: HParams,
     eval_settings: EvalSettings,
     beam_pipeline_args: list[str],
@@ -182,9 +187,11 @@ def create_pipeline(
 
     preprocessing_fn and run_fn are dotted names of the Transform and Trainer module functions;
     hparams are the candidate's, baseline_hparams the bias baseline's every candidate must beat.
+    span_window: 0 for a flat data folder, N to train on the newest N spans of one in spans.
+    serving_check_seconds: the ServingCheck's time limit to load the model and answer.
     """
     example_gen = MovieLensExampleGen(
-        input_base=data_root, split=split,
+        input_base=data_root, split=split, span_window=span_window,
         user_activity_edges=eval_settings.user_activity_edges,
         movie_popularity_edges=eval_settings.movie_popularity_edges).with_id(EXAMPLE_GEN_ID)
     statistics_gen = StatisticsGen(
@@ -268,10 +275,17 @@ def create_pipeline(
         topk_blessing=topk_evaluator.outputs["blessing"],
     ).with_id(BLESSING_GATE_ID)
 
+    # Infra validation: the blessed model, copied to a staging folder, must load in a model
+    # server of its own process and answer on every signature before it is pushed.
+    serving_check = ServingCheck(
+        model=trainer.outputs["model"], model_blessing=gate.outputs["blessing"],
+        timeout_seconds=serving_check_seconds).with_id(SERVING_CHECK_ID)
+
     # A version folder appears in serving_model_dir complete or not at all: TF Serving polls it.
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=gate.outputs["blessing"],
+        infra_blessing=serving_check.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_model_dir)),
     ).with_id(PUSHER_ID)
@@ -291,7 +305,7 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                     transform, trainer, baseline_trainer, blessed_model_resolver, evaluator,
-                    blessed_evaluator, topk_evaluator, gate, pusher, report],
+                    blessed_evaluator, topk_evaluator, gate, serving_check, pusher, report],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,

@@ -10,6 +10,7 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components import serving_check
 from components.atomic_pusher import IDENTICAL_KEY
 from components.evaluation import blessing_gate, results, topk
 from components.evaluation.report_gen import (
@@ -25,6 +26,7 @@ from pipeline.pipeline import (
     EVALUATOR_ID,
     PUSHER_ID,
     REPORT_GEN_ID,
+    SERVING_CHECK_ID,
     TOPK_EVALUATOR_ID,
     TRAINER_ID,
 )
@@ -37,6 +39,10 @@ class RunSummary:
     pushed_to: str | None = None
     # The blessed model was the version already served (pushed_to): no new version was made.
     already_served: bool = False
+    # The ServingCheck's verdict on a blessed model: whether it served, and what it measured or
+    # why it failed.
+    served: bool | None = None
+    serving_check: str = ""
     evaluation_uri: str | None = None
     report_path: str | None = None
     # slice name ("overall" or a genre) -> metric name -> value, of the candidate; the bias
@@ -126,6 +132,11 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
         summary.blessed = props[blessing_gate.BLESSED_KEY].int_value == 1
         failures = props[blessing_gate.FAILURES_KEY].string_value
         summary.failures = [f for f in failures.split("\n") if f]
+    check = _output(outputs, SERVING_CHECK_ID, "InfraBlessing")
+    if check is not None and summary.blessed:
+        props = check.custom_properties
+        summary.serving_check = props[serving_check.REASON_KEY].string_value
+        summary.served = props[serving_check.BLESSED_KEY].int_value == 1
     pushed = _output(outputs, PUSHER_ID, "PushedModel")
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
@@ -174,6 +185,9 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(format_choices(summary.training_choices))
     if summary.blessed:
         lines.append("Model BLESSED: every blessing rule holds.")
+    if summary.serving_check:
+        lines.append(f"Serving check {'passed' if summary.served else 'FAILED'}: "
+                     f"{summary.serving_check}")
     elif summary.blessed is False:
         lines.append("Model NOT blessed. Failed:")
         lines += [f"  - {failure}" for failure in summary.failures or ["see the evaluation"]]

@@ -20,8 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from components.movielens_example_gen.config import SPAN_DIR, SPAN_PATTERN
-from components.movielens_example_gen.parsing import MOVIES_FILE, RATINGS_FILE
+from components.movielens_example_gen.config import (
+    MOVIES_FILE,
+    RATINGS_FILE,
+    SPAN_DIR,
+    SPAN_PATTERN,
+)
 
 
 class SpanError(ValueError):

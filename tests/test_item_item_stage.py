@@ -46,10 +46,15 @@ def pairs(x: sp.csr_matrix) -> dict[str, np.ndarray]:
 
 def test_train_item_item_chooses_on_the_holdout_and_recommends_the_users_block():
     x, blocks, per_block = planted(users=400, blocks=4, per_block=10, noise=0.0)
-    hp = ItemItemHParams(l2s=(1.0, 30.0), popularity_exponents=(0.0, -0.5), neighbours=5, rank=4)
+    hp = ItemItemHParams(l2s=(1.0, 30.0), popularity_exponents=(0.0, -0.5),
+                         user_weights=(0.25, 0.0), neighbours=5, rank=4)
     stage, choice = item_item_training.train_item_item(hp, x.shape[0], x.shape[1], pairs(x))
-    assert set(choice.validation_ndcg) == {"1/0", "1/-0.5", "30/0", "30/-0.5"}
-    best = f"{choice.l2:g}/{choice.popularity_exponent:g}"
+    # Both l2s at the first user weight, then the second user weight at the better l2.
+    first = {k: v for k, v in choice.validation_ndcg.items() if k.endswith("/0.25")}
+    assert set(first) == {"1/0/0.25", "1/-0.5/0.25", "30/0/0.25", "30/-0.5/0.25"}
+    best_l2 = max(first, key=first.get).split("/")[0]
+    assert set(choice.validation_ndcg) - set(first) == {f"{best_l2}/0/0", f"{best_l2}/-0.5/0"}
+    best = f"{choice.l2:g}/{choice.popularity_exponent:g}/{choice.user_weight:g}"
     assert choice.validation_ndcg[best] == max(choice.validation_ndcg.values())
     scores = stage.scores(x)
     scores[x.nonzero()] = -np.inf

@@ -27,8 +27,8 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
                                        {"mean/2": 1.02, "mean/5": 1.01234, "debiased/5": 1.03})
     serving = tmp_path / "Format-Serving"
     dropouts = {"0.5": 0.16094, "0.7": 0.1559}
-    item = item_item_training.ItemItemChoice(400.0, -0.1, {"200/0": 0.165, "400/-0.1": 0.16972},
-                                             12.5)
+    item = item_item_training.ItemItemChoice(
+        400.0, -0.1, 0.25, {"200/0/0.25": 0.165, "400/-0.1/0.25": 0.16972}, 12.5)
     trainer.write_choices(str(serving), _Module(drift, 0.2, new_user, dropouts, item),
                           time_split=True)
     written = json.loads((serving / contract.CHOICES_FILE).read_text())
@@ -43,7 +43,7 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
         "shrunk by 5 (validation RMSE 1.0123 on 700 ratings by 12 users new in the last 10% of "
         "the training period); recommend's popularity weight 0.2; retrieval history dropout 0.5 "
         "(validation NDCG@10 0.1609; 0.7: 0.1559); item-item stage l2 400, popularity exponent "
-        "-0.1 (validation NDCG@10 0.1697)")
+        "-0.1, user weight 0.25 (validation NDCG@10 0.1697)")
     assert report_gen.load_training_choices(str(tmp_path / "elsewhere")) is None
     summary = run_summary.RunSummary(run_id="r", training_choices=choices)
     assert report_gen.format_choices(choices) in run_summary.format_summary(summary).split("\n")

@@ -318,10 +318,11 @@ def format_choices(choices: dict) -> str:
                  + (f"; {others}" if others else "") + ")")
     item = choices.get("item_item")
     if item is not None:
-        key = f"{item['l2']:g}/{item['popularity_exponent']:g}"
+        key = (f"{item['l2']:g}/{item['popularity_exponent']:g}/"
+               f"{item.get('user_weight', 0.0):g}")
         ndcg = item["validation_ndcg"].get(key)
         text += (f"; item-item stage l2 {item['l2']:g}, popularity exponent "
-                 f"{item['popularity_exponent']:g}"
+                 f"{item['popularity_exponent']:g}, user weight {item.get('user_weight', 0.0):g}"
                  + (f" (validation NDCG@10 {ndcg:.4f})" if ndcg is not None else ""))
     return f"Trainer's choices on its validation data: {text}"
 

@@ -12,7 +12,7 @@ from tfx.types import channel, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
 from components.movielens_example_gen import executor, slicing
-from components.movielens_example_gen.config import SplitConfig
+from components.movielens_example_gen.config import SPAN_PATTERN, SplitConfig
 
 
 class MovieLensExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
@@ -27,6 +27,7 @@ class MovieLensExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
         # JSON lists of ints: the bucket edges of the user_activity / movie_popularity slices.
         executor.USER_ACTIVITY_EDGES_KEY: ExecutionParameter(type=str),
         executor.MOVIE_POPULARITY_EDGES_KEY: ExecutionParameter(type=str),
+        executor.SPAN_WINDOW_KEY: ExecutionParameter(type=int),
     }
 
 
@@ -45,16 +46,24 @@ class MovieLensExampleGen(FileBasedExampleGen):
     # DRIVER_CLASS is FileBasedExampleGen's: driver.FileBasedDriver.
 
     def __init__(self, input_base: str, *, user_activity_edges: Sequence[int],
-                 movie_popularity_edges: Sequence[int], split: SplitConfig | None = None):
+                 movie_popularity_edges: Sequence[int], split: SplitConfig | None = None,
+                 span_window: int = 0):
         """user_activity_edges, movie_popularity_edges: bucket edges of the numbers of train-split
-        ratings of the example's user and movie (see slicing.py), e.g. (1, 20, 101)."""
+        ratings of the example's user and movie (see slicing.py), e.g. (1, 20, 101).
+        span_window: 0 for a flat folder; N >= 1 for a folder in spans (config.SPAN_PATTERN),
+        of which each run reads the newest N as one data set."""
         split = split or SplitConfig()
+        if span_window < 0:
+            raise ValueError(f"span_window must be >= 0, got {span_window}")
         spec = MovieLensExampleGenSpec(
             input_base=input_base,
-            # The pattern only drives the fingerprint (the executor opens ratings.csv and
-            # movies.csv by name): a change to any CSV of the folder invalidates the cache.
-            input_config=example_gen_pb2.Input(
-                splits=[example_gen_pb2.Input.Split(name="all", pattern="*.csv")]),
+            # Flat: the pattern only drives the fingerprint (the executor opens ratings.csv and
+            # movies.csv by name): a change to any CSV of the folder invalidates the cache. In
+            # spans: TFX's driver resolves {SPAN} to the newest span, whose file is fingerprinted
+            # (spans are append-only: a new one reruns the pipeline, an older one is not
+            # watched) and whose number the Examples artifact carries.
+            input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(
+                name="all", pattern=SPAN_PATTERN if span_window else "*.csv")]),
             output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
                 # hash_buckets are required by the proto but unused: the executor splits.
                 example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=1),
@@ -66,7 +75,8 @@ class MovieLensExampleGen(FileBasedExampleGen):
             eval_fraction=split.eval_fraction,
             seed=split.seed,
             max_rejected_fraction=split.max_rejected_fraction,
-            **{executor.USER_ACTIVITY_EDGES_KEY: json.dumps(slicing.check_edges(
+            **{executor.SPAN_WINDOW_KEY: span_window,
+               executor.USER_ACTIVITY_EDGES_KEY: json.dumps(slicing.check_edges(
                    user_activity_edges, "user_activity_edges")),
                executor.MOVIE_POPULARITY_EDGES_KEY: json.dumps(slicing.check_edges(
                    movie_popularity_edges, "movie_popularity_edges"))},

@@ -6,10 +6,12 @@ import dataclasses
 from typing import Any
 
 SPLIT_METHODS = ("time", "random", "user_time")
+RATINGS_FILE = "ratings.csv"
+MOVIES_FILE = "movies.csv"
 # A data folder laid out in spans (pipeline/spans.py writes one): movies.csv beside
 # span-1/ratings.csv, span-2/ratings.csv, ...; TFX's driver resolves {SPAN} to the newest span.
 SPAN_DIR = "span-{SPAN}"
-SPAN_PATTERN = f"{SPAN_DIR}/ratings.csv"
+SPAN_PATTERN = f"{SPAN_DIR}/{RATINGS_FILE}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components.movielens_example_gen import parsing, slicing
-from components.movielens_example_gen.config import SplitConfig
+from components.movielens_example_gen.config import SPAN_DIR, SplitConfig
 from models import features
 
 _LOG = logging.getLogger(__name__)
@@ -42,6 +42,23 @@ _TRAIN, _EVAL, _REJECTED = 0, 1, 2
 # Execution parameters: JSON lists of bucket edges (see slicing.py).
 USER_ACTIVITY_EDGES_KEY = "user_activity_edges"
 MOVIE_POPULARITY_EDGES_KEY = "movie_popularity_edges"
+# Execution parameter: 0 for a flat folder (<input_base>/ratings.csv); N >= 1 for a folder in
+# spans, whose newest N spans (the newest resolved by TFX's driver from the {SPAN} pattern) are
+# read as one data set, split as configured.
+SPAN_WINDOW_KEY = "span_window"
+
+
+def ratings_paths(exec_properties: dict[str, Any]) -> list[str]:
+    """The ratings.csv files of this run, oldest first: the flat folder's, or the window of
+    spans ending at the span TFX's driver resolved (spans missing from the folder skipped)."""
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    window = int(exec_properties.get(SPAN_WINDOW_KEY) or 0)
+    if not window:
+        return [os.path.join(input_base, parsing.RATINGS_FILE)]
+    newest = int(exec_properties[utils.SPAN_PROPERTY_NAME])
+    paths = [os.path.join(input_base, SPAN_DIR.replace("{SPAN}", str(span)), parsing.RATINGS_FILE)
+             for span in range(max(1, newest - window + 1), newest + 1)]
+    return [p for p in paths[:-1] if tf.io.gfile.exists(p)] + paths[-1:]
 
 
 class _Timestamps(beam.CombineFn):
@@ -256,30 +273,35 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 f"MovieLensExampleGen writes two splits (train, eval), got {split_names}")
         config = SplitConfig.from_exec_properties(exec_properties)
         input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-        ratings_path = os.path.join(input_base, parsing.RATINGS_FILE)
+        paths = ratings_paths(exec_properties)
         movies_path = os.path.join(input_base, parsing.MOVIES_FILE)
-        for path in (ratings_path, movies_path):
+        for path in (*paths, movies_path):
             if not tf.io.gfile.exists(path):
                 raise parsing.MissingInputError(
                     f"{path} not found: the ExampleGen expects a MovieLens 'latest'-format folder "
                     f"with {parsing.RATINGS_FILE} and {parsing.MOVIES_FILE}"
                 )
-        with tf.io.gfile.GFile(ratings_path, "rb") as f:
-            parsing.check_header(f.readline().decode("utf-8-sig").strip().split(","),
-                                 parsing.RATINGS_HEADER, ratings_path)
+        for path in paths:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                parsing.check_header(f.readline().decode("utf-8-sig").strip().split(","),
+                                     parsing.RATINGS_HEADER, path)
+        if len(paths) > 1 or exec_properties.get(SPAN_WINDOW_KEY):
+            _LOG.info("Reading spans: %s", ", ".join(paths))
         movies, movie_rejects = parsing.read_movies_file(movies_path)
         _LOG.info("Read %d movies from %s (%d rows rejected)", len(movies), movies_path,
                   len(movie_rejects))
         n_movies = len(movies)
         del movies  # workers read their own copy (see _ParseRatings)
 
-        parsed = (
+        # One read per file (offsets are per file: rejected lines are numbered in their own).
+        parsed = [
             pipeline
-            | "ReadRatings" >> beam.io.Read(_LinesWithOffsets(ratings_path))
-            | "Parse" >> beam.ParDo(_ParseRatings(movies_path)).with_outputs(
+            | f"ReadRatings{i or ''}" >> beam.io.Read(_LinesWithOffsets(path))
+            | f"Parse{i or ''}" >> beam.ParDo(_ParseRatings(movies_path)).with_outputs(
                 _ParseRatings.REJECTED, main="ratings")
-        )
-        ratings = parsed.ratings
+            for i, path in enumerate(paths)]
+        ratings = (parsed[0].ratings if len(parsed) == 1 else
+                   [p.ratings for p in parsed] | "AllRatings" >> beam.Flatten())
         if config.method == "time":
             cutoff = (
                 ratings
@@ -307,13 +329,13 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
         # All rejected ratings in one list to number their lines: few by design (the run fails
         # beyond max_rejected_fraction of the rows); a file of garbage fails at its header.
-        rating_rejects = (
-            parsed[_ParseRatings.REJECTED]
-            | "RejectsToList" >> beam.combiners.ToList()
-            | "NumberRejects" >> beam.FlatMap(_number_rejects, ratings_path)
-        )
+        rating_rejects = [
+            p[_ParseRatings.REJECTED]
+            | f"RejectsToList{i or ''}" >> beam.combiners.ToList()
+            | f"NumberRejects{i or ''}" >> beam.FlatMap(_number_rejects, path)
+            for i, (p, path) in enumerate(zip(parsed, paths, strict=True))]
         rejected = (
-            (pipeline | "MovieRejects" >> beam.Create(movie_rejects), rating_rejects)
+            (pipeline | "MovieRejects" >> beam.Create(movie_rejects), *rating_rejects)
             | "AllRejects" >> beam.Flatten()
         )
         output_dir = exec_properties["_examples_uri"]
@@ -325,7 +347,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                                 ("Rejected", rejected))
         ]
         summary_base = {"method": config.method, "eval_fraction": config.eval_fraction,
-                        "seed": config.seed, "movies": n_movies,
+                        "seed": config.seed, "movies": n_movies, "ratings_files": paths,
                         "movie_rows_rejected": len(movie_rejects)}
         _ = (
             pipeline
@@ -373,7 +395,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         _LOG.info("MovieLens examples: %s; %d rows rejected (listed in %s)",
                   ", ".join(f"{k}={v}" for k, v in summary["examples"].items()), rejected,
                   rejects_path)
-        ratings_path = os.path.join(exec_properties["input_base"], parsing.RATINGS_FILE)
+        paths = summary.get("ratings_files") or ratings_paths(exec_properties)
+        ratings_path = ", ".join(paths)
         first = first_rejects(rejects_path, _MAX_LOGGED_REJECTS) if rejected else []
         for message in first:
             _LOG.warning("Skipping bad row: %s", message)
@@ -382,7 +405,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 f"{ratings_path} has no usable rating ({rating_rejects} rows rejected, listed in "
                 f"{rejects_path})")
         if rating_rejects > config.max_rejected_fraction * (total + rating_rejects):
-            lines = [line for path, line, _ in map(_line_of, first) if path == ratings_path]
+            lines = [line if len(paths) == 1 else f"{path} {line}"
+                     for path, line, _ in map(_line_of, first) if path in paths]
             shown = ", ".join(map(str, lines[:_NAMED_IN_ERROR]))
             more = (f" and {rating_rejects - len(lines[:_NAMED_IN_ERROR])} more"
                     if rating_rejects > len(lines[:_NAMED_IN_ERROR]) else "")

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from components.movielens_example_gen.config import MOVIES_FILE, RATINGS_FILE  # noqa: F401
 from models import features
 
-RATINGS_FILE = "ratings.csv"
-MOVIES_FILE = "movies.csv"
 RATINGS_HEADER = ("userId", "movieId", "rating", "timestamp")
 MOVIES_HEADER = ("movieId", "title", "genres")
 
