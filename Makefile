@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv data run serve test test-all lint lock clean kubeflow bench-deps bench-accuracy \
-	bench-ranking bench-throughput bench-scaling synthetic mutation mutation-deps
+	bench-ranking bench-throughput bench-scaling synthetic spans mutation mutation-deps
 
 help:
 	@echo "make run    create .venv if needed, get the data, run the pipeline (DATA_DIR=..., RUN_ARGS=...)"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench-throughput  training examples/s of each model vs Surprise SVD (BENCH_ARGS=...)"
 	@echo "make bench-scaling   the pipeline on synthetic data of SIZES=\"100k 1m 5m\": time, memory"
 	@echo "make synthetic       synthetic MovieLens: RATINGS=1000000 OUT=data/synthetic/1m SEED=0"
+	@echo "make spans           cut a MovieLens folder into time spans: SRC=DIR DEST=DIR SPANS=4"
 	@echo "make mutation  mutation testing: mutmut on the decision modules + hand-written TF mutations"
 	@echo "make lock   re-resolve requirements.in into the pinned requirements.txt"
 	@echo "make clean  remove pipeline outputs (tfx_output/, serving_model/)"
@@ -109,6 +110,14 @@ SEED ?= 0
 OUT ?= data/synthetic/$(RATINGS)-seed$(SEED)
 synthetic: $(STAMP)
 	$(PY) -m bench.synthetic --ratings $(RATINGS) --out "$(OUT)" --seed $(SEED)
+
+# New ratings arriving: SRC's ratings cut by time into DEST/span-1 .. span-$(SPANS) (README,
+# "New ratings every week").
+SRC ?= data/ml-latest-small
+DEST ?= data/spans
+SPANS ?= 4
+spans: $(STAMP)
+	$(PY) -m pipeline.spans "$(SRC)" "$(DEST)" --spans $(SPANS)
 
 # Mutation testing (not part of `make test`): mutmut over the pure-Python modules that decide what
 # users get ([tool.mutmut] in pyproject.toml), then the hand-written mutations of the TensorFlow

@@ -9,9 +9,9 @@ requests replayed), sends one canary request per signature (recommend, then pred
 serving_default for the movie recommend returned), and stops the server. The InfraBlessing's
 `blessed` property (what TFX's Pusher reads) is 1 only if everything answered within
 `timeout_seconds`; `reason` says what failed. A model the gate did not bless is not started.
-On Kubeflow the compiled pipeline can use TFX's InfraValidator with the TF Serving image instead
-(kubeflow/, README "Kubeflow"). The server is started by module name: components never import
-serving/.
+TFX 1.16's KubeflowV2DagRunner cannot compile TFX's InfraValidator (NotImplementedError), so the
+Kubeflow pipeline runs this component too, in the pipeline image (which holds serving/). The
+server is started by module name: components never import serving/.
 """
 
 

@@ -277,6 +277,9 @@ def create_pipeline(
 
     # Infra validation: the blessed model, copied to a staging folder, must load in a model
     # server of its own process and answer on every signature before it is pushed.
+    # TFX's InfraValidator would start TF Serving itself, but only under Docker or Kubernetes,
+    # and TFX 1.16's KubeflowV2DagRunner refuses to compile it (NotImplementedError in its
+    # step builder): on Kubeflow too this runs, inside the pipeline image.
     serving_check = ServingCheck(
         model=trainer.outputs["model"], model_blessing=gate.outputs["blessing"],
         timeout_seconds=serving_check_seconds).with_id(SERVING_CHECK_ID)
