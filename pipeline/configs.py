@@ -44,6 +44,14 @@ SPLIT = SplitConfig()  # its defaults: the time split, the last 20% of ratings e
 # newest SPAN_WINDOW spans, split as SPLIT says (the time split: the newest 20% of the window's
 # ratings evaluate). A flat folder ignores it.
 SPAN_WINDOW = 4
+# The newest span against the previous one (components/span_drift.py): Jensen-Shannon divergence
+# of the rating and year histograms, L-infinity distance of the genre, user and movie
+# distributions. Beyond one the run stops before Transform (--accept-drift lets it through).
+# Between consecutive quarters of ml-latest-small: rating 0.004-0.005 (0.34 where half stars
+# arrived), year 0.07-0.15 (new releases), genre 0.01-0.02, user 0.06-0.10, movie <= 0.004
+# (docs/benchmarks.md, "Drift between spans").
+DRIFT_THRESHOLDS = {"rating": 0.05, "year": 0.3, "genre": 0.05, "user_id": 0.2,
+                    "movie_id": 0.02}
 
 # The model the pipeline trains, with its tuned hyper-parameters (models/hparams.py: TUNED);
 # `make run RUN_ARGS="--model mf"` picks another. neural: the best rating accuracy, and with its
@@ -257,6 +265,7 @@ def pipeline_arguments(**overrides: Any) -> dict[str, Any]:
         run_fn=RUN_FN,
         split=SPLIT,
         span_window=0,
+        drift_thresholds=DRIFT_THRESHOLDS,
         hparams=HPARAMS,
         baseline_hparams=BASELINE_HPARAMS,
         eval_settings=EVAL,

@@ -210,6 +210,8 @@ def expected_failure(error: BaseException) -> str | None:
     if _raised_by(error, "components.anomalies_gate", "DataAnomaliesError"):
         return (f"{error}\nThe data breaks schema/schema.pbtxt: fix the data (or the schema, if "
                 "the data is right) and run again.")
+    if _raised_by(error, "components.span_drift", "SpanDriftError"):
+        return str(error)
     if isinstance(error, fetch_data.DataError) or _raised_by(
             error, "components.movielens_example_gen.parsing", "InputDataError"):
         return str(error)
@@ -249,6 +251,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--span-window", type=int, default=configs.SPAN_WINDOW,
                         help="for a data folder in spans (span-N/ratings.csv): train on the "
                              "newest N spans (default: %(default)s)")
+    parser.add_argument("--accept-drift", action="store_true",
+                        help="let a span through whose data drifted from the previous span's "
+                             "beyond configs.DRIFT_THRESHOLDS")
     parser.add_argument("--model", choices=MODEL_TYPES, default=configs.MODEL_TYPE,
                         help="model the Trainer trains, with its tuned hyper-parameters "
                              "(models/hparams.py: TUNED; default: %(default)s)")
@@ -325,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
         serving_model_dir=str(serving_model_dir),
         split=dataclasses.replace(configs.SPLIT, method=args.split),
         span_window=args.span_window if spans.has_spans(data_root) else 0,
+        accept_drift=args.accept_drift,
         hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
                  if args.force_bad_model else hparams),
         beam_pipeline_args=(configs.portable_beam_args(args.worker_pool) if args.beam == "portable"

@@ -1,6 +1,7 @@
 """`create_pipeline`: the MovieLens TFX pipeline, shared by every runner.
 
 MovieLensExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
+   + SpanDrift (a folder in spans: the newest span against the previous one)
 -> Transform -> Trainer + BaselineTrainer (bias only) + LatestBlessedModelResolver
 -> Evaluator (vs the bias baseline) + BlessedModelEvaluator (vs the latest blessed model)
    + TopKEvaluator (top-k lists vs popularity and the latest blessed model)
@@ -49,6 +50,7 @@ from components.evaluation.report_gen import EvaluationReportGen
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
 from components.serving_check import ServingCheck
+from components.span_drift import SpanDrift
 from models import contract, features
 from models.hparams import HParams
 from pipeline.fingerprints import models_fingerprint
@@ -68,6 +70,7 @@ STATISTICS_GEN_ID = "StatisticsGen"
 SCHEMA_GEN_ID = "ImportSchemaGen"
 EXAMPLE_VALIDATOR_ID = "ExampleValidator"
 ANOMALIES_GATE_ID = "AnomaliesGate"
+SPAN_DRIFT_ID = "SpanDrift"
 TRANSFORM_ID = "Transform"
 TRAINER_ID = "Trainer"
 BASELINE_TRAINER_ID = "BaselineTrainer"
@@ -80,7 +83,7 @@ SERVING_CHECK_ID = "ServingCheck"
 PUSHER_ID = "Pusher"
 REPORT_GEN_ID = "EvaluationReportGen"
 COMPONENT_IDS = (EXAMPLE_GEN_ID, STATISTICS_GEN_ID, SCHEMA_GEN_ID, EXAMPLE_VALIDATOR_ID,
-                 ANOMALIES_GATE_ID, TRANSFORM_ID, TRAINER_ID, BASELINE_TRAINER_ID,
+                 ANOMALIES_GATE_ID, SPAN_DRIFT_ID, TRANSFORM_ID, TRAINER_ID, BASELINE_TRAINER_ID,
                  BLESSED_MODEL_RESOLVER_ID, EVALUATOR_ID, BLESSED_MODEL_EVALUATOR_ID,
                  TOPK_EVALUATOR_ID, BLESSING_GATE_ID, SERVING_CHECK_ID, PUSHER_ID, REPORT_GEN_ID)
 
@@ -177,6 +180,8 @@ def create_pipeline(
     hparams: HParams,
     span_window: int = 0,
     serving_check_seconds: int = 180,
+    drift_thresholds: dict[str, float] | None = None,
+    accept_drift: bool = False,
     baseline_hparams: HParams,
     eval_settings: EvalSettings,
     beam_pipeline_args: list[str],
@@ -189,6 +194,8 @@ def create_pipeline(
     hparams are the candidate's, baseline_hparams the bias baseline's every candidate must beat.
     span_window: 0 for a flat data folder, N to train on the newest N spans of one in spans.
     serving_check_seconds: the ServingCheck's time limit to load the model and answer.
+    drift_thresholds: SpanDrift's limits per feature (configs.DRIFT_THRESHOLDS); accept_drift
+    lets a drifted span through.
     """
     example_gen = MovieLensExampleGen(
         input_base=data_root, split=split, span_window=span_window,
@@ -216,8 +223,14 @@ def create_pipeline(
         # statistics would double its run time for nothing the pipeline reads.
         disable_statistics=True,
     ).with_id(TRANSFORM_ID)
-    # Nothing is transformed or trained on data that failed validation.
+    # The newest span against the previous one (a flat folder has nothing to compare).
+    span_drift = SpanDrift(
+        examples=example_gen.outputs["examples"], data_root=data_root,
+        thresholds=json.dumps(drift_thresholds or {}, sort_keys=True),
+        accept_drift=int(accept_drift)).with_id(SPAN_DRIFT_ID)
+    # Nothing is transformed or trained on data that failed validation or drifted.
     transform.add_upstream_node(anomalies_gate)
+    transform.add_upstream_node(span_drift)
 
     def make_trainer(hp: HParams, component_id: str) -> Trainer:
         return Trainer(
@@ -307,8 +320,9 @@ def create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                    transform, trainer, baseline_trainer, blessed_model_resolver, evaluator,
-                    blessed_evaluator, topk_evaluator, gate, serving_check, pusher, report],
+                    span_drift, transform, trainer, baseline_trainer, blessed_model_resolver,
+                    evaluator, blessed_evaluator, topk_evaluator, gate, serving_check, pusher,
+                    report],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,

@@ -4,13 +4,14 @@ where the model went), and its text for the console."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import serving_check
+from components import serving_check, span_drift
 from components.atomic_pusher import IDENTICAL_KEY
 from components.evaluation import blessing_gate, results, topk
 from components.evaluation.report_gen import (
@@ -27,6 +28,7 @@ from pipeline.pipeline import (
     PUSHER_ID,
     REPORT_GEN_ID,
     SERVING_CHECK_ID,
+    SPAN_DRIFT_ID,
     TOPK_EVALUATOR_ID,
     TRAINER_ID,
 )
@@ -43,6 +45,8 @@ class RunSummary:
     # why it failed.
     served: bool | None = None
     serving_check: str = ""
+    # SpanDrift's drift.json: the newest span against the previous one (empty: nothing compared).
+    drift: dict = dataclasses.field(default_factory=dict)
     evaluation_uri: str | None = None
     report_path: str | None = None
     # slice name ("overall" or a genre) -> metric name -> value, of the candidate; the bias
@@ -132,6 +136,11 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
         summary.blessed = props[blessing_gate.BLESSED_KEY].int_value == 1
         failures = props[blessing_gate.FAILURES_KEY].string_value
         summary.failures = [f for f in failures.split("\n") if f]
+    drift = _output(outputs, SPAN_DRIFT_ID, "ExampleAnomalies")
+    drift_path = drift and os.path.join(drift.uri, span_drift.DRIFT_FILE)
+    if drift_path and os.path.exists(drift_path):
+        with open(drift_path) as f:
+            summary.drift = json.load(f)
     check = _output(outputs, SERVING_CHECK_ID, "InfraBlessing")
     if check is not None and summary.blessed:
         props = check.custom_properties
@@ -183,6 +192,8 @@ def format_summary(summary: RunSummary) -> str:
         lines += format_top_k(summary.top_k)
     if summary.training_choices is not None:
         lines.append(format_choices(summary.training_choices))
+    if summary.drift.get("features"):
+        lines.append(format_drift(summary.drift))
     if summary.blessed:
         lines.append("Model BLESSED: every blessing rule holds.")
     if summary.serving_check:
@@ -202,6 +213,16 @@ def format_summary(summary: RunSummary) -> str:
     if summary.report_path:
         lines.append(f"Report: {summary.report_path}")
     return "\n".join(lines)
+
+
+def format_drift(drift: dict) -> str:
+    """One line: every feature's distance from the previous span and its threshold."""
+    short = {span_drift.JENSEN_SHANNON: "JS", span_drift.L_INFINITY: "L-inf"}
+    parts = [f"{name} {short[f['measure']]} {f['distance']:.3f} (limit {f['threshold']:g}"
+             + (", ACCEPTED" if f["drifted"] else "") + ")"
+             for name, f in drift["features"].items()]
+    return (f"Drift from span {drift['previous_span']} to span {drift['span']}: "
+            + ", ".join(parts))
 
 
 def format_top_k(top_k: topk.TopKEvaluation) -> list[str]:
