@@ -88,6 +88,7 @@ _EPOCH = re.compile(r"^Epoch (\d+)/(\d+)$")
 _EPOCH_RMSE = re.compile(r" - val_rmse: ([0-9.]+)")
 _RETRIEVAL_EPOCH = re.compile(r"^Retrieval epoch (\d+): validation (NDCG@\d+ [0-9.]+)")
 _REFIT_EPOCH = re.compile(r"^Retrieval refit epoch (\d+/\d+)")
+_ITEM_STAGE = re.compile(r"^Item-item stage fitted on (.*)")
 # Warnings without anything to act on: TFT/TF's at every transform graph load, the TFX
 # resolver's for every input of every component (ArtifactQuery.property_predicate), Beam's
 # about an optional speed-up and its batch-size tuning (logged through the root logger),
@@ -151,6 +152,8 @@ class _Console(logging.Filter):
         if match := _RETRIEVAL_EPOCH.match(message):
             return self._progress(record, f"retrieval epoch {match.group(1)}: validation "
                                           f"{match.group(2)}")
+        if match := _ITEM_STAGE.match(message):
+            return self._say(record, f"  {self._node} item-item stage fitted on {match.group(1)}")
         if match := _REFIT_EPOCH.match(message):
             return self._progress(record, f"retrieval refit on all interactions, epoch "
                                           f"{match.group(1)}")

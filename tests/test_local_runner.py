@@ -119,6 +119,9 @@ def test_the_console_shows_components_with_their_time_progress_and_warnings():
         (27, "models.trainer", info, "Retrieval epoch 4: validation NDCG@10 0.39; accuracy .."),
         (37, "models.trainer", info, "Retrieval refit epoch 1/4: loss 7.1234"),
         (39, "models.trainer", info, "Retrieval refit epoch 2/4: loss 6.9"),  # too soon
+        (39, "models.item_item_training", info,
+         "Item-item stage fitted on 900 interactions, 90 of 90 movies solved, in 1.2 s (0.1 MB "
+         "served)"),
         (40, "models.trainer", warning, "Something to act on"),
         (40, "models.warmup", info, "Wrote 8 warmup requests to ..."),
         (41, "components.evaluation.topk", info, "Top-10 NDCG over 100 users: ..."),
@@ -134,6 +137,8 @@ def test_the_console_shows_components_with_their_time_progress_and_warnings():
                      "  Trainer epoch 2/40: validation RMSE 0.9377 stars",
                      "  Trainer retrieval epoch 4: validation NDCG@10 0.39",
                      "  Trainer retrieval refit on all interactions, epoch 1/4",
+                     "  Trainer item-item stage fitted on 900 interactions, 90 of 90 movies "
+                     "solved, in 1.2 s (0.1 MB served)",
                      "Something to act on",
                      "Top-10 NDCG over 100 users: ...",
                      "Trainer                        38 s (cached)"]

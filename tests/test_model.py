@@ -200,8 +200,7 @@ def test_the_registries_are_the_names_hparams_accepts():
 
 def test_tuned_hparams_are_the_defaults_with_the_model_types_changes():
     assert hparams.tuned("neural", seed=3) == HParams(model_type="neural", seed=3,
-                                                      retrieval=hparams.RetrievalHParams(
-                                                          history_dropouts=(0.5, 0.7)),
+                                                      item_item=hparams.ItemItemHParams(),
                                                       drift_windows=(10, 25, 50),
                                                       drift_shrinkages=(5.0, 20.0),
                                                       new_user_shrinkages=(1, 2, 5, 10, 25, 50))
