@@ -63,10 +63,12 @@ HPARAMS = tuned(MODEL_TYPE)
 BASELINE_HPARAMS = tuned("bias")
 # `--force-bad-model` (local runner, tests): overrides of the candidate's hyper-parameters that
 # make it bad on purpose, to see it refused: untrained, it predicts about the global mean, and
-# without a retrieval stage it ranks the catalogue by those predictions, about at random (an
-# untrained retrieval stage would still rank by popularity, where its movie bias starts). No
-# user drift either: fitted on an untrained model's residuals, it would be a user bias.
-FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0, "retrieval": None, "drift_windows": ()}
+# without a first stage it ranks the catalogue by those predictions, about at random (an
+# untrained retrieval stage would still rank by popularity, where its movie bias starts; the
+# item-item stage is fitted in closed form, not trained). No user drift either: fitted on an
+# untrained model's residuals, it would be a user bias.
+FORCED_BAD_MODEL_OVERRIDES = {"max_epochs": 0, "retrieval": None, "item_item": None,
+                              "drift_windows": ()}
 
 
 @dataclasses.dataclass(frozen=True)
