@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline import spans
+
 RUNS_DIR = "runs"
 DATA_FILES = ("ratings.csv", "movies.csv")
 # The stack whose versions change what a run computes (distribution names).
@@ -40,9 +42,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def data_files(data_root: Path) -> list[Path]:
+    """The files a run reads: ratings.csv and movies.csv, and each span's ratings.csv of a folder
+    in spans (span-1/ratings.csv, ...), in span order: a new span is a changed input."""
+    flat = [path for name in DATA_FILES if (path := data_root / name).is_file()]
+    in_spans = data_root.glob(spans.SPAN_PATTERN.replace("{SPAN}", "*"))
+    number = {path: path.parent.name.rpartition("-")[2] for path in in_spans}
+    return flat + sorted(number, key=lambda p: (not number[p].isdigit(),
+                                                int(number[p]) if number[p].isdigit() else 0,
+                                                str(p)))
+
+
 def data_checksums(data_root: Path) -> dict[str, dict[str, Any]]:
-    return {name: {"sha256": sha256_of(path), "bytes": path.stat().st_size}
-            for name in DATA_FILES if (path := data_root / name).is_file()}
+    return {path.relative_to(data_root).as_posix(): {"sha256": sha256_of(path),
+                                                     "bytes": path.stat().st_size}
+            for path in data_files(data_root)}
 
 
 def package_versions() -> dict[str, str | None]:

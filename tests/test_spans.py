@@ -53,3 +53,24 @@ def test_a_line_without_a_timestamp_is_named(tmp_path, capsys):
     assert spans.main([str(tmp_path / "src"), str(tmp_path / "dest"), "--spans", "1"]) == 2
     err = capsys.readouterr().err
     assert "ratings.csv line 3" in err and "Traceback" not in err
+
+
+def test_a_new_span_changes_the_run_records_data_checksums(tmp_path):
+    from pipeline import run_record
+
+    write(tmp_path / "src", [b"1,1,4.0,5\r\n", b"2,1,3.0,7\r\n"])
+    spans.cut(tmp_path / "src", tmp_path / "all", 2)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "movies.csv").write_bytes((tmp_path / "all" / "movies.csv").read_bytes())
+    (data / "span-1").mkdir()
+    (data / "span-1" / "ratings.csv").write_bytes(
+        (tmp_path / "all" / "span-1" / "ratings.csv").read_bytes())
+    before = run_record.data_checksums(data)
+    assert list(before) == ["movies.csv", "span-1/ratings.csv"]
+    (data / "span-2").mkdir()
+    (data / "span-2" / "ratings.csv").write_bytes(
+        (tmp_path / "all" / "span-2" / "ratings.csv").read_bytes())
+    after = run_record.data_checksums(data)
+    assert list(after) == ["movies.csv", "span-1/ratings.csv", "span-2/ratings.csv"]
+    assert after != before
