@@ -112,7 +112,9 @@ def SpanDrift(  # noqa: N802 - TFX component names are classes
     accept_drift: Parameter[int] = 0,
 ) -> None:
     """Writes drift.json (module docstring); raises SpanDriftError on drift unless accepted."""
-    span = int(examples.span or 0)
+    # FileBasedDriver records the resolved span as a custom property of the Examples.
+    span = (examples.get_int_custom_property("span") if examples.has_custom_property("span")
+            else int(examples.span or 0))
     limits = json.loads(thresholds)
     if span < 2 or not tf.io.gfile.exists(span_ratings(data_root, span - 1)):
         report = {"span": span, "previous_span": None, "features": {},

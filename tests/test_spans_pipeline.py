@@ -32,5 +32,8 @@ def test_three_spans_arriving_push_three_versions(tmp_path):
         summary = run_summary.summarize_latest_run(str(root / "metadata.sqlite"))
         assert summary.blessed, summary.failures
         assert summary.served, summary.serving_check
+        # Each span after the first is compared with the one before it.
+        assert (summary.drift.get("span"), bool(summary.drift.get("features"))) == (
+            span, span > 1), summary.drift
         versions = sorted(p.name for p in serving_model_dir(root).iterdir() if p.name.isdigit())
         assert len(versions) == span, (span, versions)
