@@ -1,6 +1,7 @@
 """Test set-up: Keras 2 for TensorFlow Recommenders, quiet TensorFlow, shared fixtures."""
 
 import os
+import sys
 
 # Both before anything imports TensorFlow: `models` selects Keras 2 (see models/__init__.py).
 import models  # noqa: F401
@@ -10,6 +11,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from movielens_fixture import write_movielens_fixture  # noqa: E402
 from pipelines import local_pipeline, serving_model_dir  # noqa: E402
+
+# The process that imported this file. mutmut's fork server imports it (collecting the tests,
+# TensorFlow included) once, then forks a process per mutant that runs pytest again in-process.
+_IMPORT_PID = os.getpid()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a process forked after TensorFlow was imported, a fresh eager context before any op.
+
+    A forked child inherits TensorFlow's context with thread pools whose threads did not survive
+    the fork: its first op (tf.data, a SavedModel's function) waits on them forever. The new
+    context starts its own pools on first use.
+    """
+    if os.getpid() != _IMPORT_PID and "tensorflow" in sys.modules:
+        from tensorflow.python.eager import context
+
+        context._reset_context()
 
 
 @pytest.fixture
