@@ -44,18 +44,25 @@ def call_concurrently(batcher, inputs_list):
         except ServingError as e:
             results[i] = e
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs_list))]
+    # Daemons under one deadline: a mutant that strands every caller fails in 10 s, not 10 s
+    # per thread, and its stuck threads do not keep the process alive.
+    threads = [threading.Thread(target=call, args=(i,), daemon=True)
+               for i in range(len(inputs_list))]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 10
     for t in threads:
-        t.join(timeout=30)
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not any(t.is_alive() for t in threads), "a caller never got its answer"
     return results
 
 
 def test_a_lone_request_runs_alone_and_at_once():
+    # In a thread under a deadline: a mutant that makes a lone caller wait for a leader fails
+    # here in seconds instead of hanging the test.
     model = Model()
-    assert Batcher(model, MAX_ROWS)({"x": np.array([1, 2])})["y"].tolist() == [2, 4]
+    (result,) = call_concurrently(Batcher(model, MAX_ROWS), [{"x": np.array([1, 2])}])
+    assert result["y"].tolist() == [2, 4]
     assert model.runs == [2]
 
 
