@@ -93,6 +93,30 @@ EQUIVALENT: list[Equivalent] = [
       for added in ("eval_config=None))", "))")),
     Equivalent("serving/batching.py", "self._busy = False", "self._busy = None",
                "_busy is only ever read as `not self._busy`, and None is as false as False"),
+    *(Equivalent("models/ranking_metrics.py",
+                 "for u, (items, wanted) in enumerate(zip(recommended, relevant, strict=True)):",
+                 "for u, (items, wanted) in enumerate(zip(recommended, relevant, "
+                 f"{strict})):",
+                 "per_user compares the two lengths just before and raises on a difference, so "
+                 "zip's strict check never fires")
+      for strict in ("strict=None", "", "strict=False")),
+    Equivalent("models/ranking_metrics.py",
+               "discounts = 1.0 / np.log2(np.arange(2, k + 2))",
+               "discounts = 2.0 / np.log2(np.arange(2, k + 2))",
+               "NDCG divides a sum of discounts by a sum of the same discounts (the ideal "
+               "list's): a constant factor cancels, and nothing else reads them"),
+    Equivalent("models/ranking_metrics.py",
+               'return {m: float(np.mean(v if mask is None else v[mask])) if len(v) else '
+               'float("nan")',
+               'return {m: float(np.mean(v if (mask is None) and False else v[mask])) if len(v) '
+               'else float("nan")',
+               "v[None] is v with a new leading axis: the same mean"),
+    Equivalent("models/ranking_metrics.py",
+               'return {m: float(np.mean(v if mask is None else v[mask])) if len(v) else '
+               'float("nan")',
+               'return {m: float(np.mean(v if mask is None else v[mask])) if len(v) else '
+               'float("NAN")',
+               'float() parses "nan" case-insensitively: the same NaN'),
     Equivalent("components/evaluation/topk.py", "batch_size: int = 16384) -> Ratings:",
                "batch_size: int = 16385) -> Ratings:",
                "the batch size of reading: the same ratings in the same order"),
