@@ -117,6 +117,36 @@ EQUIVALENT: list[Equivalent] = [
                'return {m: float(np.mean(v if mask is None else v[mask])) if len(v) else '
                'float("NAN")',
                'float() parses "nan" case-insensitively: the same NaN'),
+    Equivalent("components/evaluation/topk.py",
+               'settings: TopKSettings, uri: str = "", batch_size: int = 256) -> TopKEvaluation:',
+               'settings: TopKSettings, uri: str = "", batch_size: int = 257) -> TopKEvaluation:',
+               "the batch size of the recommend calls: the same lists in other batches"),
+    Equivalent("components/evaluation/topk.py",
+               "def recommend_lists(model_dir: str, user_ids: np.ndarray, k: int, "
+               "batch_size: int = 256",
+               "def recommend_lists(model_dir: str, user_ids: np.ndarray, k: int, "
+               "batch_size: int = 257",
+               "the batch size of the recommend calls: the same lists in other batches"),
+    *(Equivalent("components/evaluation/topk.py", removed, added,
+                 "every list is exactly k wide (recommend_lists and popularity_lists make "
+                 "[U, k]), so coverage's items[:None] reads the same k entries as items[:k]")
+      for removed, added in [
+          ("metrics = {m: score_lists(lists[m], per_user[m], users, k, catalogue_size, edges)",
+           "metrics = {m: score_lists(lists[m], per_user[m], users, None, catalogue_size, "
+           "edges)"),
+          ("COVERAGE: ranking_metrics.coverage(lists[mask], k, catalogue_size)}",
+           "COVERAGE: ranking_metrics.coverage(lists[mask], None, catalogue_size)}")]),
+    *(Equivalent("components/evaluation/topk.py", f"{line}, np.int64)", f"{line}, {dtype})",
+                 "numpy infers int64 from Python ints on the 64-bit Linux hosts this runs on "
+                 "(its default integer)")
+      for line in ("lists = np.full((len(seen), k), PAD", "lists = np.full((len(user_ids), k), PAD",
+                   "relevant = np.array([len(r) for r in users.relevant]")
+      for dtype in ("None", "")),
+    *(Equivalent("components/evaluation/topk.py",
+                 "k=tf.fill([len(batch)], tf.constant(k, tf.int32)))[contract.MOVIE_IDS]",
+                 f"k=tf.fill([len(batch)], tf.constant(k, {dtype})))[contract.MOVIE_IDS]",
+                 "k is a Python int (TopKSettings.topk_k), from which tf.constant infers int32")
+      for dtype in ("None", "")),
     Equivalent("components/evaluation/topk.py", "batch_size: int = 16384) -> Ratings:",
                "batch_size: int = 16385) -> Ratings:",
                "the batch size of reading: the same ratings in the same order"),
