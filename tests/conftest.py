@@ -24,10 +24,24 @@ def pytest_configure(config: pytest.Config) -> None:
     the fork: its first op (tf.data, a SavedModel's function) waits on them forever. The new
     context starts its own pools on first use.
     """
+    _register_markers(config)
     if os.getpid() != _IMPORT_PID and "tensorflow" in sys.modules:
         from tensorflow.python.eager import context
 
         context._reset_context()
+
+
+def _register_markers(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "mutation_last: runs after the other selected tests when mutmut runs a "
+        "mutant (a slow test: mutmut's -x stops at the first failure, usually before it)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # mutmut passes a mutant's tests in no particular order; slow ones last keeps killed
+    # mutants fast. MUTANT_UNDER_TEST is set in mutmut's test processes only.
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items.sort(key=lambda item: item.get_closest_marker("mutation_last") is not None)
 
 
 @pytest.fixture

@@ -130,6 +130,7 @@ print("pushed", flush=True)
 """
 
 
+@pytest.mark.mutation_last  # a fresh interpreter imports TFX: about 15 s
 def test_a_pusher_killed_mid_copy_leaves_no_version_and_the_next_push_succeeds(tmp_path):
     model = fake_saved_model(tmp_path / "model")
     base = tmp_path / "serving"
