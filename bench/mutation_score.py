@@ -91,6 +91,19 @@ EQUIVALENT: list[Equivalent] = [
                  "has_thresholds only asks whether any threshold exists: the eval_config adds "
                  "model names to the thresholds' keys, not thresholds")
       for added in ("eval_config=None))", "))")),
+    Equivalent("serving/batching.py", "self.outputs: Arrays | None = None",
+               'self.outputs: Arrays | None = ""',
+               "a request's outputs are read only once it finished without an error, after "
+               "its outputs were set: the initial value is never read"),
+    Equivalent("serving/batching.py", "self.finished = False", "self.finished = None",
+               "finished is only ever tested for truth, and None is as false as False"),
+    Equivalent("serving/batching.py",
+               "self.batchable = False  # outputs not batched along dimension 0",
+               "self.batchable = None  # outputs not batched along dimension 0",
+               "batchable is only ever tested for truth, and None is as false as False"),
+    Equivalent("serving/batching.py", "for k in batch[0].inputs}", "for k in batch[1].inputs}",
+               "every request a Batcher gets has the same input names, its signature's "
+               "(model_manager's check_inputs refuses any other set before the batcher)"),
     Equivalent("serving/batching.py", "self._busy = False", "self._busy = None",
                "_busy is only ever read as `not self._busy`, and None is as false as False"),
     *(Equivalent("models/ranking_metrics.py",
