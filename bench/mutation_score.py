@@ -91,6 +91,56 @@ EQUIVALENT: list[Equivalent] = [
                  "has_thresholds only asks whether any threshold exists: the eval_config adds "
                  "model names to the thresholds' keys, not thresholds")
       for added in ("eval_config=None))", "))")),
+    # serving/tensors.py
+    *(Equivalent("serving/tensors.py", "wide = np.asarray(values, dtype=np.int64)",
+                 f"wide = np.asarray(values, {dtype})",
+                 "int_val and half_val hold Python ints, from which numpy infers int64 on the "
+                 "64-bit Linux hosts this runs on (its default integer)")
+      for dtype in ("dtype=None", "")),
+    *(Equivalent("serving/tensors.py",
+                 'return {dict: "Object", list: "Array", str: "String", bool: "Boolean",',
+                 f'return {{dict: "Object", list: "{array}", str: "String", bool: "Boolean",',
+                 "no list reaches _json_type: _flatten refuses a list where a value belongs "
+                 "before any type check")
+      for array in ("XXArrayXX", "array", "ARRAY")),
+    *(Equivalent("serving/tensors.py",
+                 "return np.array(flat, dtype=object).reshape(array.shape).tolist() if "
+                 "array.ndim > 1 else flat",
+                 f"return np.array(flat, dtype=object).reshape(array.shape).tolist() if {cond} "
+                 "else flat",
+                 "for one dimension an object array of the list's items gives the same list "
+                 "back (zero dimensions returned before)")
+      for cond in ("(array.ndim > 1) or True", "array.ndim >= 1")),
+    *(Equivalent("serving/tensors.py", f'{line} in "{kinds}"{end}',
+                 f'{line} in "XX{kinds}XX"{end}',
+                 "a numpy dtype's kind is one character and X is no kind: the same test")
+      for line, kinds, end in [("if dtype.kind", "OSU", ":"), ("if array.dtype.kind", "OSU", ":"),
+                               ("elif np_dtype.kind", "iu", ":"),
+                               ("if np_dtype.kind", "iu", " and flat:")]),
+    *(Equivalent("serving/tensors.py",
+                 "proto.tensor_content = (array if array.dtype == little else "
+                 "array.astype(little)", f"proto.tensor_content = {added}",
+                 "little-endian hosts only (x86-64, ARM64): every dtype data_type accepts is "
+                 "native, so little-endian, and a big-endian array is refused before; "
+                 "converting or not gives the same bytes")
+      for added in ("(array if (array.dtype == little) and False else array.astype(little)",
+                    "(array if (array.dtype == little) or True else array.astype(little)",
+                    "(array if array.dtype != little else array.astype(little)",
+                    "(array if array.dtype == little else array.astype(None)")),
+    *(Equivalent("serving/tensors.py",
+                 "return (data if dtype.isnative and data.dtype == dtype else "
+                 "data.astype(dtype)", f"return {added}",
+                 "little-endian hosts only (x86-64, ARM64): the little-endian view is already "
+                 "of the native dtype, so the same values whichever branch; a copy instead of a "
+                 "read-only view at most, which nothing writes to")
+      for added in ("(data if (dtype.isnative and data.dtype == dtype) and False else "
+                    "data.astype(dtype)",
+                    "(data if (dtype.isnative and data.dtype == dtype) or True else "
+                    "data.astype(dtype)",
+                    "(data if dtype.isnative or data.dtype == dtype else data.astype(dtype)",
+                    "(data if dtype.isnative and data.dtype != dtype else data.astype(dtype)",
+                    "(data if dtype.isnative and data.dtype == dtype else data.astype(None)")),
+    # serving/batching.py
     Equivalent("serving/batching.py", "self.outputs: Arrays | None = None",
                'self.outputs: Arrays | None = ""',
                "a request's outputs are read only once it finished without an error, after "

@@ -306,3 +306,86 @@ def test_a_regression_request_carries_the_examples_in_order():
             request.model_spec.version.value) == ("movielens", "regress", 3)
     assert list(request.input.example_list.examples) == examples
     assert not tensors.regression_request("m", "s", []).model_spec.HasField("version")
+
+
+# --- exact messages and edges mutation testing found untested ---------------------------------
+
+def test_refusals_without_a_name_call_the_tensor_tensor():
+    e = refused(tensors.from_tensor_proto, proto([-1], int64_val=[1]))
+    assert e.message == "tensor parsing error: tensor: negative dimension in tensor_shape [-1]"
+    e = refused(tensors.declared_shape, proto([-1]))
+    assert e.message == "tensor parsing error: tensor: negative dimension in tensor_shape [-1]"
+
+
+def test_a_shape_of_eight_dimensions_is_written_in_full_and_longer_ones_cut():
+    e = refused(tensors.from_tensor_proto, proto([1] * 8, int64_val=[1, 2]), "k")
+    assert e.message == ("tensor parsing error: k: 2 values for shape [1, 1, 1, 1, 1, 1, 1, 1] "
+                         "(1 values)")
+
+
+def test_dtype_names_of_unsupported_types_are_the_enum_names():
+    assert tensors.dtype_name(types_pb2.DT_INT64) == "int64"
+    assert tensors.dtype_name(types_pb2.DT_COMPLEX64) == "DT_COMPLEX64"
+    assert tensors.dtype_name(999) == "DataType 999"
+
+
+def test_an_unsupported_numpy_dtype_is_named():
+    e = refused(tensors.data_type, np.array([1 + 2j]))
+    assert e.message == "unsupported numpy dtype complex128"
+
+
+def test_python_strings_in_a_tensor_proto_are_utf8():
+    for array in (np.array(["é", "b"], object), np.array(["é", "b"])):
+        assert list(tensors.to_tensor_proto(array).string_val) == ["é".encode(), b"b"]
+
+
+def test_json_ragged_lists_say_what_they_got():
+    e = refused(tensors.json_to_array, [[1], 2], INT64, "user_id")
+    assert e.message == ("input 'user_id': ragged nested lists: expected 1 values at level 1, "
+                         "got a scalar")
+    e = refused(tensors.json_to_array, [[1], [2, 3]], INT64, "user_id")
+    assert e.message == ("input 'user_id': ragged nested lists: expected 1 values at level 1, "
+                         "got 2")
+
+
+def test_a_json_object_where_a_number_belongs_is_named_object():
+    e = refused(tensors.json_to_array, [{"a": 1}], INT64, "user_id")
+    assert e.message == ("input 'user_id': JSON Value: {'a': 1} Type: Object is not of expected "
+                         "type: int64")
+
+
+def test_json_b64_objects_of_the_wrong_form_are_refused_in_full():
+    e = refused(tensors.json_to_array, [{"b64": 1}], STRING, "title")
+    assert e.message == ("input 'title': JSON Value: {'b64': 1} not formatted correctly for "
+                         "base64 data: expected an object with one key, \"b64\", holding a "
+                         "string")
+
+
+@pytest.mark.parametrize("call", [
+    lambda value: tensors.json_to_array(value, INT64, "user_id"),
+    lambda value: tensors.json_to_numpy(value, "user_id"),
+])
+def test_json_nesting_is_refused_beyond_max_rank_naming_the_input(call):
+    value = 1
+    for _ in range(tensors.MAX_RANK):
+        value = [value]
+    assert call(value).shape == (1,) * tensors.MAX_RANK  # exactly MAX_RANK: read
+    e = refused(call, [value])
+    assert e.message == (f"input 'user_id': lists nested {tensors.MAX_RANK + 1} deep, more "
+                         f"than {tensors.MAX_RANK}")
+
+
+@pytest.mark.parametrize("value, shape", [([], (0,)), ([[]], (1, 0)), ([[], []], (2, 0))])
+def test_empty_json_lists_are_empty_arrays(value, shape):
+    assert tensors.json_to_array(value, INT64, "x").shape == shape
+    assert tensors.json_to_array(value, STRING, "x").shape == shape
+
+
+def test_json_strings_keep_their_nesting():
+    got = tensors.json_to_array([["a", "b"], ["c", {"b64": "/w=="}]], STRING, "titles")
+    assert got.shape == (2, 2) and got.tolist() == [[b"a", b"b"], [b"c", b"\xff"]]
+
+
+def test_text_outputs_keep_trailing_nul_characters():
+    # numpy's fixed-width str arrays would drop them: the nested lists are built as objects.
+    assert tensors.array_to_json(np.array([[b"a\x00", b"b"]], object), "t") == [["a\x00", "b"]]
