@@ -154,6 +154,9 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent("serving/batching.py", "for k in batch[0].inputs}", "for k in batch[1].inputs}",
                "every request a Batcher gets has the same input names, its signature's "
                "(model_manager's check_inputs refuses any other set before the batcher)"),
+    Equivalent("components/evaluation/results.py", "interval = evaluation.interval(key, RMSE)",
+               "interval = evaluation.interval(key, )",
+               "Evaluation.interval's metric defaults to RMSE"),
     Equivalent("serving/batching.py", "self._busy = False", "self._busy = None",
                "_busy is only ever read as `not self._busy`, and None is as false as False"),
     *(Equivalent("models/ranking_metrics.py",
