@@ -76,6 +76,16 @@ EQUIVALENT: list[Equivalent] = [
                "the digest is only compared with another tree_digest, and either separator "
                "still ends each file name unambiguously (names hold no NUL; the content hash "
                "that follows is 32 bytes)"),
+    Equivalent("components/atomic_pusher.py",
+               'path = os.path.join(base_directory, name.rstrip("/"))',
+               'path = os.path.join(base_directory, name.rstrip("XX/XX"))',
+               "the name matched the staging pattern, so it ends in a digit before any slash: "
+               "stripping X as well strips nothing more"),
+    Equivalent("components/atomic_pusher.py",
+               "if first is not None and second is not None:",
+               "if first is not None or second is not None:",
+               "when only one folder has an identity file their file trees differ (that file), "
+               "so tree_digest says different, as the identities' comparison with None does"),
     Equivalent("components/evaluation/results.py", 'baseline = evaluation.baseline or ""',
                'baseline = evaluation.baseline or "XXXX"',
                "without a baseline model any name finds no rule: RULES has neither, and the "
