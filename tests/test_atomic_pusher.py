@@ -297,3 +297,33 @@ def test_remote_listings_with_trailing_slashes(monkeypatch, caplog):
     removed.clear()
     assert atomic_pusher.remove_stale_staging("gs://b/m", locked=True, now=0) == [
         "gs://b/m/.tmp-100", "gs://b/m/.tmp-6400", "gs://b/m/.tmp-9000"]
+
+
+def test_a_push_without_a_lock_renames_through_fileio_and_keeps_recent_staging(
+        tmp_path, monkeypatch, caplog):
+    # As on an object store: no lock, so only staging folders an hour old are a dead push's.
+    monkeypatch.setattr(atomic_pusher, "_is_local", lambda path: False)
+    model = fake_saved_model(tmp_path / "model", n_assets=2)
+    base = tmp_path / "serving"
+    (base / ".tmp-100").mkdir(parents=True)
+    (base / ".tmp-9990").mkdir()  # another pusher's, 10 s old
+    caplog.set_level(logging.INFO)
+    path, version = atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 10_000.0)
+    assert (path, version) == (str(base / "10000"), "10000")
+    assert tree(Path(path)) == tree(model)
+    assert [p.name for p in staging_folders(base)] == [".tmp-9990"]
+    assert f"Model written to serving path {path}." in [r.getMessage() for r in caplog.records]
+
+
+def test_a_push_without_a_lock_never_overwrites_a_version_that_appeared_meanwhile(
+        tmp_path, monkeypatch):
+    # Another pusher took the same version between the listing and the rename.
+    monkeypatch.setattr(atomic_pusher, "_is_local", lambda path: False)
+    monkeypatch.setattr(atomic_pusher, "versions", lambda base_directory: [])
+    model = fake_saved_model(tmp_path / "model", n_assets=2)
+    theirs = tmp_path / "serving" / "10000"
+    theirs.mkdir(parents=True)  # empty still: rename(2) alone would replace it
+    with pytest.raises(Exception):  # noqa: B017 - fileio's error type depends on the filesystem
+        atomic_pusher.push_atomically(str(model), str(tmp_path / "serving"),
+                                      clock=lambda: 10_000.0)
+    assert list(theirs.iterdir()) == []
