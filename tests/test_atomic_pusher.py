@@ -286,7 +286,7 @@ def test_remote_listings_with_trailing_slashes(monkeypatch, caplog):
     monkeypatch.setattr(atomic_pusher.fileio, "listdir", lambda path: listing)
     monkeypatch.setattr(atomic_pusher.fileio, "rmtree", removed.append)
     assert atomic_pusher.versions("gs://b/m") == [1, 12]
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.WARNING, logger="absl")
     # now - 3600 = 6400: older staging folders go, one exactly an hour old stays.
     assert atomic_pusher.remove_stale_staging("gs://b/m", locked=False, now=10_000) == [
         "gs://b/m/.tmp-100"]
@@ -307,7 +307,7 @@ def test_a_push_without_a_lock_renames_through_fileio_and_keeps_recent_staging(
     base = tmp_path / "serving"
     (base / ".tmp-100").mkdir(parents=True)
     (base / ".tmp-9990").mkdir()  # another pusher's, 10 s old
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")  # other tests may have raised absl's level
     path, version = atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 10_000.0)
     assert (path, version) == (str(base / "10000"), "10000")
     assert tree(Path(path)) == tree(model)
