@@ -375,3 +375,12 @@ def test_an_evaluation_with_failures_survives_its_json(candidate_dir, tmp_path):
     loaded = topk.TopKEvaluation.load(str(tmp_path))
     assert loaded == result and loaded.failures[0].slice == results.OVERALL
     assert loaded.failures[0].message() == failures[0].message()
+
+
+def test_an_interval_ending_exactly_at_the_rounded_bound_passes():
+    # Equal lists: every resample's change is exactly 0.0, and so is the bound minus rounding.
+    settings = dataclasses.replace(RULES, min_ndcg_over_popularity=topk._ROUNDING)
+    same = np.full(40, 0.25)
+    changes, failures = topk.check_rules({results.CANDIDATE: same, results.POPULARITY: same},
+                                         settings)
+    assert changes[results.POPULARITY].upper == 0.0 and failures == []
