@@ -76,6 +76,28 @@ EQUIVALENT: list[Equivalent] = [
                "the digest is only compared with another tree_digest, and either separator "
                "still ends each file name unambiguously (names hold no NUL; the content hash "
                "that follows is 32 bytes)"),
+    Equivalent("components/atomic_pusher.py",
+               'path = os.path.join(base_directory, name.rstrip("/"))',
+               'path = os.path.join(base_directory, name.rstrip("XX/XX"))',
+               "the name matched the staging pattern, so it ends in a digit before any slash: "
+               "stripping X as well strips nothing more"),
+    Equivalent("components/atomic_pusher.py",
+               "if first is not None and second is not None:",
+               "if first is not None or second is not None:",
+               "when only one folder has an identity file their file trees differ (that file), "
+               "so tree_digest says different, as the identities' comparison with None does"),
+    *(Equivalent("components/atomic_pusher.py",
+                 "fileio.rename(staging, serving_path, overwrite=False)",
+                 f"fileio.rename(staging, serving_path, {arg})",
+                 "fileio.rename's overwrite defaults to False and is only tested for truth")
+      for arg in ("overwrite=None", "")),
+    *(Equivalent("components/evaluation/topk.py", f"{line}, np.int64){end}",
+                 f"{line}, {dtype}){end}",
+                 "numpy infers int64 from Python ints on the 64-bit Linux hosts this runs on "
+                 "(its default integer)")
+      for line, end in [("user_ids=np.array(users", ", seen=[seen[u] for u in users],"),
+                        ("train_counts=np.array([len(seen[u]) for u in users]", ",")]
+      for dtype in ("None", "")),
     Equivalent("components/evaluation/results.py", 'baseline = evaluation.baseline or ""',
                'baseline = evaluation.baseline or "XXXX"',
                "without a baseline model any name finds no rule: RULES has neither, and the "
@@ -91,8 +113,128 @@ EQUIVALENT: list[Equivalent] = [
                  "has_thresholds only asks whether any threshold exists: the eval_config adds "
                  "model names to the thresholds' keys, not thresholds")
       for added in ("eval_config=None))", "))")),
+    # serving/tensors.py
+    *(Equivalent("serving/tensors.py", "wide = np.asarray(values, dtype=np.int64)",
+                 f"wide = np.asarray(values, {dtype})",
+                 "int_val and half_val hold Python ints, from which numpy infers int64 on the "
+                 "64-bit Linux hosts this runs on (its default integer)")
+      for dtype in ("dtype=None", "")),
+    *(Equivalent("serving/tensors.py",
+                 'return {dict: "Object", list: "Array", str: "String", bool: "Boolean",',
+                 f'return {{dict: "Object", list: "{array}", str: "String", bool: "Boolean",',
+                 "no list reaches _json_type: _flatten refuses a list where a value belongs "
+                 "before any type check")
+      for array in ("XXArrayXX", "array", "ARRAY")),
+    *(Equivalent("serving/tensors.py",
+                 "return np.array(flat, dtype=object).reshape(array.shape).tolist() if "
+                 "array.ndim > 1 else flat",
+                 f"return np.array(flat, dtype=object).reshape(array.shape).tolist() if {cond} "
+                 "else flat",
+                 "for one dimension an object array of the list's items gives the same list "
+                 "back (zero dimensions returned before)")
+      for cond in ("(array.ndim > 1) or True", "array.ndim >= 1")),
+    *(Equivalent("serving/tensors.py", f'{line} in "{kinds}"{end}',
+                 f'{line} in "XX{kinds}XX"{end}',
+                 "a numpy dtype's kind is one character and X is no kind: the same test")
+      for line, kinds, end in [("if dtype.kind", "OSU", ":"), ("if array.dtype.kind", "OSU", ":"),
+                               ("elif np_dtype.kind", "iu", ":"),
+                               ("if np_dtype.kind", "iu", " and flat:")]),
+    *(Equivalent("serving/tensors.py",
+                 "proto.tensor_content = (array if array.dtype == little else "
+                 "array.astype(little)", f"proto.tensor_content = {added}",
+                 "little-endian hosts only (x86-64, ARM64): every dtype data_type accepts is "
+                 "native, so little-endian, and a big-endian array is refused before; "
+                 "converting or not gives the same bytes")
+      for added in ("(array if (array.dtype == little) and False else array.astype(little)",
+                    "(array if (array.dtype == little) or True else array.astype(little)",
+                    "(array if array.dtype != little else array.astype(little)",
+                    "(array if array.dtype == little else array.astype(None)")),
+    *(Equivalent("serving/tensors.py",
+                 "return (data if dtype.isnative and data.dtype == dtype else "
+                 "data.astype(dtype)", f"return {added}",
+                 "little-endian hosts only (x86-64, ARM64): the little-endian view is already "
+                 "of the native dtype, so the same values whichever branch; a copy instead of a "
+                 "read-only view at most, which nothing writes to")
+      for added in ("(data if (dtype.isnative and data.dtype == dtype) and False else "
+                    "data.astype(dtype)",
+                    "(data if (dtype.isnative and data.dtype == dtype) or True else "
+                    "data.astype(dtype)",
+                    "(data if dtype.isnative or data.dtype == dtype else data.astype(dtype)",
+                    "(data if dtype.isnative and data.dtype != dtype else data.astype(dtype)",
+                    "(data if dtype.isnative and data.dtype == dtype else data.astype(None)")),
+    # serving/batching.py
+    Equivalent("serving/batching.py", "self.outputs: Arrays | None = None",
+               'self.outputs: Arrays | None = ""',
+               "a request's outputs are read only once it finished without an error, after "
+               "its outputs were set: the initial value is never read"),
+    Equivalent("serving/batching.py", "self.finished = False", "self.finished = None",
+               "finished is only ever tested for truth, and None is as false as False"),
+    Equivalent("serving/batching.py",
+               "self.batchable = False  # outputs not batched along dimension 0",
+               "self.batchable = None  # outputs not batched along dimension 0",
+               "batchable is only ever tested for truth, and None is as false as False"),
+    Equivalent("serving/batching.py", "for k in batch[0].inputs}", "for k in batch[1].inputs}",
+               "every request a Batcher gets has the same input names, its signature's "
+               "(model_manager's check_inputs refuses any other set before the batcher)"),
+    Equivalent("components/evaluation/results.py", "interval = evaluation.interval(key, RMSE)",
+               "interval = evaluation.interval(key, )",
+               "Evaluation.interval's metric defaults to RMSE"),
     Equivalent("serving/batching.py", "self._busy = False", "self._busy = None",
                "_busy is only ever read as `not self._busy`, and None is as false as False"),
+    *(Equivalent("models/ranking_metrics.py",
+                 "for u, (items, wanted) in enumerate(zip(recommended, relevant, strict=True)):",
+                 "for u, (items, wanted) in enumerate(zip(recommended, relevant, "
+                 f"{strict})):",
+                 "per_user compares the two lengths just before and raises on a difference, so "
+                 "zip's strict check never fires")
+      for strict in ("strict=None", "", "strict=False")),
+    Equivalent("models/ranking_metrics.py",
+               "discounts = 1.0 / np.log2(np.arange(2, k + 2))",
+               "discounts = 2.0 / np.log2(np.arange(2, k + 2))",
+               "NDCG divides a sum of discounts by a sum of the same discounts (the ideal "
+               "list's): a constant factor cancels, and nothing else reads them"),
+    Equivalent("models/ranking_metrics.py",
+               'return {m: float(np.mean(v if mask is None else v[mask])) if len(v) else '
+               'float("nan")',
+               'return {m: float(np.mean(v if (mask is None) and False else v[mask])) if len(v) '
+               'else float("nan")',
+               "v[None] is v with a new leading axis: the same mean"),
+    Equivalent("models/ranking_metrics.py",
+               'return {m: float(np.mean(v if mask is None else v[mask])) if len(v) else '
+               'float("nan")',
+               'return {m: float(np.mean(v if mask is None else v[mask])) if len(v) else '
+               'float("NAN")',
+               'float() parses "nan" case-insensitively: the same NaN'),
+    Equivalent("components/evaluation/topk.py",
+               'settings: TopKSettings, uri: str = "", batch_size: int = 256) -> TopKEvaluation:',
+               'settings: TopKSettings, uri: str = "", batch_size: int = 257) -> TopKEvaluation:',
+               "the batch size of the recommend calls: the same lists in other batches"),
+    Equivalent("components/evaluation/topk.py",
+               "def recommend_lists(model_dir: str, user_ids: np.ndarray, k: int, "
+               "batch_size: int = 256",
+               "def recommend_lists(model_dir: str, user_ids: np.ndarray, k: int, "
+               "batch_size: int = 257",
+               "the batch size of the recommend calls: the same lists in other batches"),
+    *(Equivalent("components/evaluation/topk.py", removed, added,
+                 "every list is exactly k wide (recommend_lists and popularity_lists make "
+                 "[U, k]), so coverage's items[:None] reads the same k entries as items[:k]")
+      for removed, added in [
+          ("metrics = {m: score_lists(lists[m], per_user[m], users, k, catalogue_size, edges)",
+           "metrics = {m: score_lists(lists[m], per_user[m], users, None, catalogue_size, "
+           "edges)"),
+          ("COVERAGE: ranking_metrics.coverage(lists[mask], k, catalogue_size)}",
+           "COVERAGE: ranking_metrics.coverage(lists[mask], None, catalogue_size)}")]),
+    *(Equivalent("components/evaluation/topk.py", f"{line}, np.int64)", f"{line}, {dtype})",
+                 "numpy infers int64 from Python ints on the 64-bit Linux hosts this runs on "
+                 "(its default integer)")
+      for line in ("lists = np.full((len(seen), k), PAD", "lists = np.full((len(user_ids), k), PAD",
+                   "relevant = np.array([len(r) for r in users.relevant]")
+      for dtype in ("None", "")),
+    *(Equivalent("components/evaluation/topk.py",
+                 "k=tf.fill([len(batch)], tf.constant(k, tf.int32)))[contract.MOVIE_IDS]",
+                 f"k=tf.fill([len(batch)], tf.constant(k, {dtype})))[contract.MOVIE_IDS]",
+                 "k is a Python int (TopKSettings.topk_k), from which tf.constant infers int32")
+      for dtype in ("None", "")),
     Equivalent("components/evaluation/topk.py", "batch_size: int = 16384) -> Ratings:",
                "batch_size: int = 16385) -> Ratings:",
                "the batch size of reading: the same ratings in the same order"),

@@ -1,6 +1,7 @@
 """Test set-up: Keras 2 for TensorFlow Recommenders, quiet TensorFlow, shared fixtures."""
 
 import os
+import sys
 
 # Both before anything imports TensorFlow: `models` selects Keras 2 (see models/__init__.py).
 import models  # noqa: F401
@@ -10,6 +11,37 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 from movielens_fixture import write_movielens_fixture  # noqa: E402
 from pipelines import local_pipeline, serving_model_dir  # noqa: E402
+
+# The process that imported this file. mutmut's fork server imports it (collecting the tests,
+# TensorFlow included) once, then forks a process per mutant that runs pytest again in-process.
+_IMPORT_PID = os.getpid()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a process forked after TensorFlow was imported, a fresh eager context before any op.
+
+    A forked child inherits TensorFlow's context with thread pools whose threads did not survive
+    the fork: its first op (tf.data, a SavedModel's function) waits on them forever. The new
+    context starts its own pools on first use.
+    """
+    _register_markers(config)
+    if os.getpid() != _IMPORT_PID and "tensorflow" in sys.modules:
+        from tensorflow.python.eager import context
+
+        context._reset_context()
+
+
+def _register_markers(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "mutation_last: runs after the other selected tests when mutmut runs a "
+        "mutant (a slow test: mutmut's -x stops at the first failure, usually before it)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # mutmut passes a mutant's tests in no particular order; slow ones last keeps killed
+    # mutants fast. MUTANT_UNDER_TEST is set in mutmut's test processes only.
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items.sort(key=lambda item: item.get_closest_marker("mutation_last") is not None)
 
 
 @pytest.fixture

@@ -130,6 +130,7 @@ print("pushed", flush=True)
 """
 
 
+@pytest.mark.mutation_last  # a fresh interpreter imports TFX: about 15 s
 def test_a_pusher_killed_mid_copy_leaves_no_version_and_the_next_push_succeeds(tmp_path):
     model = fake_saved_model(tmp_path / "model")
     base = tmp_path / "serving"
@@ -250,3 +251,79 @@ def test_a_destination_other_than_a_filesystem_is_refused(tmp_path):
             {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
             {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(
                 pusher_pb2.PushDestination())})
+
+
+def with_identity(folder: Path, identity: str) -> Path:
+    (folder / "assets.extra").mkdir(parents=True, exist_ok=True)
+    (folder / "assets.extra" / "model_identity.txt").write_text(identity)
+    return folder
+
+
+def test_models_with_identities_are_the_same_exactly_when_the_identities_are(tmp_path):
+    a = with_identity(fake_saved_model(tmp_path / "a", n_assets=1), "abc\n")
+    b = with_identity(fake_saved_model(tmp_path / "b", n_assets=1), "abc")  # other weights
+    assert atomic_pusher.same_model(str(a), str(b)) and atomic_pusher.same_model(str(b), str(a))
+    c = tmp_path / "c"
+    c.mkdir()
+    for name, content in tree(a).items():
+        (c / name).parent.mkdir(parents=True, exist_ok=True)
+        (c / name).write_bytes(content)
+    with_identity(c, "abd")  # the same files but the identity
+    assert not atomic_pusher.same_model(str(a), str(c))
+
+
+def test_the_push_lock_is_only_taken_on_local_file_systems(tmp_path):
+    with atomic_pusher._push_lock("gs://bucket/serving") as locked:
+        assert locked is False
+    with atomic_pusher._push_lock(str(tmp_path)) as locked:
+        assert locked is True
+
+
+def test_remote_listings_with_trailing_slashes(monkeypatch, caplog):
+    # Object stores list folders as "name/"; their staging folders go once an hour old.
+    listing = ["1/", "12/", "3X/", "tmp/", ".tmp-100/", ".tmp-6400/", ".tmp-9000/", ".tmp-5X/"]
+    removed = []
+    monkeypatch.setattr(atomic_pusher.fileio, "listdir", lambda path: listing)
+    monkeypatch.setattr(atomic_pusher.fileio, "rmtree", removed.append)
+    assert atomic_pusher.versions("gs://b/m") == [1, 12]
+    caplog.set_level(logging.WARNING, logger="absl")
+    # now - 3600 = 6400: older staging folders go, one exactly an hour old stays.
+    assert atomic_pusher.remove_stale_staging("gs://b/m", locked=False, now=10_000) == [
+        "gs://b/m/.tmp-100"]
+    assert removed == ["gs://b/m/.tmp-100"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "Removing gs://b/m/.tmp-100, left by a push that did not finish."]
+    # Under the lock (local): every staging folder is a dead push's.
+    removed.clear()
+    assert atomic_pusher.remove_stale_staging("gs://b/m", locked=True, now=0) == [
+        "gs://b/m/.tmp-100", "gs://b/m/.tmp-6400", "gs://b/m/.tmp-9000"]
+
+
+def test_a_push_without_a_lock_renames_through_fileio_and_keeps_recent_staging(
+        tmp_path, monkeypatch, caplog):
+    # As on an object store: no lock, so only staging folders an hour old are a dead push's.
+    monkeypatch.setattr(atomic_pusher, "_is_local", lambda path: False)
+    model = fake_saved_model(tmp_path / "model", n_assets=2)
+    base = tmp_path / "serving"
+    (base / ".tmp-100").mkdir(parents=True)
+    (base / ".tmp-9990").mkdir()  # another pusher's, 10 s old
+    caplog.set_level(logging.INFO, logger="absl")  # other tests may have raised absl's level
+    path, version = atomic_pusher.push_atomically(str(model), str(base), clock=lambda: 10_000.0)
+    assert (path, version) == (str(base / "10000"), "10000")
+    assert tree(Path(path)) == tree(model)
+    assert [p.name for p in staging_folders(base)] == [".tmp-9990"]
+    assert f"Model written to serving path {path}." in [r.getMessage() for r in caplog.records]
+
+
+def test_a_push_without_a_lock_never_overwrites_a_version_that_appeared_meanwhile(
+        tmp_path, monkeypatch):
+    # Another pusher took the same version between the listing and the rename.
+    monkeypatch.setattr(atomic_pusher, "_is_local", lambda path: False)
+    monkeypatch.setattr(atomic_pusher, "versions", lambda base_directory: [])
+    model = fake_saved_model(tmp_path / "model", n_assets=2)
+    theirs = tmp_path / "serving" / "10000"
+    theirs.mkdir(parents=True)  # empty still: rename(2) alone would replace it
+    with pytest.raises(Exception):  # noqa: B017 - fileio's error type depends on the filesystem
+        atomic_pusher.push_atomically(str(model), str(tmp_path / "serving"),
+                                      clock=lambda: 10_000.0)
+    assert list(theirs.iterdir()) == []

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from serving.batching import Batcher
+from serving.batching import Batcher, batch_rows
 from serving.errors import ServingError
 
 MAX_ROWS = 2048
@@ -44,18 +44,25 @@ def call_concurrently(batcher, inputs_list):
         except ServingError as e:
             results[i] = e
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs_list))]
+    # Daemons under one deadline: a mutant that strands every caller fails in 10 s, not 10 s
+    # per thread, and its stuck threads do not keep the process alive.
+    threads = [threading.Thread(target=call, args=(i,), daemon=True)
+               for i in range(len(inputs_list))]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 10
     for t in threads:
-        t.join(timeout=30)
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not any(t.is_alive() for t in threads), "a caller never got its answer"
     return results
 
 
 def test_a_lone_request_runs_alone_and_at_once():
+    # In a thread under a deadline: a mutant that makes a lone caller wait for a leader fails
+    # here in seconds instead of hanging the test.
     model = Model()
-    assert Batcher(model, MAX_ROWS)({"x": np.array([1, 2])})["y"].tolist() == [2, 4]
+    (result,) = call_concurrently(Batcher(model, MAX_ROWS), [{"x": np.array([1, 2])}])
+    assert result["y"].tolist() == [2, 4]
     assert model.runs == [2]
 
 
@@ -98,10 +105,13 @@ def test_an_error_reaches_only_the_request_that_caused_it():
 
 def test_batches_respect_max_rows():
     model = Model(delay=0.05)
-    results = call_concurrently(Batcher(model, max_rows=4),
-                                [{"x": np.array([1, 2])} for _ in range(12)])
+    batcher = Batcher(model, max_rows=4)
+    results = call_concurrently(batcher, [{"x": np.array([1, 2])} for _ in range(12)])
     assert all(r["y"].tolist() == [2, 4] for r in results)
-    assert max(model.runs) <= 4
+    # Full batches of exactly max_rows: the first request runs alone, the other 11 queue
+    # behind it and go two by two.
+    assert max(model.runs) == 4
+    assert batcher.merged_requests == sum(rows // 2 for rows in model.runs if rows > 2)
 
 
 def test_a_request_of_more_rows_than_max_rows_is_refused_unrun():
@@ -119,6 +129,11 @@ def test_outputs_without_a_batch_dimension_run_request_by_request():
     results = call_concurrently(batcher, [{"x": np.array([i, 1])} for i in range(10)])
     assert [int(r["total"]) for r in results] == [i + 1 for i in range(10)]
     assert not batcher.batchable
+    # From then on each request runs alone: no merged run, not even a failed one.
+    runs, merged = len(model.runs), batcher.merged_requests
+    results = call_concurrently(batcher, [{"x": np.array([i, 1])} for i in range(6)])
+    assert [int(r["total"]) for r in results] == [i + 1 for i in range(6)]
+    assert model.runs[runs:] == [2] * 6 and batcher.merged_requests == merged
 
 
 @pytest.mark.parametrize("inputs", [{"x": np.array(3)}, {"x": np.ones(2), "z": np.ones(3)}])
@@ -128,3 +143,20 @@ def test_inputs_without_a_common_batch_dimension_run_as_they_are(inputs):
     results = call_concurrently(batcher, [inputs] * 5)
     assert len(calls) == 5 and all(c is inputs for c in calls)  # each ran alone, unchanged
     assert all(int(r["n"]) == 7 for r in results)
+
+
+def test_a_request_of_exactly_max_rows_runs():
+    model = Model()
+    (result,) = call_concurrently(Batcher(model, max_rows=4), [{"x": np.arange(4)}])
+    assert result["y"].tolist() == [0, 2, 4, 6] and model.runs == [4]
+
+
+@pytest.mark.parametrize("inputs, rows", [
+    ({"x": np.ones(2), "z": np.ones((2, 3))}, 2),
+    ({"x": np.ones(2), "z": np.ones(3)}, None),  # no common dimension 0
+    ({"x": np.ones(2), "z": np.array(1)}, None),  # a scalar has none
+    ({"x": np.array(1)}, None),
+    ({}, None),
+])
+def test_batch_rows_is_the_common_dimension_0_or_none(inputs, rows):
+    assert batch_rows(inputs) == rows

@@ -235,6 +235,14 @@ def test_an_evaluation_without_thresholds_has_no_verdict(tmp_path):
     kv = proto.metric_keys_and_values.add()
     kv.key.name = results.RMSE
     kv.value.double_value.value = 0.9
+    # Neither a diff (TFMA's, beside each metric) nor a value that is not a double is a metric.
+    diff = proto.metric_keys_and_values.add()
+    diff.key.CopyFrom(kv.key)
+    diff.key.is_diff = True
+    diff.value.double_value.value = 0.1
+    plot = proto.metric_keys_and_values.add()
+    plot.key.name = "calibration_plot"
+    plot.value.bytes_value = b"not a number"
     with tf.io.TFRecordWriter(str(uri / "metrics.tfrecord")) as writer:
         writer.write(proto.SerializeToString())
     evaluation = results.load_evaluation(str(uri))

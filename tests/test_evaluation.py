@@ -224,3 +224,18 @@ def test_a_missing_metric_is_nan_and_a_zero_bound_prints_as_plus_zero():
         "failed on overall: NDCG@10 0.2000 vs latest blessed model 0.2500, change -0.0500 (95% "
         "interval -0.0700 to -0.0300), allowed >= +0.0000: the whole interval is below it, by "
         "0.0300")
+
+
+def test_the_intervals_confidence_comes_from_the_paired_error_change_config():
+    def config(metric_config: str) -> tfma.EvalConfig:
+        return tfma.EvalConfig(metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name=results.PairedErrorChange.__name__,
+                              config=metric_config)])])
+
+    assert results._confidence(config('{"confidence": 0.9}')) == 0.9
+    # No confidence configured, no config at all, no such metric, no EvalConfig: unknown.
+    assert math.isnan(results._confidence(config('{"samples": 10}')))
+    assert math.isnan(results._confidence(config("")))
+    assert math.isnan(results._confidence(tfma.EvalConfig()))
+    assert math.isnan(results._confidence(None))

@@ -1,6 +1,7 @@
 """Top-k metrics against values worked out by hand."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -56,3 +57,16 @@ def test_mean_over_a_mask_and_bad_arguments():
         ranking_metrics.per_user(RECOMMENDED, RELEVANT, k=0)
     with pytest.raises(ValueError, match="2 recommendation lists for 1 users"):
         ranking_metrics.per_user(RECOMMENDED, RELEVANT[:1], k=3)
+
+
+def test_a_user_without_relevant_movies_scores_zero_and_the_users_after_still_count():
+    got = ranking_metrics.per_user([[1], [2], [3]], [set(), {2}, {3}], k=1)
+    for metric in ranking_metrics.METRICS:
+        np.testing.assert_allclose(got[metric], [0.0, 1.0, 1.0], err_msg=metric)
+
+
+def test_the_mean_of_no_users_is_nan_without_numpy_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be one
+        got = ranking_metrics.mean({"ndcg": np.zeros(0)})
+    assert math.isnan(got["ndcg"])

@@ -218,3 +218,174 @@ def test_refusals_name_the_input_and_say_why_in_full(tensor, message):
     if "unknown rank" in message:
         tensor.tensor_shape.unknown_rank = True
     assert refused(tensors.from_tensor_proto, tensor, "k").message == message
+
+
+# --- the client and response path (array_to_json, json_to_numpy, requests) --------------------
+
+def test_as_array_makes_strings_utf8_bytes_in_an_object_array_of_the_same_shape():
+    got = tensors.as_array([["é", "a"], ["", "b"]], str)
+    assert got.dtype == object and got.shape == (2, 2)
+    assert got.tolist() == [["é".encode(), b"a"], [b"", b"b"]]
+    assert tensors.as_array([b"\xff", b"c"], bytes).tolist() == [b"\xff", b"c"]
+    numbers = tensors.as_array([[1, 2]], np.int32)
+    assert numbers.dtype == np.int32 and numbers.tolist() == [[1, 2]]
+
+
+@pytest.mark.parametrize("array, name, expected", [
+    (np.array([[1.5, 2.0]], np.float32), "rating", [[1.5, 2.0]]),
+    (np.array(3, np.int64), "n", 3),
+    (np.array(b"hi", object), "title", "hi"),
+    (np.array([b"a", b"\xff"], object), "titles", ["a", {"b64": "/w=="}]),  # not UTF-8
+    (np.array([b"a"], object), "title_bytes", [{"b64": "YQ=="}]),  # *_bytes: always base64
+    (np.array([[b"a", b"b"], [b"c", b"d"]], object), "t", [["a", "b"], ["c", "d"]]),
+    (np.array(["x"], object), "t", ["x"]),  # str items pass as they are
+])
+def test_outputs_become_json_as_tf_serving_writes_them(array, name, expected):
+    assert tensors.array_to_json(array, name) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    ([[1, 2], [3, 4]], np.array([[1, 2], [3, 4]])),
+    ([0.5], np.array([0.5])),
+    (7, np.array(7)),
+])
+def test_json_numbers_come_back_as_numpy_infers_them(value, expected):
+    got = tensors.json_to_numpy(value)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert got.tolist() == expected.tolist()
+
+
+def test_json_strings_come_back_as_bytes_in_their_shape():
+    got = tensors.json_to_numpy([["a", {"b64": "/w=="}], ["é", "d"]], "titles")
+    assert got.dtype == object and got.shape == (2, 2)
+    assert got.tolist() == [[b"a", b"\xff"], ["é".encode(), b"d"]]
+    scalar = tensors.json_to_numpy("x")
+    assert scalar.dtype == object and scalar.shape == () and scalar.item() == b"x"
+
+
+def test_json_responses_must_be_rectangular_and_base64_valid():
+    assert "input 'scores': ragged nested lists" in refused(
+        tensors.json_to_numpy, [[1], [2, 3]], "scores").message
+    assert "input 'output': unable to base64 decode" in refused(
+        tensors.json_to_numpy, [{"b64": "!!"}]).message
+
+
+def test_responses_survive_json_both_ways():
+    for array, name in [(np.array([[b"a", b"\xff"]], object), "titles"),
+                        (np.array([b"z"], object), "x_bytes"),
+                        (np.array([[1, 2]], np.int64), "ids")]:
+        back = tensors.json_to_numpy(tensors.array_to_json(array, name), name)
+        assert back.shape == array.shape and back.tolist() == array.tolist()
+
+
+def test_a_predict_request_names_the_model_signature_and_version_and_holds_each_input():
+    request = tensors.predict_request("movielens", "predict_ids",
+                                      {"user_id": [1, 2], "movie_id": np.array([[3], [4]])},
+                                      version=7)
+    assert (request.model_spec.name, request.model_spec.signature_name,
+            request.model_spec.version.value) == ("movielens", "predict_ids", 7)
+    assert sorted(request.inputs) == ["movie_id", "user_id"]
+    assert tensors.from_tensor_proto(request.inputs["user_id"]).tolist() == [1, 2]
+    assert tensors.from_tensor_proto(request.inputs["movie_id"]).tolist() == [[3], [4]]
+    # No version: the newest one serves, so none is sent.
+    latest = tensors.predict_request("m", "s", {"x": [1.0]})
+    assert not latest.model_spec.HasField("version")
+    assert tensors.predict_request("m", "s", {}, version=0).model_spec.HasField("version")
+
+
+def test_a_regression_request_carries_the_examples_in_order():
+    from tensorflow.core.example import example_pb2
+
+    examples = []
+    for user in (5, 6):
+        example = example_pb2.Example()
+        example.features.feature["user_id"].int64_list.value.append(user)
+        examples.append(example)
+    request = tensors.regression_request("movielens", "regress", examples, version=3)
+    assert (request.model_spec.name, request.model_spec.signature_name,
+            request.model_spec.version.value) == ("movielens", "regress", 3)
+    assert list(request.input.example_list.examples) == examples
+    assert not tensors.regression_request("m", "s", []).model_spec.HasField("version")
+
+
+# --- exact messages and edges mutation testing found untested ---------------------------------
+
+def test_refusals_without_a_name_call_the_tensor_tensor():
+    e = refused(tensors.from_tensor_proto, proto([-1], int64_val=[1]))
+    assert e.message == "tensor parsing error: tensor: negative dimension in tensor_shape [-1]"
+    e = refused(tensors.declared_shape, proto([-1]))
+    assert e.message == "tensor parsing error: tensor: negative dimension in tensor_shape [-1]"
+
+
+def test_a_shape_of_eight_dimensions_is_written_in_full_and_longer_ones_cut():
+    e = refused(tensors.from_tensor_proto, proto([1] * 8, int64_val=[1, 2]), "k")
+    assert e.message == ("tensor parsing error: k: 2 values for shape [1, 1, 1, 1, 1, 1, 1, 1] "
+                         "(1 values)")
+
+
+def test_dtype_names_of_unsupported_types_are_the_enum_names():
+    assert tensors.dtype_name(types_pb2.DT_INT64) == "int64"
+    assert tensors.dtype_name(types_pb2.DT_COMPLEX64) == "DT_COMPLEX64"
+    assert tensors.dtype_name(999) == "DataType 999"
+
+
+def test_an_unsupported_numpy_dtype_is_named():
+    e = refused(tensors.data_type, np.array([1 + 2j]))
+    assert e.message == "unsupported numpy dtype complex128"
+
+
+def test_python_strings_in_a_tensor_proto_are_utf8():
+    for array in (np.array(["é", "b"], object), np.array(["é", "b"])):
+        assert list(tensors.to_tensor_proto(array).string_val) == ["é".encode(), b"b"]
+
+
+def test_json_ragged_lists_say_what_they_got():
+    e = refused(tensors.json_to_array, [[1], 2], INT64, "user_id")
+    assert e.message == ("input 'user_id': ragged nested lists: expected 1 values at level 1, "
+                         "got a scalar")
+    e = refused(tensors.json_to_array, [[1], [2, 3]], INT64, "user_id")
+    assert e.message == ("input 'user_id': ragged nested lists: expected 1 values at level 1, "
+                         "got 2")
+
+
+def test_a_json_object_where_a_number_belongs_is_named_object():
+    e = refused(tensors.json_to_array, [{"a": 1}], INT64, "user_id")
+    assert e.message == ("input 'user_id': JSON Value: {'a': 1} Type: Object is not of expected "
+                         "type: int64")
+
+
+def test_json_b64_objects_of_the_wrong_form_are_refused_in_full():
+    e = refused(tensors.json_to_array, [{"b64": 1}], STRING, "title")
+    assert e.message == ("input 'title': JSON Value: {'b64': 1} not formatted correctly for "
+                         "base64 data: expected an object with one key, \"b64\", holding a "
+                         "string")
+
+
+@pytest.mark.parametrize("call", [
+    lambda value: tensors.json_to_array(value, INT64, "user_id"),
+    lambda value: tensors.json_to_numpy(value, "user_id"),
+])
+def test_json_nesting_is_refused_beyond_max_rank_naming_the_input(call):
+    value = 1
+    for _ in range(tensors.MAX_RANK):
+        value = [value]
+    assert call(value).shape == (1,) * tensors.MAX_RANK  # exactly MAX_RANK: read
+    e = refused(call, [value])
+    assert e.message == (f"input 'user_id': lists nested {tensors.MAX_RANK + 1} deep, more "
+                         f"than {tensors.MAX_RANK}")
+
+
+@pytest.mark.parametrize("value, shape", [([], (0,)), ([[]], (1, 0)), ([[], []], (2, 0))])
+def test_empty_json_lists_are_empty_arrays(value, shape):
+    assert tensors.json_to_array(value, INT64, "x").shape == shape
+    assert tensors.json_to_array(value, STRING, "x").shape == shape
+
+
+def test_json_strings_keep_their_nesting():
+    got = tensors.json_to_array([["a", "b"], ["c", {"b64": "/w=="}]], STRING, "titles")
+    assert got.shape == (2, 2) and got.tolist() == [[b"a", b"b"], [b"c", b"\xff"]]
+
+
+def test_text_outputs_keep_trailing_nul_characters():
+    # numpy's fixed-width str arrays would drop them: the nested lists are built as objects.
+    assert tensors.array_to_json(np.array([[b"a\x00", b"b"]], object), "t") == [["a\x00", "b"]]

@@ -296,3 +296,91 @@ def test_the_report_and_the_run_summary_show_the_top_k_table_and_rules(candidate
                                 "coverage", "1", "2+"]
     assert lines[2].split() == ["candidate", *["0.5000"] * 5, "0.0000", "1.0000"]
     assert lines[3].split()[:3] == ["popularity", "baseline", f"{(NDCG_HIT_AT_1_OF_2 + 1) / 2:.4f}"]
+
+
+def test_ratings_whose_user_and_movie_columns_differ_in_length_are_refused():
+    for broken in ({"train": topk.Ratings(np.array([1, 2]), np.array([10])), "eval_": EVAL},
+                   {"train": TRAIN, "eval_": topk.Ratings(np.array([1]), np.array([10, 20]))}):
+        with pytest.raises(ValueError):
+            topk.eval_users(**broken)
+
+
+def test_recommend_gets_each_batch_once_as_int64_ids_with_k_per_user(monkeypatch):
+    calls = []
+
+    def recommend(user_id, k):
+        calls.append((user_id.dtype, user_id.numpy().tolist(), k.dtype, k.numpy().tolist()))
+        return {contract.MOVIE_IDS: tf.reshape(user_id * 10, [-1, 1])}
+
+    class Loaded:
+        signatures = {contract.RECOMMEND: recommend}
+
+    monkeypatch.setattr(topk.tf.saved_model, "load", lambda path: Loaded())
+    lists = topk.recommend_lists("model", np.array([5, 1, 3, 2, 4]), k=2, batch_size=2)
+    assert lists.tolist() == [[50, PAD], [10, PAD], [30, PAD], [20, PAD], [40, PAD]]
+    assert calls == [(tf.int64, [5, 1], tf.int32, [2, 2]), (tf.int64, [3, 2], tf.int32, [2, 2]),
+                     (tf.int64, [4], tf.int32, [2])]
+
+
+def test_user_ids_of_any_integer_dtype_reach_the_signature(tmp_path):
+    model_dir = save_recommender(tmp_path, {1: [10, 11], 2: [20, 21]})
+    assert topk.recommend_lists(model_dir, np.array([2, 1], np.int32), k=1).tolist() == [
+        [20], [10]]
+
+
+def test_evaluate_asks_each_model_for_k_movies_in_batches_and_logs_its_time(
+        candidate_dir, monkeypatch, caplog):
+    calls = []
+    real = topk.recommend_lists
+
+    def recording(model_dir, user_ids, k, batch_size=256):
+        calls.append((model_dir, user_ids.tolist(), k, batch_size))
+        return real(model_dir, user_ids, k, batch_size)
+
+    monkeypatch.setattr(topk, "recommend_lists", recording)
+    caplog.set_level("INFO", logger=topk.__name__)
+    result = topk.evaluate(TRAIN, EVAL, {results.CANDIDATE: candidate_dir}, SETTINGS,
+                           batch_size=1)
+    assert calls == [(candidate_dir, [1, 2], 2, 1)]
+    assert result.uri == ""  # no artifact unless one is given
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recommend")]
+    words = line.split()
+    assert words[:-2] == ["recommend", "of", results.CANDIDATE, "for", "2", "users", "in"]
+    assert words[-1] == "s" and 0 <= float(words[-2]) < 60
+
+
+def test_no_user_in_both_splits_says_why_in_full(candidate_dir):
+    with pytest.raises(ValueError) as e:
+        topk.evaluate(TRAIN, topk.Ratings(np.array([9]), np.array([10])),
+                      {results.CANDIDATE: candidate_dir}, SETTINGS)
+    assert str(e.value) == ("no user has ratings in both the train and the eval split: top-k "
+                            "recommendations cannot be evaluated")
+
+
+def test_the_bootstrap_intervals_are_reproducible_from_the_seed():
+    rng = np.random.default_rng(1)
+    ndcg = {results.CANDIDATE: rng.uniform(0, 1, 40), results.POPULARITY: rng.uniform(0, 1, 40)}
+    first, _ = topk.check_rules(ndcg, RULES)
+    again, _ = topk.check_rules(ndcg, RULES)
+    assert first == again
+
+
+def test_an_evaluation_with_failures_survives_its_json(candidate_dir, tmp_path):
+    _, failures = topk.check_rules({results.CANDIDATE: BASE - 0.15, results.POPULARITY: BASE},
+                                   RULES)
+    result = dataclasses.replace(
+        topk.evaluate(TRAIN, EVAL, {results.CANDIDATE: candidate_dir}, SETTINGS,
+                      uri=str(tmp_path)), failures=failures, blessed=False)
+    (tmp_path / topk.METRICS_FILE).write_text(result.to_json())
+    loaded = topk.TopKEvaluation.load(str(tmp_path))
+    assert loaded == result and loaded.failures[0].slice == results.OVERALL
+    assert loaded.failures[0].message() == failures[0].message()
+
+
+def test_an_interval_ending_exactly_at_the_rounded_bound_passes():
+    # Equal lists: every resample's change is exactly 0.0, and so is the bound minus rounding.
+    settings = dataclasses.replace(RULES, min_ndcg_over_popularity=topk._ROUNDING)
+    same = np.full(40, 0.25)
+    changes, failures = topk.check_rules({results.CANDIDATE: same, results.POPULARITY: same},
+                                         settings)
+    assert changes[results.POPULARITY].upper == 0.0 and failures == []
