@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from bench import docs
+from bench import docs, ranking
 from models.hparams import ItemItemHParams
 
 HISTORY_LENGTHS = (20, 100, 500)  # ml-latest-small: median 70 ratings a user
@@ -46,14 +46,7 @@ def latency(movies: int, neighbours: int, rank: int, history_length: int, repeat
 
     histories = [rng.choice(movies, history_length, replace=False)[None]
                  for _ in range(repeats)]
-    for h in histories[:20]:
-        top(tf.constant(h)).numpy()
-    times = []
-    for h in histories:
-        start = time.perf_counter()
-        top(tf.constant(h)).numpy()
-        times.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90))}
+    return ranking.call_latency(top, histories, warmup=20)
 
 
 def main() -> None:

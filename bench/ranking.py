@@ -532,12 +532,20 @@ def scoring_latency(neighbours: np.ndarray, weights: np.ndarray, history_length:
     rng = np.random.default_rng(seed)
     histories = [rng.choice(len(neighbours), history_length, replace=False)[None]
                  for _ in range(repeats)]
-    for h in histories[:10]:
-        top(tf.constant(h)).numpy()
+    return call_latency(top, histories, warmup=10)
+
+
+def call_latency(call: Callable, histories: list[np.ndarray], warmup: int) -> dict[str, float]:
+    """p50 and p90 ms of call(history) -> a tensor, over `histories`, after calling it on the
+    first `warmup` of them."""
+    import tensorflow as tf
+
+    for h in histories[:warmup]:
+        call(tf.constant(h)).numpy()
     times = []
     for h in histories:
         start = time.perf_counter()
-        top(tf.constant(h)).numpy()
+        call(tf.constant(h)).numpy()
         times.append((time.perf_counter() - start) * 1000)
     return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90))}
 

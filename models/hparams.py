@@ -97,10 +97,7 @@ class RetrievalHParams:
     @classmethod
     def from_config(cls, config: dict[str, Any] | RetrievalHParams | None
                     ) -> RetrievalHParams | None:
-        if config is None or isinstance(config, RetrievalHParams):
-            return config
-        _check_keys(cls, config)
-        return cls(**config)
+        return _nested_from_config(cls, config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,10 +164,16 @@ class ItemItemHParams:
     @classmethod
     def from_config(cls, config: dict[str, Any] | ItemItemHParams | None
                     ) -> ItemItemHParams | None:
-        if config is None or isinstance(config, ItemItemHParams):
-            return config
-        _check_keys(cls, config)
-        return cls(**config)
+        return _nested_from_config(cls, config)
+
+
+def _nested_from_config(cls: type, config: Any) -> Any:
+    """A nested hyper-parameter dataclass from its custom_config dict (JSON), as it is, or
+    None; unknown keys are an error."""
+    if config is None or isinstance(config, cls):
+        return config
+    _check_keys(cls, config)
+    return cls(**config)
 
 
 def _check_keys(cls: type, config: dict[str, Any]) -> None:
