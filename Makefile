@@ -78,7 +78,7 @@ test-all: $(STAMP) lint
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 # Settings for the Kubeflow compile (see configs.KubeflowSettings); empty ones keep the defaults.
-export KFP_PIPELINE_ROOT KFP_DATA_ROOT KFP_SERVING_MODEL_DIR KFP_IMAGE KFP_TRAINER_GPUS
+export KFP_PIPELINE_ROOT KFP_DATA_ROOT KFP_SERVING_MODEL_DIR KFP_IMAGE KFP_TRAINER_GPUS KFP_SPAN_WINDOW
 
 kubeflow: $(STAMP)
 	$(PY) -m pipeline.kubeflow_runner

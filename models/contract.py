@@ -78,6 +78,9 @@ CHOICES_FILE = os.path.join("assets.extra", "training_choices.json")
 # compares it): saved_model.pb's function names carry per-process counters, so two runs that
 # train the same weights with the same code write different bytes there.
 IDENTITY_FILE = os.path.join("assets.extra", "model_identity.txt")
+# What a later Trainer needs to warm-start from this model (models/warm_start.py): its HParams
+# and the raw user and movie id of each row of its id tables, as JSON.
+WARM_START_FILE = os.path.join("assets.extra", "warm_start.json")
 
 
 # --- tf.Examples ----------------------------------------------------------------------------------

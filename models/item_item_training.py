@@ -6,7 +6,8 @@ ItemItemHParams.l2s (with the first user weight), then one per other user weight
 l2, each scored with every popularity exponent by the holdout's NDCG@10 of full-catalogue
 top-10 lists (seen movies excluded, as `recommend` serves them); then the best solved on every
 interaction and cut to each movie's N neighbours plus a rank-r residual
-(item_item.SparseLowRank). The choice and its validation NDCGs go to the run record.
+(item_item.SparseLowRank). The choice and its validation NDCGs go to the run record. A warm
+start reuses the serving model's choice instead (one solve instead of about six).
 """
 
 from __future__ import annotations
@@ -107,18 +108,24 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
 
 
 def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
-                    train_data: dict[str, np.ndarray]
+                    train_data: dict[str, np.ndarray], reuse: dict | None = None
                     ) -> tuple[item_item.SparseLowRank, ItemItemChoice]:
     """The item-item stage of the training interactions (USER_IDX, MOVIE_IDX columns) and what
-    was chosen for it on the holdout."""
+    was chosen for it on the holdout, or the l2, popularity_exponent and user_weight of `reuse`
+    (an earlier ItemItemChoice as a dict: a warm start's) without a holdout."""
     start = time.time()
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    l2, exponent, user_weight, ndcg = _choose(hp, pairs, num_users, num_movies)
-    _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g chosen on the "
-              "holdout (NDCG@10 of l2/exponent/user weight: %s) in %.1f s", l2, exponent,
-              user_weight,
-              ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items()) or "not measured: no holdout",
-              time.time() - start)
+    if reuse:
+        l2, exponent, user_weight, ndcg = (float(reuse["l2"]), float(reuse["popularity_exponent"]),
+                                           float(reuse["user_weight"]), {})
+        _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g as the base "
+                  "model chose", l2, exponent, user_weight)
+    else:
+        l2, exponent, user_weight, ndcg = _choose(hp, pairs, num_users, num_movies)
+        _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g chosen on the "
+                  "holdout (NDCG@10 of l2/exponent/user weight: %s) in %.1f s", l2, exponent,
+                  user_weight, ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items())
+                  or "not measured: no holdout", time.time() - start)
     x = interactions(pairs[features.USER_IDX], pairs[features.MOVIE_IDX], num_users, num_movies)
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
     head = item_item.head_movies(counts, max_dense=hp.max_dense)

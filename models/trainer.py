@@ -1,5 +1,7 @@
 """The Trainer's `run_fn`: trains the configured rating model on transformed examples, then the
-retrieval stage of `recommend` (models/retrieval_training.py), and exports both.
+first stage of `recommend` (models/item_item_training.py or models/retrieval_training.py), and
+exports both. Given TFX's `base_model` (the serving model, in continuous training), the rating
+model starts from its weights and the item-item stage reuses its choices (models/warm_start.py).
 
 Deterministic: the same data, code, configuration and seed give bit-identical weights (rows in a
 canonical order, seeded holdouts and shuffles, TensorFlow's op determinism;
@@ -21,7 +23,7 @@ import tensorflow_transform as tft
 from tensorflow_recommenders.experimental.optimizers import CompositeOptimizer
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from models import arrays, catalogue, export, features, identity, new_users
+from models import arrays, catalogue, export, features, identity, new_users, warm_start
 from models.base import RatingModel, UserDrift, registered, user_history
 from models.contract import CHOICES_FILE, HPARAMS_KEY
 from models.fitting import seed_everything, steps_per_execution
@@ -106,12 +108,14 @@ def make_optimizer(hp: HParams, model: tf.keras.Model | None = None
 
 
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],
-          log_dir: str | None = None, verbose: int = 2, time_split: bool = False
+          log_dir: str | None = None, verbose: int = 2, time_split: bool = False,
+          start: Callable[[tf.keras.Model], warm_start.WarmStart] | None = None
           ) -> tf.keras.Model:
-    """Fits a model on in-memory transformed columns with early stopping on a held-out slice;
-    then, with hp.drift_windows and a features.TIMESTAMP column, the users' drift
-    (models/base.py, UserDrift) chosen on that slice (choose_drift; `time_split`: the eval
-    ratings are newer than the training ones) and fitted on all of them; then, with
+    """Fits a model on in-memory transformed columns with early stopping on a held-out slice,
+    from the weights `start` sets (a warm start, `model.warm_start`) or from scratch; then, with
+    hp.drift_windows and a features.TIMESTAMP column, the users' drift (models/base.py,
+    UserDrift) chosen on that slice (choose_drift; `time_split`: the eval ratings are newer than
+    the training ones) and fitted on all of them; then, with
     hp.new_user_shrinkages, the unknown users' ratings (models/new_users.py). The choices are
     `model.drift_choice` and `model.new_user_choice`."""
     seed_everything(hp.seed)
@@ -125,6 +129,9 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     model = build_model(hp, num_users, num_movies, global_mean, history)
+    model.warm_start = None if start is None else start(model)
+    if model.warm_start is not None:
+        _LOG.info("Rating model %s", model.warm_start.describe())
     model.compile(optimizer=make_optimizer(hp, model), steps_per_execution=steps_per_execution(
         len(fit_data[features.LABEL_XF]), hp.batch_size))
     callbacks = [tf.keras.callbacks.EarlyStopping(
@@ -137,11 +144,12 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir))
     start = time.time()
-    model.fit(arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
-              validation_data=arrays.to_dataset(val_data, 8192),
-              epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
-    _LOG.info("Trained %s on %d ratings in %.1f s", hp.model_type,
-              len(fit_data[features.LABEL_XF]), time.time() - start)
+    fitted = model.fit(arrays.to_dataset(fit_data, hp.batch_size, shuffle_seed=hp.seed),
+                       validation_data=arrays.to_dataset(val_data, 8192),
+                       epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
+    model.epochs = len(fitted.epoch)
+    _LOG.info("Trained %s on %d ratings in %d epochs, %.1f s", hp.model_type,
+              len(fit_data[features.LABEL_XF]), model.epochs, time.time() - start)
     model.drift_choice = None
     if hp.drift_windows and timestamps is not None:
         model.drift_choice = choose_drift(model, hp, num_users, (fit_data, fit_times),
@@ -248,20 +256,31 @@ def choose_drift(model: RatingModel, hp: HParams, num_users: int,
 def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                        user_vocabulary: list[int], num_movies: int,
                        movies: catalogue.Catalogue, log_dir: str | None = None,
-                       verbose: int = 2, time_split: bool = False
+                       verbose: int = 2, time_split: bool = False,
+                       base_model: str | None = None, movie_vocabulary: list[int] | None = None
                        ) -> export.ServingModule:
     """Trains the configured models on transformed training columns (COLUMNS) and returns what
     is exported: the rating model, and the first stage of `recommend` when hp.item_item or
-    hp.retrieval."""
+    hp.retrieval. With a `base_model` (an exported model's folder) and the `movie_vocabulary`
+    (raw id of each movie index), the rating model warm-starts from it and the item-item stage
+    reuses its choices."""
     num_users = len(user_vocabulary)
+    start = None
+    if base_model is not None:
+        def start(model: tf.keras.Model) -> warm_start.WarmStart:
+            return warm_start.initialise(
+                model, base_model, hp, user_vocabulary, movie_vocabulary,
+                lambda base_hp, users, movies, history: build_model(
+                    base_hp, users, movies, 0.5, history))
     model = train(hp, num_users, num_movies, train_data, log_dir=log_dir, verbose=verbose,
-                  time_split=time_split)
+                  time_split=time_split, start=start)
     # Its progress is RankingValidation's line per epoch: Keras' own would list a dozen metrics.
     retriever = (None if hp.retrieval is None
                  else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose=0))
     item_stage, item_choice = (
         (None, None) if hp.item_item is None
-        else train_item_item(hp.item_item, num_users, num_movies, train_data))
+        else train_item_item(hp.item_item, num_users, num_movies, train_data,
+                             reuse=None if base_model is None else previous_item_item(base_model)))
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     module = export.ServingModule(model, user_vocabulary, num_movies, movies, history,
@@ -273,6 +292,15 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
     module.history_dropout_ndcg = (None if retriever is None
                                    else dict(retriever.history_dropout_ndcg))
     return module
+
+
+def previous_item_item(base_model: str) -> dict | None:
+    """The item-item choice recorded in an exported model's CHOICES_FILE, or None."""
+    path = os.path.join(base_model, CHOICES_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f).get("item_item")
 
 
 def predict_scaled(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -310,7 +338,11 @@ def training_choices(module: export.ServingModule, time_split: bool) -> dict:
     """What the Trainer chose on its validation holdouts, for the run's record and report."""
     drift: DriftChoice | None = getattr(module.model, "drift_choice", None)
     new_user: new_users.NewUserChoice | None = getattr(module.model, "new_user_choice", None)
+    start: warm_start.WarmStart | None = getattr(module.model, "warm_start", None)
     return {
+        # None: no base model was given (a cold start by configuration or the first run).
+        "warm_start": None if start is None else dataclasses.asdict(start),
+        "rating_epochs": getattr(module.model, "epochs", None),
         "drift_validated_for": "the future (time split)" if time_split else "a random split",
         "user_drift": None if drift is None else dataclasses.asdict(drift),
         "new_users": None if new_user is None else dataclasses.asdict(new_user),
@@ -346,16 +378,22 @@ def run_fn(fn_args: FnArgs) -> None:
     eval_data = {c: eval_all[c] for c in TIME_COLUMNS}
     user_vocabulary = [int(u) for u in
                        tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]
-    num_movies = tf_transform_output.vocabulary_size_by_name(features.MOVIE_VOCAB)
+    movie_vocabulary = [int(m) for m in
+                        tf_transform_output.vocabulary_by_name(features.MOVIE_VOCAB)]
+    num_movies = len(movie_vocabulary)
     # A time split's eval ratings are all newer than its train ratings: the drift is chosen for
     # the future then (choose_drift).
     by_time = is_time_split(train_data, eval_data)
+    # TFX's base_model: the latest blessed model's serving folder, when the pipeline warm-starts.
+    base_model = getattr(fn_args, "base_model", None) or None
     module = fit_serving_module(hp, train_data, user_vocabulary, num_movies, movies,
-                                log_dir=fn_args.model_run_dir, time_split=by_time)
+                                log_dir=fn_args.model_run_dir, time_split=by_time,
+                                base_model=base_model, movie_vocabulary=movie_vocabulary)
     _LOG.info("Eval-split RMSE %.4f stars on %d ratings", rmse_in_stars(module.model, eval_data),
               len(eval_data[features.LABEL_XF]))
     export.export_serving_model(module, fn_args.serving_model_dir)
     write_choices(fn_args.serving_model_dir, module, by_time)
+    warm_start.write(fn_args.serving_model_dir, hp, user_vocabulary, movie_vocabulary)
     identity.write(fn_args.serving_model_dir)  # last: it covers the files above
     _LOG.info("Exported the serving model (%d movies in its catalogue) to %s", len(movies),
               fn_args.serving_model_dir)

@@ -239,6 +239,9 @@ class KubeflowSettings:
     schema_path: str = "/pipeline/schema/schema.pbtxt"
     # GPUs for the Trainer's pod (nvidia.com/gpu); 0 trains on CPU.
     trainer_gpus: int = int(os.environ.get("KFP_TRAINER_GPUS") or "0")
+    # 0: data_root is a flat MovieLens folder; N: it holds spans (span-N/ratings.csv), the newest
+    # N train, and the Trainer warm-starts from the serving model (continuous training).
+    span_window: int = int(os.environ.get("KFP_SPAN_WINDOW") or "0")
     # In-pod Beam by default; for data-heavy runs use Dataflow or a portable Flink/Spark runner:
     #   ("--runner=DataflowRunner", "--project=P", "--region=R", "--temp_location=gs://B/tmp",
     #    "--sdk_container_image=<the pipeline image>")

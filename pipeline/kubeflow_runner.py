@@ -45,6 +45,7 @@ def build_pipeline(settings: configs.KubeflowSettings) -> Pipeline:
             name=DATA_ROOT_PARAMETER, ptype=str, default=settings.data_root),
         schema_path=settings.schema_path,
         serving_model_dir=settings.serving_model_dir,
+        span_window=settings.span_window,
         beam_pipeline_args=list(settings.beam_pipeline_args),
     ))
     if settings.trainer_gpus:
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serving-model-dir", default=defaults.serving_model_dir)
     parser.add_argument("--image", default=defaults.image, help="the pipeline image")
     parser.add_argument("--trainer-gpus", type=int, default=defaults.trainer_gpus)
+    parser.add_argument("--span-window", type=int, default=defaults.span_window,
+                        help="0: a flat data root; N: data root in spans, train on the newest N "
+                             "and warm-start from the serving model")
     parser.add_argument("--beam-pipeline-args", default=shlex.join(defaults.beam_pipeline_args),
                         help="one quoted string, e.g. '--runner=DataflowRunner --project=P "
                              "--region=R --temp_location=gs://B/tmp'")
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(
         defaults, pipeline_root=args.pipeline_root, data_root=args.data_root,
         serving_model_dir=args.serving_model_dir, image=args.image,
-        trainer_gpus=args.trainer_gpus,
+        trainer_gpus=args.trainer_gpus, span_window=args.span_window,
         beam_pipeline_args=tuple(shlex.split(args.beam_pipeline_args)))
     spec = compile_pipeline(settings, args.output_dir)
     print(f"KFP v2 pipeline spec: {spec}")

@@ -257,6 +257,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--accept-drift", action="store_true",
                         help="let a span through whose data drifted from the previous span's "
                              "beyond configs.DRIFT_THRESHOLDS")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="for a data folder in spans: train from scratch instead of from "
+                             "the serving model's weights")
     parser.add_argument("--model", choices=MODEL_TYPES, default=configs.MODEL_TYPE,
                         help="model the Trainer trains, with its tuned hyper-parameters "
                              "(models/hparams.py: TUNED; default: %(default)s)")
@@ -334,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
         split=dataclasses.replace(configs.SPLIT, method=args.split),
         span_window=args.span_window if spans.has_spans(data_root) else 0,
         accept_drift=args.accept_drift,
+        warm_start=not args.cold_start,
         hparams=(dataclasses.replace(hparams, **configs.FORCED_BAD_MODEL_OVERRIDES)
                  if args.force_bad_model else hparams),
         beam_pipeline_args=(configs.portable_beam_args(args.worker_pool) if args.beam == "portable"

@@ -182,6 +182,7 @@ def create_pipeline(
     serving_check_seconds: int = 180,
     drift_thresholds: dict[str, float] | None = None,
     accept_drift: bool = False,
+    warm_start: bool = True,
     baseline_hparams: HParams,
     eval_settings: EvalSettings,
     beam_pipeline_args: list[str],
@@ -196,6 +197,9 @@ def create_pipeline(
     serving_check_seconds: the ServingCheck's time limit to load the model and answer.
     drift_thresholds: SpanDrift's limits per feature (configs.DRIFT_THRESHOLDS); accept_drift
     lets a drifted span through.
+    warm_start: with spans (span_window > 0), the candidate's Trainer starts from the latest
+    blessed model (TFX's base_model; models/warm_start.py); False trains from scratch. A flat
+    folder always trains from scratch: the same data then gives the same model.
     """
     example_gen = MovieLensExampleGen(
         input_base=data_root, split=split, span_window=span_window,
@@ -232,10 +236,24 @@ def create_pipeline(
     transform.add_upstream_node(anomalies_gate)
     transform.add_upstream_node(span_drift)
 
-    def make_trainer(hp: HParams, component_id: str) -> Trainer:
+    # The model serving now: the newest candidate the gate blessed (none on the first run). Only
+    # the gate's blessings count: the Evaluators' own bless a model that passed half the rules.
+    # The channel names the Trainer as its producer: the Trainer may read it (a warm start)
+    # without a cycle.
+    blessed_model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model, producer_component_id=TRAINER_ID,
+                      output_key="model"),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing,
+                               producer_component_id=BLESSING_GATE_ID, output_key="blessing"),
+    ).with_id(BLESSED_MODEL_RESOLVER_ID)
+
+    def make_trainer(hp: HParams, component_id: str, base_model: Channel | None = None
+                     ) -> Trainer:
         return Trainer(
             run_fn=run_fn,
             examples=transform.outputs["transformed_examples"],
+            base_model=base_model,
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
             train_args=trainer_pb2.TrainArgs(splits=["train"]),
@@ -244,19 +262,11 @@ def create_pipeline(
                            CODE_FINGERPRINT_KEY: fingerprint},
         ).with_id(component_id)
 
-    trainer = make_trainer(hparams, TRAINER_ID)
+    trainer = make_trainer(hparams, TRAINER_ID,
+                           blessed_model_resolver.outputs["model"]
+                           if warm_start and span_window else None)
     # The simple baseline every candidate must beat, trained on the same split in the same run.
     baseline_trainer = make_trainer(baseline_hparams, BASELINE_TRAINER_ID)
-    # The model serving now: the newest candidate the gate blessed (none on the first run). Only
-    # the gate's blessings count: the Evaluators' own bless a model that passed half the rules.
-    blessed_model_resolver = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model, producer_component_id=trainer.id,
-                      output_key="model"),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing,
-                               producer_component_id=BLESSING_GATE_ID, output_key="blessing"),
-    ).with_id(BLESSED_MODEL_RESOLVER_ID)
-
     eval_configs = make_eval_configs(eval_settings)
 
     def make_evaluator(baseline_model: Channel, baseline: str, component_id: str) -> Evaluator:

@@ -141,3 +141,20 @@ def test_the_command_line_takes_beam_args_as_one_string(tmp_path):
     spec = json.loads((tmp_path / kubeflow_runner.PIPELINE_SPEC_FILE).read_text())
     args = spec["deploymentSpec"]["executors"]["Transform_executor"]["container"]["args"]
     assert {"--runner=DataflowRunner", "--project=p", "--region=r"} <= set(args)
+
+
+def test_in_spans_the_trainer_warm_starts_from_the_latest_blessed_model(tmp_path):
+    spec_path = kubeflow_runner.compile_pipeline(
+        dataclasses.replace(SETTINGS, span_window=4), tmp_path)
+    tasks = json.loads(spec_path.read_text())["root"]["dag"]["tasks"]
+    trainer = tasks[pl.TRAINER_ID]
+    assert kfp_task(pl.BLESSED_MODEL_RESOLVER_ID) in trainer["dependentTasks"]
+    assert trainer["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]["producerTask"] \
+        == kfp_task(pl.BLESSED_MODEL_RESOLVER_ID)
+    # The baseline always trains from scratch; so does a flat data root (the default above).
+    assert "base_model" not in tasks[pl.BASELINE_TRAINER_ID]["inputs"]["artifacts"]
+
+
+def test_a_flat_data_root_trains_from_scratch(compiled):
+    spec, _ = compiled
+    assert "base_model" not in spec.root.dag.tasks[pl.TRAINER_ID].inputs.artifacts

@@ -1,7 +1,8 @@
 """New ratings every week, end to end: a generated MovieLens folder cut into three spans arrives
 one span at a time; each run reads the newest window of spans through TFX's {SPAN} pattern, and
-each blessed model passes the ServingCheck and is pushed as a new version. Three pipeline runs:
-behind the slow marker (`make test-all`)."""
+each blessed model passes the ServingCheck and is pushed as a new version; the second and third
+warm-start from the serving model. Three pipeline runs: behind the slow marker
+(`make test-all`)."""
 
 import shutil
 
@@ -37,3 +38,10 @@ def test_three_spans_arriving_push_three_versions(tmp_path):
             span, span > 1), summary.drift
         versions = sorted(p.name for p in serving_model_dir(root).iterdir() if p.name.isdigit())
         assert len(versions) == span, (span, versions)
+        # The first span's model trains from scratch (nothing serves yet); the next ones start
+        # from the serving model, their users and movies matched by id.
+        start = summary.training_choices["warm_start"]
+        assert (start is not None and bool(start["kept"])) == (span > 1), start
+        if span > 1:
+            kept_users, users = start["kept"]["users"]
+            assert 0 < kept_users <= users, start

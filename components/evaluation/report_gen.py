@@ -37,7 +37,7 @@ from components.evaluation.metrics import (  # noqa: E402
     RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
 )
 from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
-from models import contract, features  # noqa: E402
+from models import contract, features, warm_start  # noqa: E402
 
 REPORT_FILE = "report.md"
 TOPK_PLOT_FILE = f"ndcg_by_{features.USER_ACTIVITY}.png"
@@ -285,8 +285,8 @@ def load_training_choices(model_uri: str) -> dict | None:
 
 
 def format_choices(choices: dict) -> str:
-    """One line: the user drift, the new users' ratings, the popularity weight and the history
-    dropout the Trainer chose on validation."""
+    """One line: the user drift, the new users' ratings, the popularity weight, the history
+    dropout and the item-item settings the Trainer chose on validation, and the warm start."""
     drift = choices.get("user_drift")
     if drift is None:
         text = "no user drift (not configured)"
@@ -323,7 +323,11 @@ def format_choices(choices: dict) -> str:
         ndcg = item["validation_ndcg"].get(key)
         text += (f"; item-item stage l2 {item['l2']:g}, popularity exponent "
                  f"{item['popularity_exponent']:g}, user weight {item.get('user_weight', 0.0):g}"
-                 + (f" (validation NDCG@10 {ndcg:.4f})" if ndcg is not None else ""))
+                 + (f" (validation NDCG@10 {ndcg:.4f})" if ndcg is not None
+                    else " (the serving model's)" if choices.get("warm_start") else ""))
+    start = choices.get("warm_start")
+    if start is not None:
+        text += "; rating model " + warm_start.WarmStart(**start).describe()
     return f"Trainer's choices on its validation data: {text}"
 
 
