@@ -121,7 +121,8 @@ def initialise(model: tf.keras.Model, base_model_dir: str, hp: HParams,
                            user_history(empty, empty, len(old_ids[USERS])))
     build(template, len(old_ids[MOVIES]))
     build(model, len(movie_ids))
-    reason = _structure_differs(template, model)
+    kinds = _id_tables(model)
+    reason = _structure_differs(template, model, kinds)
     if reason:
         return WarmStart(base_model_dir, {}, reason)
     # The SavedModel's checkpoint: the rating model is the serving module's `model`; its drift and
@@ -129,7 +130,6 @@ def initialise(model: tf.keras.Model, base_model_dir: str, hp: HParams,
     tf.train.Checkpoint(model=template).read(
         os.path.join(base_model_dir, "variables", "variables")).expect_partial(
     ).assert_existing_objects_matched()
-    kinds = _id_tables(model)
     kept = {USERS: [0, len(new_ids[USERS])], MOVIES: [0, len(new_ids[MOVIES])]}
     for old, new in zip(template.weights, model.weights, strict=True):
         kind = kinds.get(id(new))
@@ -142,13 +142,14 @@ def initialise(model: tf.keras.Model, base_model_dir: str, hp: HParams,
     return WarmStart(base_model_dir, kept)
 
 
-def _structure_differs(template: tf.keras.Model, model: tf.keras.Model) -> str:
+def _structure_differs(template: tf.keras.Model, model: tf.keras.Model, tables: dict[int, str]
+                       ) -> str:
     """Why the base model's weights cannot start `model` (another class, another set of
-    weights, a weight of another shape beyond the id tables' rows), or ""."""
+    weights, a weight of another shape beyond the rows of its id tables, `tables` as _id_tables
+    gives them), or ""."""
     if type(template) is not type(model):
         return (f"the base model is a {type(template).__name__}, this one a "
                 f"{type(model).__name__}")
-    tables = _id_tables(model)
     old, new = template.weights, model.weights
     if len(old) != len(new):
         return f"the base model has {len(old)} weights, this one {len(new)}"
