@@ -6,15 +6,17 @@ import dataclasses
 import json
 
 from components.evaluation import report_gen
-from models import contract, item_item_training, new_users, trainer
+from models import contract, item_item_training, new_users, trainer, warm_start
 from pipeline import run_summary
 
 
 class _Module:
     """The attributes training_choices reads of fit_serving_module's ServingModule."""
 
-    def __init__(self, drift, popularity_weight, new_user=None, dropouts=None, item=None):
-        self.model = type("Model", (), {"drift_choice": drift, "new_user_choice": new_user})()
+    def __init__(self, drift, popularity_weight, new_user=None, dropouts=None, item=None,
+                 start=None, epochs=None):
+        self.model = type("Model", (), {"drift_choice": drift, "new_user_choice": new_user,
+                                        "warm_start": start, "epochs": epochs})()
         self.popularity_weight = popularity_weight
         self.history_dropout_ndcg = dropouts
         self.item_item_choice = item
@@ -29,10 +31,13 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
     dropouts = {"0.5": 0.16094, "0.7": 0.1559}
     item = item_item_training.ItemItemChoice(
         400.0, -0.1, 0.25, {"200/0/0.25": 0.165, "400/-0.1/0.25": 0.16972}, 12.5)
-    trainer.write_choices(str(serving), _Module(drift, 0.2, new_user, dropouts, item),
-                          time_split=True)
+    start = warm_start.WarmStart("/blessed/1", {"users": [600, 610], "movies": [9000, 9100]})
+    trainer.write_choices(
+        str(serving), _Module(drift, 0.2, new_user, dropouts, item, start, epochs=4),
+        time_split=True)
     written = json.loads((serving / contract.CHOICES_FILE).read_text())
-    assert written == {"drift_validated_for": "the future (time split)",
+    assert written == {"warm_start": dataclasses.asdict(start), "rating_epochs": 4,
+                       "drift_validated_for": "the future (time split)",
                        "user_drift": dataclasses.asdict(drift),
                        "new_users": dataclasses.asdict(new_user), "popularity_weight": 0.2,
                        "history_dropout_ndcg": dropouts, "item_item": dataclasses.asdict(item)}
@@ -43,7 +48,8 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
         "shrunk by 5 (validation RMSE 1.0123 on 700 ratings by 12 users new in the last 10% of "
         "the training period); recommend's popularity weight 0.2; retrieval history dropout 0.5 "
         "(validation NDCG@10 0.1609; 0.7: 0.1559); item-item stage l2 400, popularity exponent "
-        "-0.1, user weight 0.25 (validation NDCG@10 0.1697)")
+        "-0.1, user weight 0.25 (validation NDCG@10 0.1697); rating model warm-started from the "
+        "serving model: 600 of 610 users and 9000 of 9100 movies kept their rows")
     assert report_gen.load_training_choices(str(tmp_path / "elsewhere")) is None
     summary = run_summary.RunSummary(run_id="r", training_choices=choices)
     assert report_gen.format_choices(choices) in run_summary.format_summary(summary).split("\n")
