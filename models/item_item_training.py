@@ -19,7 +19,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from models import arrays, features, item_item, ranking_metrics
+from models import arrays, features, item_item, progress, ranking_metrics
 from models.hparams import ItemItemHParams
 
 _LOG = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
     stage = item_item.sparse_low_rank(b, head, item_item.popularity_scale(counts, exponent),
                                       hp.neighbours, hp.rank, hp.seed)
     seconds = time.time() - start
-    _LOG.info("Item-item stage fitted on %d interactions, %d of %d movies solved, in %.1f s "
-              "(%.1f MB served)", x.nnz, len(head), num_movies, seconds, stage.nbytes / 1e6)
+    progress.report(f"item-item stage fitted on {x.nnz} interactions, {len(head)} of "
+                    f"{num_movies} movies solved, in {seconds:.1f} s ({stage.nbytes / 1e6:.1f} "
+                    "MB served)", throttle=False)
     return stage, ItemItemChoice(l2, exponent, user_weight, ndcg, seconds)

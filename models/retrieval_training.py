@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from models import arrays, features, ranking_metrics, retrieval
+from models import arrays, features, progress, ranking_metrics, retrieval
 from models.base import user_history
 from models.fitting import seed_everything, steps_per_execution
 from models.hparams import RetrievalHParams
@@ -69,8 +69,8 @@ class RankingValidation(tf.keras.callbacks.Callback):
                             if name.startswith("val_factorized_top_k/"))
         top_k = ", ".join(f"{name.split('/')[-1].split('_categorical')[0].replace('_', '-')} "
                           f"{value:.4f}" for _, name, value in accuracies)
-        _LOG.info("Retrieval epoch %d: validation NDCG@%d %.4f; accuracy %s", epoch + 1, self.k,
-                  ndcg, top_k)
+        progress.report(f"retrieval epoch {epoch + 1}: validation NDCG@{self.k} {ndcg:.4f}",
+                        f"accuracy {top_k}")
 
 
 def build_retrieval_model(hp: RetrievalHParams, num_users: int, num_movies: int,
@@ -206,14 +206,15 @@ def train_retrieval(hp: RetrievalHParams, num_users: int, num_movies: int,
                                             // hp.min_steps_per_epoch))
         model = build_retrieval_model(hp, num_users, num_movies, users, movies, batch_size)
         # Its progress line per epoch: with verbose=0 the console would show nothing for minutes.
-        progress = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: _LOG.info(
-            "Retrieval refit epoch %d/%d: loss %.4f", epoch + 1, best_epochs,
-            (logs or {}).get("loss", float("nan"))))
+        refit_progress = tf.keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: progress.report(
+                f"retrieval refit on all interactions, epoch {epoch + 1}/{best_epochs}",
+                f"loss {(logs or {}).get('loss', float('nan')):.4f}"))
         if hp.objective == "users":
             data = user_batches(users, hp)
         else:
             data = arrays.to_dataset(pairs, batch_size, shuffle_seed=hp.seed)
-        model.fit(data, epochs=best_epochs, callbacks=[_schedule(hp), progress],
+        model.fit(data, epochs=best_epochs, callbacks=[_schedule(hp), refit_progress],
                   verbose=verbose)
         _LOG.info("Refitted the retrieval model on all %d interactions for %d epochs in %.1f s",
                   len(users), best_epochs, time.time() - start)

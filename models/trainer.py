@@ -23,7 +23,16 @@ import tensorflow_transform as tft
 from tensorflow_recommenders.experimental.optimizers import CompositeOptimizer
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from models import arrays, catalogue, export, features, identity, new_users, warm_start
+from models import (
+    arrays,
+    catalogue,
+    export,
+    features,
+    identity,
+    new_users,
+    progress,
+    warm_start,
+)
 from models.base import RatingModel, UserDrift, registered, user_history
 from models.contract import CHOICES_FILE, HPARAMS_KEY
 from models.fitting import seed_everything, steps_per_execution
@@ -107,6 +116,15 @@ def make_optimizer(hp: HParams, model: tf.keras.Model | None = None
     return registered(OPTIMIZERS, hp.optimizer, "optimizer")(hp.learning_rate)
 
 
+class EpochProgress(tf.keras.callbacks.Callback):
+    """The rating model's progress line at the end of each epoch (models/progress.py)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        rmse = (logs or {}).get("val_rmse", float("nan"))
+        progress.report(f"epoch {epoch + 1}/{self.params['epochs']}: validation RMSE "
+                        f"{rmse:.4f} stars")
+
+
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],
           log_dir: str | None = None, verbose: int = 2, time_split: bool = False,
           start: Callable[[tf.keras.Model], warm_start.WarmStart] | None = None
@@ -134,7 +152,7 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
         _LOG.info("Rating model %s", model.warm_start.describe())
     model.compile(optimizer=make_optimizer(hp, model), steps_per_execution=steps_per_execution(
         len(fit_data[features.LABEL_XF]), hp.batch_size))
-    callbacks = [tf.keras.callbacks.EarlyStopping(
+    callbacks = [EpochProgress(), tf.keras.callbacks.EarlyStopping(
         monitor="val_rmse", mode="min", patience=hp.early_stopping_patience,
         restore_best_weights=True)]
     if hp.reduce_lr_patience:

@@ -67,6 +67,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
 from absl import logging as absl_logging  # noqa: E402
 
 from components.movielens_example_gen.config import SPLIT_METHODS  # noqa: E402
+from models import progress  # noqa: E402
 from models.hparams import MODEL_TYPES, tuned  # noqa: E402
 from pipeline import (  # noqa: E402
     configs,
@@ -81,14 +82,10 @@ from pipeline import (  # noqa: E402
 # TensorFlow, TFX and the pipeline's components are imported by run() once it knows there is work
 # to do: their start-up takes 15-40 s, and an unchanged rerun answers in about a second.
 
-# TFX's, Keras' and the Trainer's log lines the console rewrites (see _Console).
+# TFX's log lines the console rewrites (see _Console); the Trainer's progress comes as
+# models/progress.py's records.
 _COMPONENT = re.compile(r"^Component (\S+) is (running|finished)\.$")
 _CACHED = re.compile(r"^A cached execution \d+ is used\.$")
-_EPOCH = re.compile(r"^Epoch (\d+)/(\d+)$")
-_EPOCH_RMSE = re.compile(r" - val_rmse: ([0-9.]+)")
-_RETRIEVAL_EPOCH = re.compile(r"^Retrieval epoch (\d+): validation (NDCG@\d+ [0-9.]+)")
-_REFIT_EPOCH = re.compile(r"^Retrieval refit epoch (\d+/\d+)")
-_ITEM_STAGE = re.compile(r"^Item-item stage fitted on (.*)")
 # Warnings without anything to act on: TFT/TF's at every transform graph load, the TFX
 # resolver's for every input of every component (ArtifactQuery.property_predicate), Beam's
 # about an optional speed-up and its batch-size tuning (logged through the root logger),
@@ -105,16 +102,17 @@ _PROGRESS_SECONDS = 10.0
 
 
 class _Console(logging.Filter):
-    """What a person follows: one line per component with its time, progress lines for the
-    Trainers' epochs (the validation RMSE; the retrieval model's NDCG), the pipeline's and the
-    components' own lines, every warning. The internals of TFX, Beam and TensorFlow, and the
-    Trainer's details, are for --verbose."""
+    """What a person follows: one line per component with its time, the Trainer's progress
+    lines (models/progress.py: each epoch's validation RMSE, the retrieval model's NDCG, the
+    item-item stage's fit; per-epoch ones at most every _PROGRESS_SECONDS), the pipeline's
+    and the components' own lines, every warning. The internals of TFX, Beam and TensorFlow,
+    and the Trainer's details, are for --verbose."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._clock = clock
         self._node, self._started, self._cached = "", 0.0, False
-        self._epoch, self._last_progress = "", 0.0
+        self._last_progress = 0.0
 
     @staticmethod
     def _say(record: logging.LogRecord, message: str) -> bool:
@@ -143,20 +141,10 @@ class _Console(logging.Filter):
         if _CACHED.match(message):
             self._cached = True
             return False
-        if match := _EPOCH.match(message):
-            self._epoch = f"{match.group(1)}/{match.group(2)}"
-            return False
-        if match := _EPOCH_RMSE.search(message):
-            return self._progress(record, f"epoch {self._epoch}: validation RMSE "
-                                          f"{float(match.group(1)):.4f} stars")
-        if match := _RETRIEVAL_EPOCH.match(message):
-            return self._progress(record, f"retrieval epoch {match.group(1)}: validation "
-                                          f"{match.group(2)}")
-        if match := _ITEM_STAGE.match(message):
-            return self._say(record, f"  {self._node} item-item stage fitted on {match.group(1)}")
-        if match := _REFIT_EPOCH.match(message):
-            return self._progress(record, f"retrieval refit on all interactions, epoch "
-                                          f"{match.group(1)}")
+        if (step := progress.of(record)) is not None:
+            if step.throttle:
+                return self._progress(record, step.text)
+            return self._say(record, f"  {self._node} {step.text}")
         if record.levelno >= logging.WARNING:
             return True
         # The runner logs through the root logger; the rest of the project through its modules'.

@@ -19,6 +19,7 @@ from movielens_fixture import write_movielens_fixture
 
 from components.anomalies_gate import DataAnomaliesError
 from components.movielens_example_gen.parsing import InputDataError, MissingInputError
+from models import progress, trainer
 from pipeline import fetch_data, local_runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +99,38 @@ def test_too_many_bad_rows_exit_1_with_the_lines_and_no_traceback(tmp_path):
     assert "Component MovieLensExampleGen is running" not in result.stderr
 
 
+class _Captured(logging.Handler):
+    """The records a call logs on models/progress.py's logger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def reported(call) -> logging.LogRecord:
+    """The one record `call()` logs through models/progress.py, as the Trainer logs it."""
+    captured, level = _Captured(), progress.LOGGER.level
+    progress.LOGGER.addHandler(captured)
+    progress.LOGGER.setLevel(logging.INFO)  # as the runner's logging configuration has it
+    try:
+        call()
+    finally:
+        progress.LOGGER.removeHandler(captured)
+        progress.LOGGER.setLevel(level)
+    (record,) = captured.records
+    return record
+
+
+def epoch(n: int, rmse: float):
+    """The rating model's epoch callback at the end of epoch n of 40."""
+    callback = trainer.EpochProgress()
+    callback.set_params({"epochs": 40})
+    return lambda: callback.on_epoch_end(n - 1, {"rmse": 0.8, "val_rmse": rmse})
+
+
 def test_the_console_shows_components_with_their_time_progress_and_warnings():
     now = [0.0]
     console = local_runner._Console(clock=lambda: now[0])
@@ -111,17 +144,21 @@ def test_the_console_shows_components_with_their_time_progress_and_warnings():
         (4, "absl", info, "Component Transform is finished."),
         (4, "absl", info, "Component Trainer is running."),
         (4, "models.trainer", info, "Hyper-parameters: HParams(...)"),
-        (5, "absl", info, "Epoch 1/40"),
-        (5, "absl", info, "3/3 - 0s - rmse: 0.9 - val_rmse: 0.9511 - lr: 0.003"),  # too soon
-        (16, "absl", info, "Epoch 2/40"),
-        (16, "absl", info, "3/3 - 0s - rmse: 0.8 - val_rmse: 0.9377 - lr: 0.003"),
-        (17, "models.trainer", info, "Retrieval epoch 3: validation NDCG@10 0.38; accuracy .."),
-        (27, "models.trainer", info, "Retrieval epoch 4: validation NDCG@10 0.39; accuracy .."),
-        (37, "models.trainer", info, "Retrieval refit epoch 1/4: loss 7.1234"),
-        (39, "models.trainer", info, "Retrieval refit epoch 2/4: loss 6.9"),  # too soon
-        (39, "models.item_item_training", info,
-         "Item-item stage fitted on 900 interactions, 90 of 90 movies solved, in 1.2 s (0.1 MB "
-         "served)"),
+        (5, "absl", info, "Epoch 1/40"),  # Keras' own lines: --verbose only
+        (5, "absl", info, "3/3 - 0s - rmse: 0.9 - val_rmse: 0.9511 - lr: 0.003"),
+        (5, None, None, epoch(1, 0.9511)),  # too soon after the step's start
+        (16, None, None, epoch(2, 0.9377)),
+        (17, None, None, lambda: progress.report("retrieval epoch 3: validation NDCG@10 0.3800",
+                                                 "accuracy ..")),
+        (27, None, None, lambda: progress.report("retrieval epoch 4: validation NDCG@10 0.3900",
+                                                 "accuracy ..")),
+        (37, None, None, lambda: progress.report(
+            "retrieval refit on all interactions, epoch 1/4", "loss 7.1234")),
+        (39, None, None, lambda: progress.report(
+            "retrieval refit on all interactions, epoch 2/4", "loss 6.9")),  # too soon
+        (39, None, None, lambda: progress.report(
+            "item-item stage fitted on 900 interactions, 90 of 90 movies solved, in 1.2 s "
+            "(0.1 MB served)", throttle=False)),
         (40, "models.trainer", warning, "Something to act on"),
         (40, "models.warmup", info, "Wrote 8 warmup requests to ..."),
         (41, "components.evaluation.topk", info, "Top-10 NDCG over 100 users: ..."),
@@ -129,19 +166,23 @@ def test_the_console_shows_components_with_their_time_progress_and_warnings():
         (42, "absl", info, "Component Trainer is finished."),
     ]:
         now[0] = seconds
-        record = logging.LogRecord(name, level, __file__, 1, message, (), None)
+        record = (reported(message) if name is None
+                  else logging.LogRecord(name, level, __file__, 1, message, (), None))
         if console.filter(record):
             shown.append(record.getMessage())
     assert shown == ["Running pipeline movielens-tfx on /data; artifacts in /out",
                      "Transform                       4 s",
                      "  Trainer epoch 2/40: validation RMSE 0.9377 stars",
-                     "  Trainer retrieval epoch 4: validation NDCG@10 0.39",
+                     "  Trainer retrieval epoch 4: validation NDCG@10 0.3900",
                      "  Trainer retrieval refit on all interactions, epoch 1/4",
                      "  Trainer item-item stage fitted on 900 interactions, 90 of 90 movies "
                      "solved, in 1.2 s (0.1 MB served)",
                      "Something to act on",
                      "Top-10 NDCG over 100 users: ...",
                      "Trainer                        38 s (cached)"]
+    # With --verbose (no console) the line says more: the retrieval epoch's accuracies.
+    assert reported(lambda: progress.report("retrieval epoch 5: NDCG", "accuracy top-1 0.1")
+                    ).getMessage() == "retrieval epoch 5: NDCG; accuracy top-1 0.1"
 
 
 def test_make_run_fails_with_make_s_code_and_the_runner_s_paragraph(tmp_path):
