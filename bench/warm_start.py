@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tfx.types import standard_artifacts
 
 from components.evaluation import bootstrap, results, topk
 from models import contract, features, ranking_metrics
@@ -47,7 +48,8 @@ def run_pipeline(work: Path, mode: str) -> float:
     return time.time() - start
 
 
-def latest(work: Path, mode: str) -> tuple[run_summary.RunSummary, str, object]:
+def latest(work: Path, mode: str
+           ) -> tuple[run_summary.RunSummary, str, standard_artifacts.Examples]:
     """The latest run's summary, the candidate's serving folder and the Examples artifact."""
     metadata = str(work / mode / "tfx" / "metadata.sqlite")
     summary = run_summary.summarize_latest_run(metadata)
@@ -55,7 +57,8 @@ def latest(work: Path, mode: str) -> tuple[run_summary.RunSummary, str, object]:
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
     outputs = run_summary.node_outputs(store, run.id)
     model = run_summary._output(outputs, TRAINER_ID, "Model")
-    examples = run_summary._output(outputs, EXAMPLE_GEN_ID, "Examples")
+    examples = standard_artifacts.Examples()
+    examples.set_mlmd_artifact(run_summary._output(outputs, EXAMPLE_GEN_ID, "Examples"))
     return summary, os.path.join(model.uri, "Format-Serving"), examples
 
 
