@@ -69,19 +69,20 @@ def _clip(stars: tf.Tensor) -> tf.Tensor:
 
 class ServingModule(tf.Module):
     """Holds the model, the id tables, the catalogue and the seen movies of each user; with a
-    first stage (a two-tower retriever, or the item-item stage), that stage of `recommend` and
-    every user's history in vocabulary indices. The signatures are its tf.functions: callable
-    in-process exactly as they are exported."""
+    first stage (the two-tower retrieval model, or the item-item stage), that stage of
+    `recommend` and every user's history in vocabulary indices. The signatures are its
+    tf.functions: callable in-process exactly as they are exported."""
 
     def __init__(self, model: tf.keras.Model, user_vocabulary: list[int], num_movies: int,
                  catalogue: Catalogue, history: tf.RaggedTensor,
-                 retriever: RetrievalModel | None = None,
-                 retrieval: RetrievalHParams | ItemItemHParams | None = None,
+                 two_tower: RetrievalModel | None = None,
+                 first_stage: RetrievalHParams | ItemItemHParams | None = None,
                  item_stage: item_item.SparseLowRank | None = None):
         super().__init__()
-        if retriever is not None and item_stage is not None:
-            raise ValueError("recommend has one first stage: a retriever or an item-item stage")
-        if (retriever is None and item_stage is None) != (retrieval is None):
+        if two_tower is not None and item_stage is not None:
+            raise ValueError("recommend has one first stage: the two-tower model or the "
+                             "item-item stage")
+        if (two_tower is None and item_stage is None) != (first_stage is None):
             raise ValueError("a first stage needs its hyper-parameters, and only then")
         self.model = model
         self.user_vocabulary = list(user_vocabulary)
@@ -112,23 +113,23 @@ class ServingModule(tf.Module):
         lengths = np.bincount(history.value_rowids().numpy()[seen_rows >= 0],
                               minlength=history.nrows().numpy())
         self.seen_splits = tf.constant(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
-        # Of the retriever, serving needs the query tower and the movies' vectors only (not its
-        # training histories, top-k index and metrics).
-        self.query_tower = None if retriever is None else retriever.query_tower
-        self.has_first_stage = retrieval is not None
-        if retrieval is not None:
-            self.num_candidates = retrieval.num_candidates
-            self.rating_weight = tf.constant(retrieval.rating_weight, tf.float32)
-            # The whole train split's histories (the retriever trained on part of them).
+        # Of the two-tower model, serving needs the query tower and the movies' vectors only (not
+        # its training histories, top-k index and metrics).
+        self.query_tower = None if two_tower is None else two_tower.query_tower
+        self.has_first_stage = first_stage is not None
+        if first_stage is not None:
+            self.num_candidates = first_stage.num_candidates
+            self.rating_weight = tf.constant(first_stage.rating_weight, tf.float32)
+            # The whole train split's histories (the first stage trained on part of them).
             self.history_values = tf.constant(history.flat_values, tf.int64)
             self.history_splits = tf.constant(history.row_splits, tf.int64)
         if item_stage is not None:
             self._hold_item_stage(item_stage, catalogue, num_movies, row_of_idx)
-        if retriever is not None:
+        if two_tower is not None:
             # Catalogue rows in retrieval space; movies not trained on (OOV index) are never
             # retrieved: their rows get a bias of -inf.
             trained = catalogue.movie_idx < num_movies
-            vectors = retriever.serving_candidates().numpy()[
+            vectors = two_tower.serving_candidates().numpy()[
                 np.where(trained, catalogue.movie_idx, 0)]
             vectors[~trained] = 0.0
             vectors[~trained, -1] = -np.inf
@@ -277,7 +278,7 @@ class ServingModule(tf.Module):
 
     def _retrieve_and_rank(self, users: tf.Tensor, count: tf.Tensor
                            ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Two stages: the retriever's top N catalogue rows, ordered by retrieval logit +
+        """Two stages: the first stage's top N catalogue rows, ordered by first-stage score +
         rating_weight * predicted stars, then (when count > N) the next ones in retrieval order,
         so that a row's first k never depend on the K it was batched with. Returns rows
         [B, count] and their predicted stars."""

@@ -292,8 +292,9 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                     base_hp, users, movies, 0.5, history))
     model = train(hp, num_users, num_movies, train_data, log_dir=log_dir, verbose=verbose,
                   time_split=time_split, start=start)
-    # Its progress is RankingValidation's line per epoch: Keras' own would list a dozen metrics.
-    retriever = (None if hp.retrieval is None
+    # Its progress is RankingValidation's line per epoch (models/progress.py): Keras' own
+    # would list a dozen metrics.
+    two_tower = (None if hp.retrieval is None
                  else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose=0))
     item_stage, item_choice = (
         (None, None) if hp.item_item is None
@@ -302,13 +303,13 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     module = export.ServingModule(model, user_vocabulary, num_movies, movies, history,
-                                  retriever=retriever, retrieval=hp.item_item or hp.retrieval,
+                                  two_tower=two_tower, first_stage=hp.item_item or hp.retrieval,
                                   item_stage=item_stage)
     module.item_item_choice = item_choice
     # For training_choices; a float is no trackable, so it is not saved with the module.
-    module.popularity_weight = None if retriever is None else float(retriever.popularity_weight)
-    module.history_dropout_ndcg = (None if retriever is None
-                                   else dict(retriever.history_dropout_ndcg))
+    module.popularity_weight = None if two_tower is None else float(two_tower.popularity_weight)
+    module.history_dropout_ndcg = (None if two_tower is None
+                                   else dict(two_tower.history_dropout_ndcg))
     return module
 
 

@@ -96,8 +96,8 @@ def test_the_second_stage_adds_rating_weight_times_stars_to_the_retrieval_logit(
     retriever.movie_tower.embeddings.assign(np.zeros((4, 2), np.float32))
     retriever.movie_tower.bias.assign([0.0, 0.1, 0.2, 0.3])
     module = export.ServingModule(bias_model(), USERS, 4, catalogue(), HISTORY,
-                                  retriever=retriever,
-                                  retrieval=RetrievalHParams(num_candidates=3, rating_weight=1.0))
+                                  two_tower=retriever,
+                                  first_stage=RetrievalHParams(num_candidates=3, rating_weight=1.0))
     out = module.recommend(user_id=tf.constant([12], tf.int64), k=tf.constant([4], tf.int32))
     np.testing.assert_array_equal(out[contract.MOVIE_IDS].numpy()[0], [102, 103, 104, 101])
     np.testing.assert_allclose(out[contract.RATINGS].numpy()[0], stars([0.5, 0.4, 0.2, 0.6]),

@@ -90,7 +90,7 @@ def served():
     model = trainer.build_model(HParams(model_type="bias"), num_users, num_movies, 0.5)
     history = user_history(columns[features.USER_IDX], columns[features.MOVIE_IDX], num_users)
     module = export.ServingModule(model, list(range(1, num_users + 1)), num_movies, movies,
-                                  history, retrieval=hp, item_stage=stage)
+                                  history, first_stage=hp, item_stage=stage)
     return module, stage, x
 
 

@@ -282,8 +282,8 @@ def test_movies_never_trained_on_are_never_retrieved():
                           years=np.zeros(5, np.float32),
                           titles=np.array([b"a", b"b", b"c", b"d", b"e"], dtype=object))
     module = export.ServingModule(model, [7, 8], num_movies, catalogue, history,
-                                  retriever=retriever,
-                                  retrieval=RetrievalHParams(num_candidates=2, rating_weight=0.3))
+                                  two_tower=retriever,
+                                  first_stage=RetrievalHParams(num_candidates=2, rating_weight=0.3))
     out = module.recommend(user_id=tf.constant([7, 8, 999], tf.int64),
                            k=tf.constant([2, 4, 4], tf.int32))[contract.MOVIE_IDS].numpy()
     # User 7: the two trained movies they did not rate; user 8 (no history) and an unknown
