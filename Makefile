@@ -11,6 +11,8 @@ DATA_DIR ?=
 # More flags for the local runner, e.g. RUN_ARGS="--split random --no-cache".
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); a module's tests share one (tests/conftest.py). 0: one process.
+TEST_WORKERS ?= 2
 # More flags for the development server, e.g. SERVE_ARGS="--grpc-port 9500 --host 0.0.0.0".
 SERVE_ARGS ?=
 
@@ -71,11 +73,11 @@ serve: $(STAMP)
 	$(PY) -m serving.server $(SERVE_ARGS)
 
 test: $(STAMP) lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Everything, the slow marker included.
 test-all: $(STAMP) lint
-	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "" $(PYTEST_ARGS)
 
 # Settings for the Kubeflow compile (see configs.KubeflowSettings); empty ones keep the defaults.
 export KFP_PIPELINE_ROOT KFP_DATA_ROOT KFP_SERVING_MODEL_DIR KFP_IMAGE KFP_TRAINER_GPUS KFP_SPAN_WINDOW

@@ -37,11 +37,25 @@ def _register_markers(config: pytest.Config) -> None:
         "mutant (a slow test: mutmut's -x stops at the first failure, usually before it)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # mutmut passes a mutant's tests in no particular order; slow ones last keeps killed
     # mutants fast. MUTANT_UNDER_TEST is set in mutmut's test processes only.
     if os.environ.get("MUTANT_UNDER_TEST"):
         items.sort(key=lambda item: item.get_closest_marker("mutation_last") is not None)
+    if config.getoption("dist", "no") == "loadgroup":
+        _group_for_workers(items)
+
+
+def _group_for_workers(items: list[pytest.Item]) -> None:
+    """make test's worker processes (pytest-xdist, --dist loadgroup): a module's tests run in
+    one worker, so its module fixtures (a trained model, a server) are built once; every test
+    that needs the session's pipeline run (`pushed_model`) runs in the same worker, so that run
+    happens once."""
+    for item in items:
+        group = ("pushed_model" if "pushed_model" in getattr(item, "fixturenames", ())
+                 else item.nodeid.split("::")[0])
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
