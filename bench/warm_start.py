@@ -123,7 +123,7 @@ def main() -> None:
             choices = summary.training_choices or {}
             row[f"{mode}_trainer_s"] = round(summary.components.get(TRAINER_ID, ("", 0))[1], 1)
             row[f"{mode}_rmse"] = summary.metrics.get("overall", {}).get(results.RMSE)
-            row[f"{mode}_ndcg"] = (summary.top_k.value(results.CANDIDATE, results.OVERALL,
+            row[f"{mode}_ndcg"] = (summary.top_k.value(results.CANDIDATE, topk.OVERALL,
                                                        results.NDCG) if summary.top_k else None)
             row[f"{mode}_pushed"] = bool(summary.pushed_to)
             row[f"{mode}_epochs"] = choices.get("rating_epochs")
