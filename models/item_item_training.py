@@ -31,13 +31,28 @@ USERS_PER_CHUNK = 1024  # validation users scored at a time: a dense [users, mov
 @dataclasses.dataclass(frozen=True)
 class ItemItemChoice:
     """What train_item_item chose: l2, the popularity exponent, the user weight, and the holdout
-    NDCG@10 of every "l2/exponent/user weight" tried."""
+    NDCG@10 of every "l2/exponent/user weight" tried; `interactions`: how many training
+    interactions they were chosen for (0: not recorded, a model from before it was)."""
 
     l2: float
     popularity_exponent: float
     user_weight: float
     validation_ndcg: dict[str, float]
     seconds: float
+    interactions: int = 0
+
+
+# A warm start reuses the base model's settings only for about as many interactions as they were
+# chosen for: l2 counts interactions' worth, and while a span window fills (twice, then three
+# times the data) reused settings cost top-k NDCG (docs/benchmarks.md, "Warm start").
+REUSE_TOLERANCE = 0.25
+
+
+def reusable(reuse: dict | None, interactions: int) -> bool:
+    """Whether an earlier ItemItemChoice (as a dict) was chosen for within REUSE_TOLERANCE of
+    this many interactions."""
+    chosen_for = int((reuse or {}).get("interactions") or 0)
+    return chosen_for > 0 and abs(interactions / chosen_for - 1.0) <= REUSE_TOLERANCE
 
 
 def interactions(users: np.ndarray, movies: np.ndarray, num_users: int, num_movies: int
@@ -112,15 +127,22 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
                     ) -> tuple[item_item.SparseLowRank, ItemItemChoice]:
     """The item-item stage of the training interactions (USER_IDX, MOVIE_IDX columns) and what
     was chosen for it on the holdout, or the l2, popularity_exponent and user_weight of `reuse`
-    (an earlier ItemItemChoice as a dict: a warm start's) without a holdout."""
+    (an earlier ItemItemChoice as a dict: a warm start's) without a holdout where `reusable`."""
     start = time.time()
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    if reuse:
+    count = chosen_for = len(pairs[features.USER_IDX])
+    if reuse and reusable(reuse, count):
         l2, exponent, user_weight, ndcg = (float(reuse["l2"]), float(reuse["popularity_exponent"]),
                                            float(reuse["user_weight"]), {})
+        chosen_for = int(reuse["interactions"])
         _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g as the base "
-                  "model chose", l2, exponent, user_weight)
+                  "model chose them for %d interactions (%d now)", l2, exponent, user_weight,
+                  chosen_for, count)
     else:
+        if reuse:
+            _LOG.info("Item-item stage: the base model's settings were chosen for %s "
+                      "interactions, %d now: chosen again", reuse.get("interactions") or "an "
+                      "unrecorded number of", count)
         l2, exponent, user_weight, ndcg = _choose(hp, pairs, num_users, num_movies)
         _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g chosen on the "
                   "holdout (NDCG@10 of l2/exponent/user weight: %s) in %.1f s", l2, exponent,
@@ -136,4 +158,4 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
     progress.report(f"item-item stage fitted on {x.nnz} interactions, {len(head)} of "
                     f"{num_movies} movies solved, in {seconds:.1f} s ({stage.nbytes / 1e6:.1f} "
                     "MB served)", throttle=False)
-    return stage, ItemItemChoice(l2, exponent, user_weight, ndcg, seconds)
+    return stage, ItemItemChoice(l2, exponent, user_weight, ndcg, seconds, chosen_for)

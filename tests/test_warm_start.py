@@ -129,13 +129,19 @@ def test_a_base_model_without_the_file_is_a_cold_start(tmp_path):
                                           f"{contract.WARM_START_FILE}")
 
 
-def test_the_item_item_stage_reuses_a_choice_without_a_holdout(base):
+def test_the_item_item_stage_reuses_a_choice_for_as_many_interactions_only(base):
     _, _, columns = base
+    count = len(columns[features.USER_IDX])
+    earlier = {"l2": 75.0, "popularity_exponent": 0.25, "user_weight": 0.0}
     _, choice = train_item_item(ITEM_ITEM, len(USER_IDS), N_MOVIES, columns,
-                                reuse={"l2": 75.0, "popularity_exponent": 0.25,
-                                       "user_weight": 0.0})
-    assert (choice.l2, choice.popularity_exponent, choice.user_weight,
-            choice.validation_ndcg) == (75.0, 0.25, 0.0, {})
+                                reuse={**earlier, "interactions": int(count * 0.8)})
+    assert (choice.l2, choice.popularity_exponent, choice.user_weight, choice.validation_ndcg,
+            choice.interactions) == (75.0, 0.25, 0.0, {}, int(count * 0.8))
+    # Chosen for a window a third the size, or for an unrecorded one: chosen again.
+    for interactions in (count // 3, 0):
+        _, choice = train_item_item(ITEM_ITEM, len(USER_IDS), N_MOVIES, columns,
+                                    reuse={**earlier, "interactions": interactions})
+        assert choice.validation_ndcg and choice.interactions == count
 
 
 def test_the_trainer_warm_starts_from_a_base_model_and_records_it(base, tmp_path):
