@@ -88,8 +88,8 @@ MUTATIONS = [
     Mutation(
         "history-tower-mean-not-rsqrt", "models/retrieval.py",
         "return summed * tf.math.rsqrt(tf.maximum(counts, 1.0))[:, None]\n\n\nclass "
-        "CatalogueSoftmax",
-        "return summed / tf.maximum(counts, 1.0)[:, None]\n\n\nclass CatalogueSoftmax",
+        "FullSoftmax",
+        "return summed / tf.maximum(counts, 1.0)[:, None]\n\n\nclass FullSoftmax",
         ("tests/test_retrieval.py::test_the_history_tower_is_the_rsqrt_normalised_sum",),
         "a user's query normalised by |H| instead of |H|^-1/2: long histories fade"),
     # models/base.py

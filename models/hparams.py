@@ -21,9 +21,9 @@ class RetrievalHParams:
     on a validation split cut from the training data.
     """
 
-    # "users": a step is a batch of users, each scored against the catalogue once, with a random
+    # "users": a step is a batch of users, each scored against all movies once, with a random
     # part of their history as the input and the rest as targets (RetrievalModel.cloze_loss);
-    # "pairs": a batch of (user, movie) pairs, each scored against the catalogue, as
+    # "pairs": a batch of (user, movie) pairs, each scored against all movies, as
     # tfrs.tasks.Retrieval trains. On ml-latest-small "users" gives 0.005-0.012 less NDCG@10
     # for about a tenth of the training time (docs/benchmarks.md, "Retrieval objective");
     # "pairs" was tuned with learning_rate_decay 0.7, max_epochs 12 and early_stopping_patience 2.
@@ -40,9 +40,9 @@ class RetrievalHParams:
     # Empty: only history_dropout. Empty here, (0.5, 0.7) in TUNED.
     history_dropouts: tuple[float, ...] = ()
     temperature: float = 1.0  # logits are divided by it in the softmax
-    # The batch's positives as negatives too, besides the catalogue (mixed negative sampling).
+    # The batch's positives as negatives too, besides all movies (mixed negative sampling).
     in_batch_negatives: bool = False
-    # Negatives per batch drawn uniformly from the catalogue; 0: the whole catalogue.
+    # Negatives per batch drawn uniformly from all movies; 0: all movies.
     sampled_negatives: int = 0
     learning_rate: float = 3e-3
     learning_rate_decay: float = 0.97  # the rate is multiplied by this after each epoch
@@ -51,7 +51,7 @@ class RetrievalHParams:
     # this many steps (a few thousand ratings in batches of 1024 would barely train).
     min_steps_per_epoch: int = 50
     max_epochs: int = 60
-    # Early stopping on the validation NDCG@10 of full-catalogue rankings (seen movies excluded),
+    # Early stopping on the validation NDCG@10 of all-movie rankings (seen movies excluded),
     # averaged over the last validation_smoothing epochs; "pairs" was tuned with 1 (no average).
     early_stopping_patience: int = 6
     validation_smoothing: int = 5

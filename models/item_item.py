@@ -1,5 +1,5 @@
 """A sparse item-item ranking stage: EDLAE (EASE with a dropout-style diagonal regulariser) solved
-in closed form on the head of the catalogue, then pruned to each movie's N strongest neighbours.
+in closed form on the most rated movies, then pruned to each movie's N strongest neighbours.
 
 Shapes (M movies of the model's vocabulary, U users, H <= max_dense head movies, N neighbours):
 
@@ -28,7 +28,7 @@ Cost and scale: building G is O(sum over users of their head ratings squared) wi
 product; the solve is O(H^3) time and 2 H^2 float32 memory (G, overwritten by its factor and by
 P, then B); pruning reads B in blocks of rows. H is capped at max_dense (default 20,000: 1.6 GB
 a matrix, about a minute of LAPACK on two cores), so at ml-32m scale (87k movies) the solve is
-restricted to the 20,000 most rated movies (> 97% of ratings there); the rest of the catalogue
+restricted to the 20,000 most rated movies (> 97% of ratings there); the rest of the movies
 gets no neighbours (scores 0 from this stage, so a caller blends another signal to rank them).
 The served model is 8 N bytes a movie (int32 index + float32 weight): 87k movies at N = 100 is
 70 MB; ml-latest-small (9.7k) at N = 100 is 7.8 MB. Serving cost per user is O(L N) gathers
@@ -133,7 +133,7 @@ def solve(g: np.ndarray, l2: float, dropout: float = 0.0) -> np.ndarray:
 
 def prune(b: np.ndarray, head: np.ndarray, num_movies: int, n: int) -> NeighbourLists:
     """Each row of B [H, H] cut to its n entries largest in magnitude, best (by |B|) first,
-    as NeighbourLists over the whole catalogue [num_movies, n] (rows and columns mapped from
+    as NeighbourLists over all movies [num_movies, n] (rows and columns mapped from
     head positions to movie indices; movies outside the head: padding)."""
     h = b.shape[0]
     n_kept = min(n, max(h - 1, 0))

@@ -3,7 +3,7 @@
 models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set:
 a random holdout of the training interactions; on the rest, one closed-form solve per l2 of
 ItemItemHParams.l2s (with the first user weight), then one per other user weight at the best
-l2, each scored with every popularity exponent by the holdout's NDCG@10 of full-catalogue
+l2, each scored with every popularity exponent by the holdout's NDCG@10 of all-movie
 top-10 lists (seen movies excluded, as `recommend` serves them); then the best solved on every
 interaction and cut to each movie's N neighbours plus a rank-r residual
 (item_item.SparseLowRank). The choice and its validation NDCGs go to the run record. A warm

@@ -4,10 +4,13 @@ Every training rating is an interaction ("the user chose to watch this"), whatev
 query tower describes a user by the movies they rated (the user-id embedding of MF memorises a
 user; the history generalises across users and serves new interactions without retraining); the
 candidate tower is a movie embedding plus a popularity bias. `tfrs.tasks.Retrieval` trains them
-with a softmax over the whole catalogue: the catalogue's embeddings are passed as extra negatives
-besides the batch's positives, and the positive's own catalogue copy is removed as an accidental
-hit. At MovieLens sizes (10k-90k movies) the full catalogue is cheaper than sampling and needs no
-log-q correction; for 1M+ movies, sample the extra negatives (see README, "Retrieval at scale").
+with a full softmax: the embeddings of every trained movie (the vocabulary's, `all_movies`) are
+passed as extra negatives besides the batch's positives, and the positive's own copy is removed
+as an accidental hit. At MovieLens sizes (10k-90k movies) the full softmax is cheaper than
+sampling and needs no log-q correction; for 1M+ movies, sample the extra negatives (see README,
+"Retrieval at scale"). Trainer users of this stage: models/retrieval_training.py; the default
+first stage of `recommend` is the item-item model (models/item_item.py), this one is the
+alternative `RetrievalHParams` selects.
 """
 
 from __future__ import annotations
@@ -70,16 +73,16 @@ class HistoryTower(tf.keras.layers.Layer):
         return summed * tf.math.rsqrt(tf.maximum(counts, 1.0))[:, None]
 
 
-class CatalogueSoftmax(tf.keras.losses.Loss):
-    """Softmax cross-entropy of each pair's positive against the whole catalogue.
+class FullSoftmax(tf.keras.losses.Loss):
+    """Softmax cross-entropy of each pair's positive against every trained movie.
 
-    For tfrs.tasks.Retrieval called with candidates [the B positives; the M catalogue movies]:
+    For tfrs.tasks.Retrieval called with candidates [the B positives; all M movies]:
     labels are the identity [B, B + M]. The batch's other positives (the first B columns off the
-    diagonal) are dropped: they are catalogue movies already, and counted twice they would push
+    diagonal) are dropped: they are among the M already, and counted twice they would push
     down the movies that are frequent in batches, the popular ones.
     """
 
-    def __init__(self, name: str = "catalogue_softmax"):
+    def __init__(self, name: str = "full_softmax"):
         super().__init__(name=name, reduction=tf.keras.losses.Reduction.SUM)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
@@ -112,7 +115,7 @@ class MovieTower(tf.keras.layers.Layer):
 class RetrievalModel(tfrs.Model):
     """Two towers over the user's history and the movie, trained with tfrs.tasks.Retrieval.
 
-    `score(histories)` gives the retrieval logits of every catalogue movie: float32
+    `score(histories)` gives the retrieval logits of every trained movie: float32
     [B, num_movies]. Training inputs: `user_id_xf`, `movie_id_xf` int64 [B] (vocabulary indices;
     the train split has no OOV movie); the histories it trains on are held by the model
     (`history`, ragged [num_users + OOV, None]); the exported model pools the whole train
@@ -140,18 +143,18 @@ class RetrievalModel(tfrs.Model):
         self.query_tower = HistoryTower(num_movies, dim)
         self.movie_tower = MovieTower(num_movies, dim, (log_pop - log_pop.mean()).astype(
             np.float32))
-        self.catalogue = tf.range(num_movies, dtype=tf.int64)
+        self.all_movies = tf.range(num_movies, dtype=tf.int64)
         self.sampled_negatives = sampled_negatives
         self.temperature = temperature
-        # CatalogueSoftmax's loss (not in-batch negatives), computed directly in compute_loss.
-        self.catalogue_softmax = not in_batch_negatives
+        # FullSoftmax's loss (not in-batch negatives), computed directly in compute_loss.
+        self.full_softmax = not in_batch_negatives
         # Top-k accuracy of the held-out positive among all movies, on validation only.
         ks = sorted({min(k, num_movies) for k in (10, 100)})
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=ks[-1])
         self.task = tfrs.tasks.Retrieval(
             metrics=tfrs.metrics.FactorizedTopK(candidates=self.index, ks=ks),
             temperature=temperature, remove_accidental_hits=True,
-            loss=None if in_batch_negatives else CatalogueSoftmax())
+            loss=None if in_batch_negatives else FullSoftmax())
 
     def histories(self, users: tf.Tensor) -> tf.RaggedTensor:
         return ragged_rows(self.history_values, self.history_splits, users)
@@ -186,13 +189,13 @@ class RetrievalModel(tfrs.Model):
     def cloze_loss(self, users: tf.Tensor, keep: tf.Tensor | None = None) -> tf.Tensor:
         """The per-user ("cloze") objective: each user's history split at random into an input
         (kept with probability 1 - history_dropout) and targets (the rest), and the summed
-        softmax cross-entropy over the catalogue of every target given the input. Input: user
+        softmax cross-entropy over all movies of every target given the input. Input: user
         indices int64 [B]; `keep`, bool [their history entries], the split (default: drawn);
         output: the loss, a float32 scalar.
 
         The same task as the per-pair loss (find held-out movies of a user from the others), but
-        a step scores each user against the catalogue once, not each of their pairs: an epoch
-        costs users x catalogue instead of interactions x catalogue."""
+        a step scores each user against all movies once, not each of their pairs: an epoch
+        costs users x movies instead of interactions x movies."""
         histories = self.histories(users)
         if keep is None:
             keep = tf.random.uniform(tf.shape(histories.flat_values)) >= self.history_dropout
@@ -211,8 +214,8 @@ class RetrievalModel(tfrs.Model):
         return tf.reduce_sum(normaliser - tf.gather_nd(logits, tf.stack([rows, targets], 1)))
 
     def candidates(self) -> tf.Tensor:
-        """Every catalogue movie's [embedding, bias]: float32 [num_movies, dim + 1]."""
-        return self.movie_tower(self.catalogue)
+        """Every trained movie's [embedding, bias]: float32 [num_movies, dim + 1]."""
+        return self.movie_tower(self.all_movies)
 
     def serving_candidates(self, popularity_weight: float | None = None) -> tf.Tensor:
         """candidates() with popularity_weight * log(1 + training ratings) added to each bias
@@ -230,7 +233,7 @@ class RetrievalModel(tfrs.Model):
 
     def update_index(self) -> None:
         """Points the top-k metric's index at the current movie embeddings."""
-        self.index.index(self.candidates(), self.catalogue)
+        self.index.index(self.candidates(), self.all_movies)
 
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -248,18 +251,18 @@ class RetrievalModel(tfrs.Model):
             # Each distinct user once: per pair, a batch of 8192 gathered ~5 GB of histories.
             unique, position = tf.unique(users)
             query = tf.gather(self.query(self.histories(unique)), position)
-        catalogue = self.candidates()
-        positives = tf.gather(catalogue, movies)
-        if self.catalogue_softmax and not (training and self.sampled_negatives):
-            # The task's loss on [positives; catalogue] with the in-batch positives masked and the
-            # positive's catalogue copy removed as an accidental hit is, exactly, the softmax
-            # cross-entropy of the catalogue's logits with the positive's index as the label:
+        candidates = self.candidates()
+        positives = tf.gather(candidates, movies)
+        if self.full_softmax and not (training and self.sampled_negatives):
+            # The task's loss on [positives; all movies] with the in-batch positives masked and
+            # the positive's own copy removed as an accidental hit is, exactly, the softmax
+            # cross-entropy of all movies' logits with the positive's index as the label:
             # computed so, a step skips the batch's B extra columns and the [B, B + M] label,
             # mask and accidental-hit tensors (docs/benchmarks.md, "Training throughput").
-            logits = tf.matmul(query, catalogue, transpose_b=True) / self.temperature
+            logits = tf.matmul(query, candidates, transpose_b=True) / self.temperature
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(movies, logits))
         else:
-            loss = self._task_loss(query, catalogue, positives, movies, training)
+            loss = self._task_loss(query, candidates, positives, movies, training)
         if training:
             return loss
         # Updated here, not by the task: with extra negatives, TFRS 0.7.3's Retrieval passes
@@ -268,16 +271,16 @@ class RetrievalModel(tfrs.Model):
                                       for metric in self.task.factorized_metrics]):
             return tf.identity(loss)
 
-    def _task_loss(self, query: tf.Tensor, catalogue: tf.Tensor, positives: tf.Tensor,
+    def _task_loss(self, query: tf.Tensor, candidates: tf.Tensor, positives: tf.Tensor,
                    movies: tf.Tensor, training: bool) -> tf.Tensor:
-        """tfrs.tasks.Retrieval's loss on [the batch's positives; the negatives]: the whole
-        catalogue, or sampled_negatives random movies in training."""
-        negatives, negative_ids = catalogue, self.catalogue
+        """tfrs.tasks.Retrieval's loss on [the batch's positives; the negatives]: every
+        trained movie, or sampled_negatives random movies in training."""
+        negatives, negative_ids = candidates, self.all_movies
         if training and self.sampled_negatives:
             # Movies drawn uniformly: every movie equally likely, so no log-q correction.
             negative_ids = tf.random.uniform([self.sampled_negatives], 0, self.num_movies,
                                              dtype=tf.int64)
-            negatives = tf.gather(catalogue, negative_ids)
+            negatives = tf.gather(candidates, negative_ids)
         return self.task(query, tf.concat([positives, negatives], axis=0),
                          candidate_ids=tf.concat([movies, negative_ids], axis=0),
                          compute_metrics=False)

@@ -2,7 +2,7 @@
 
 The Trainer (models/trainer.py, fit_serving_module) calls `train_retrieval` after the rating
 model: a holdout of the training interactions, one model per history dropout candidate trained
-on the rest with early stopping on the holdout's NDCG@10 of full-catalogue top-10 lists (seen
+on the rest with early stopping on the holdout's NDCG@10 of all-movie top-10 lists (seen
 movies excluded, as `recommend` serves them), the popularity weight chosen on the same
 holdout, then a refit of the best on every interaction for the best epoch count.
 """
@@ -28,7 +28,7 @@ VALIDATION_USERS_PER_BATCH = 1024
 
 
 class RankingValidation(tf.keras.callbacks.Callback):
-    """Logs `val_ndcg`: NDCG@k of full-catalogue top-k lists on held-out interactions, with the
+    """Logs `val_ndcg`: NDCG@k of all-movie top-k lists on held-out interactions, with the
     movies of the training history excluded, as `recommend` serves them and bench/ranking.py
     judges them; and `val_ndcg_smoothed`, its mean over the last `smoothing` epochs, which
     early stopping and the refit's epoch count follow: a single lucky epoch of a noisy curve
@@ -64,7 +64,7 @@ class RankingValidation(tf.keras.callbacks.Callback):
             # good first epoch win (it did on a 100-user fixture, whose curve starts high).
             logs["val_ndcg_smoothed"] = (float(np.mean(self.scores[-self.smoothing:]))
                                          if len(self.scores) >= self.smoothing else -np.inf)
-        # FactorizedTopK's accuracies: is the held-out movie among the top k of the catalogue?
+        # FactorizedTopK's accuracies: is the held-out movie among the top k of all movies?
         accuracies = sorted((len(name), name, value) for name, value in (logs or {}).items()
                             if name.startswith("val_factorized_top_k/"))
         top_k = ", ".join(f"{name.split('/')[-1].split('_categorical')[0].replace('_', '-')} "
@@ -93,9 +93,9 @@ def build_retrieval_model(hp: RetrievalHParams, num_users: int, num_movies: int,
 
 # With objective "pairs", hp.refit applies up to this many training interactions. The refit
 # adds the held-out tenth of the positives and repeats the best epoch count on all of them:
-# about double the retrieval training, whose "pairs" epochs cost interactions x catalogue; at
+# about double the retrieval training, whose "pairs" epochs cost interactions x movies; at
 # 1M ratings it was the larger half of a 47-minute stage (docs/benchmarks.md, "Scaling"). A
-# "users" epoch costs users x catalogue: its refit always runs.
+# "users" epoch costs users x movies: its refit always runs.
 REFIT_MAX_INTERACTIONS = 500_000
 
 
@@ -149,14 +149,14 @@ def _fit_on_holdout(hp: RetrievalHParams, num_users: int, num_movies: int,
         history = model.fit(user_batches(fit_users, hp), epochs=hp.max_epochs,
                             callbacks=callbacks, verbose=verbose)
     else:
-        # Validation batches as the training ones: each is scored against the whole catalogue,
+        # Validation batches as the training ones: each is scored against all movies,
         # and batches of 8192 held 3.6 GB more at 1M ratings, and were slower
         # (docs/benchmarks.md, "Retrieval validation memory").
         history = model.fit(arrays.to_dataset(fit, batch_size, shuffle_seed=hp.seed),
                             validation_data=arrays.to_dataset(val, batch_size),
                             epochs=hp.max_epochs, callbacks=[IndexUpdater(), *callbacks],
                             verbose=verbose)
-    # The model's softmax spreads its picks over more of the catalogue than the top-k metric
+    # The model's softmax spreads its picks over more movies than the top-k metric
     # rewards; a popularity boost, chosen on the same validation split, corrects that.
     scores = {w: validation.ndcg(w) for w in hp.popularity_weights}
     popularity_weight = max(scores, key=scores.get)
