@@ -73,11 +73,11 @@ serve: $(STAMP)
 	$(PY) -m serving.server $(SERVE_ARGS)
 
 test: $(STAMP) lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # Everything, the slow marker included.
 test-all: $(STAMP) lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope -m "" $(PYTEST_ARGS)
 
 # Settings for the Kubeflow compile (see configs.KubeflowSettings); empty ones keep the defaults.
 export KFP_PIPELINE_ROOT KFP_DATA_ROOT KFP_SERVING_MODEL_DIR KFP_IMAGE KFP_TRAINER_GPUS KFP_SPAN_WINDOW

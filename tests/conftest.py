@@ -1,7 +1,9 @@
 """Test set-up: Keras 2 for TensorFlow Recommenders, quiet TensorFlow, shared fixtures."""
 
 import os
+import re
 import sys
+from pathlib import Path
 
 # Both before anything imports TensorFlow: `models` selects Keras 2 (see models/__init__.py).
 import models  # noqa: F401
@@ -37,25 +39,39 @@ def _register_markers(config: pytest.Config) -> None:
         "mutant (a slow test: mutmut's -x stops at the first failure, usually before it)")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # mutmut passes a mutant's tests in no particular order; slow ones last keeps killed
     # mutants fast. MUTANT_UNDER_TEST is set in mutmut's test processes only.
     if os.environ.get("MUTANT_UNDER_TEST"):
         items.sort(key=lambda item: item.get_closest_marker("mutation_last") is not None)
-    if config.getoption("dist", "no") == "loadgroup":
-        _group_for_workers(items)
 
 
-def _group_for_workers(items: list[pytest.Item]) -> None:
-    """make test's worker processes (pytest-xdist, --dist loadgroup): a module's tests run in
-    one worker, so its module fixtures (a trained model, a server) are built once; every test
-    that needs the session's pipeline run (`pushed_model`) runs in the same worker, so that run
-    happens once."""
-    for item in items:
-        group = ("pushed_model" if "pushed_model" in getattr(item, "fixturenames", ())
-                 else item.nodeid.split("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """make test's worker processes (pytest-xdist, `--dist loadscope`): a module's tests run in
+    one worker, so its module fixtures (a trained model, a server) are built once, and every
+    module that takes the session's pipeline run (`pushed_model`) runs in the same worker, so
+    that run happens once. (xdist's own xdist_group marks do nothing under pytest 9: xdist
+    renames the node ids through an attribute pytest 9 no longer reads.)"""
+    if config.getoption("dist", "no") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared = _modules_taking_pushed_model(Path(config.rootpath))
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "pushed_model" if module in shared else module
+
+    return ModuleScheduling(config, log)
+
+
+def _modules_taking_pushed_model(root: Path) -> set[str]:
+    """Test modules (paths relative to `root`) with a test or fixture taking `pushed_model`
+    (the scheduler runs in xdist's controller, which collects nothing)."""
+    taking = re.compile(r"def \w+\([^)]*\bpushed_model\b")
+    return {path.relative_to(root).as_posix() for path in (root / "tests").glob("test_*.py")
+            if taking.search(path.read_text(encoding="utf-8"))}
 
 
 @pytest.fixture
