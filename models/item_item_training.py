@@ -3,11 +3,12 @@
 models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set:
 a random holdout of the training interactions; on the rest, one closed-form solve per l2 of
 ItemItemHParams.l2s (with the first user weight), then one per other user weight at the best
-l2, each scored with every popularity exponent by the holdout's NDCG@10 of all-movie
-top-10 lists (seen movies excluded, as `recommend` serves them); then the best solved on every
-interaction and cut to each movie's N neighbours plus a rank-r residual
-(item_item.SparseLowRank). The choice and its validation NDCGs go to the run record. A warm
-start reuses the serving model's choice instead (one solve instead of about six).
+l2, each on the ItemItemHParams.choice_dense most rated movies and scored with every popularity
+exponent by the holdout's NDCG@10 of all-movie top-10 lists (seen movies excluded, as
+`recommend` serves them); then the best solved on every interaction and the max_dense most
+rated movies, cut to each movie's N neighbours plus a rank-r residual (item_item.SparseLowRank).
+The choice and its validation NDCGs go to the run record. A warm start chooses again: the
+serving model's choice, reused, cost top-k NDCG (docs/benchmarks.md, "Warm start").
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ USERS_PER_CHUNK = 1024  # validation users scored at a time: a dense [users, mov
 class ItemItemChoice:
     """What train_item_item chose: l2, the popularity exponent, the user weight, and the holdout
     NDCG@10 of every "l2/exponent/user weight" tried; `interactions`: how many training
-    interactions they were chosen for (0: not recorded, a model from before it was)."""
+    interactions they were chosen for."""
 
     l2: float
     popularity_exponent: float
@@ -40,19 +41,6 @@ class ItemItemChoice:
     validation_ndcg: dict[str, float]
     seconds: float
     interactions: int = 0
-
-
-# A warm start reuses the base model's settings only for about as many interactions as they were
-# chosen for: l2 counts interactions' worth, and while a span window fills (twice, then three
-# times the data) reused settings cost top-k NDCG (docs/benchmarks.md, "Warm start").
-REUSE_TOLERANCE = 0.25
-
-
-def reusable(reuse: dict | None, interactions: int) -> bool:
-    """Whether an earlier ItemItemChoice (as a dict) was chosen for within REUSE_TOLERANCE of
-    this many interactions."""
-    chosen_for = int((reuse or {}).get("interactions") or 0)
-    return chosen_for > 0 and abs(interactions / chosen_for - 1.0) <= REUSE_TOLERANCE
 
 
 def interactions(users: np.ndarray, movies: np.ndarray, num_users: int, num_movies: int
@@ -101,7 +89,7 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
     if not len(users) or num_movies < K:
         return hp.l2s[0], hp.popularity_exponents[0], hp.user_weights[0], {}
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
-    head = item_item.head_movies(counts, max_dense=hp.max_dense)
+    head = item_item.head_movies(counts, max_dense=min(hp.max_dense, hp.choice_dense))
     ndcg: dict[str, float] = {}
     tried: dict[str, tuple[float, float, float]] = {}
 
@@ -123,31 +111,17 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
 
 
 def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
-                    train_data: dict[str, np.ndarray], reuse: dict | None = None
+                    train_data: dict[str, np.ndarray]
                     ) -> tuple[item_item.SparseLowRank, ItemItemChoice]:
     """The item-item stage of the training interactions (USER_IDX, MOVIE_IDX columns) and what
-    was chosen for it on the holdout, or the l2, popularity_exponent and user_weight of `reuse`
-    (an earlier ItemItemChoice as a dict: a warm start's) without a holdout where `reusable`."""
+    was chosen for it on the holdout."""
     start = time.time()
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    count = chosen_for = len(pairs[features.USER_IDX])
-    if reuse and reusable(reuse, count):
-        l2, exponent, user_weight, ndcg = (float(reuse["l2"]), float(reuse["popularity_exponent"]),
-                                           float(reuse["user_weight"]), {})
-        chosen_for = int(reuse["interactions"])
-        _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g as the base "
-                  "model chose them for %d interactions (%d now)", l2, exponent, user_weight,
-                  chosen_for, count)
-    else:
-        if reuse:
-            _LOG.info("Item-item stage: the base model's settings were chosen for %s "
-                      "interactions, %d now: chosen again", reuse.get("interactions") or "an "
-                      "unrecorded number of", count)
-        l2, exponent, user_weight, ndcg = _choose(hp, pairs, num_users, num_movies)
-        _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g chosen on the "
-                  "holdout (NDCG@10 of l2/exponent/user weight: %s) in %.1f s", l2, exponent,
-                  user_weight, ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items())
-                  or "not measured: no holdout", time.time() - start)
+    l2, exponent, user_weight, ndcg = _choose(hp, pairs, num_users, num_movies)
+    _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g chosen on the "
+              "holdout (NDCG@10 of l2/exponent/user weight: %s) in %.1f s", l2, exponent,
+              user_weight, ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items())
+              or "not measured: no holdout", time.time() - start)
     x = interactions(pairs[features.USER_IDX], pairs[features.MOVIE_IDX], num_users, num_movies)
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
     head = item_item.head_movies(counts, max_dense=hp.max_dense)
@@ -158,4 +132,5 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
     progress.report(f"item-item stage fitted on {x.nnz} interactions, {len(head)} of "
                     f"{num_movies} movies solved, in {seconds:.1f} s ({stage.nbytes / 1e6:.1f} "
                     "MB served)", throttle=False)
-    return stage, ItemItemChoice(l2, exponent, user_weight, ndcg, seconds, chosen_for)
+    return stage, ItemItemChoice(l2, exponent, user_weight, ndcg, seconds,
+                                 len(pairs[features.USER_IDX]))

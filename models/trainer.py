@@ -1,7 +1,8 @@
 """The Trainer's `run_fn`: trains the configured rating model on transformed examples, then the
 first stage of `recommend` (models/item_item_training.py or models/retrieval_training.py), and
 exports both. Given TFX's `base_model` (the serving model, in continuous training), the rating
-model starts from its weights and the item-item stage reuses its choices (models/warm_start.py).
+model starts from its weights (models/warm_start.py); the item-item stage is closed form and
+chooses its settings again.
 
 Deterministic: the same data, code, configuration and seed give bit-identical weights (rows in a
 canonical order, seeded holdouts and shuffles, TensorFlow's op determinism;
@@ -280,8 +281,7 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
     """Trains the configured models on transformed training columns (COLUMNS) and returns what
     is exported: the rating model, and the first stage of `recommend` when hp.item_item or
     hp.retrieval. With a `base_model` (an exported model's folder) and the `movie_vocabulary`
-    (raw id of each movie index), the rating model warm-starts from it and the item-item stage
-    reuses its choices."""
+    (raw id of each movie index), the rating model warm-starts from it."""
     num_users = len(user_vocabulary)
     start = None
     if base_model is not None:
@@ -298,8 +298,7 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                  else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose=0))
     item_stage, item_choice = (
         (None, None) if hp.item_item is None
-        else train_item_item(hp.item_item, num_users, num_movies, train_data,
-                             reuse=None if base_model is None else previous_item_item(base_model)))
+        else train_item_item(hp.item_item, num_users, num_movies, train_data))
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     module = export.ServingModule(model, user_vocabulary, num_movies, movies, history,
@@ -311,15 +310,6 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
     module.history_dropout_ndcg = (None if two_tower is None
                                    else dict(two_tower.history_dropout_ndcg))
     return module
-
-
-def previous_item_item(base_model: str) -> dict | None:
-    """The item-item choice recorded in an exported model's CHOICES_FILE, or None."""
-    path = os.path.join(base_model, CHOICES_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f).get("item_item")
 
 
 def predict_scaled(model: tf.keras.Model, columns: dict[str, np.ndarray]) -> np.ndarray:

@@ -65,6 +65,25 @@ def test_train_item_item_chooses_on_the_holdout_and_recommends_the_users_block()
         assert set(top // per_block) <= {block}, (user, top)
 
 
+def test_the_choice_solves_the_choice_dense_most_rated_movies_and_the_fit_max_dense(monkeypatch):
+    x, _, _ = planted(users=300, blocks=3, per_block=10, noise=0.0)
+    counts = np.asarray(x.sum(axis=0)).reshape(-1)
+    solved, solve = [], item_item.regularised_solve
+
+    def recording(x, head, l2, dropout, user_weight):
+        solved.append(head)
+        return solve(x, head, l2, dropout, user_weight)
+
+    monkeypatch.setattr(item_item_training.item_item, "regularised_solve", recording)
+    hp = ItemItemHParams(l2s=(1.0, 30.0), user_weights=(0.0,), neighbours=5, rank=4,
+                         choice_dense=12, max_dense=25)
+    item_item_training.train_item_item(hp, x.shape[0], x.shape[1], pairs(x))
+    assert [len(head) for head in solved] == [12, 12, 25]
+    # The fit's: the most rated of all the interactions (the choice's: of the holdout's rest).
+    left_out = np.setdiff1d(np.arange(x.shape[1]), solved[-1])
+    assert counts[left_out].max() <= counts[solved[-1]].min()
+
+
 def test_one_first_stage_only():
     with pytest.raises(ValueError, match="one first stage"):
         HParams(item_item=ItemItemHParams(), retrieval=RetrievalHParams())
