@@ -50,28 +50,36 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """make test's worker processes (pytest-xdist, `--dist loadscope`): a module's tests run in
     one worker, so its module fixtures (a trained model, a server) are built once, and every
     module that takes the session's pipeline run (`pushed_model`) runs in the same worker, so
-    that run happens once. (xdist's own xdist_group marks do nothing under pytest 9: xdist
-    renames the node ids through an attribute pytest 9 no longer reads.)"""
+    that run happens once. Modules that run pipelines start first: one started last keeps a
+    worker busy alone at the end. (xdist's own xdist_group marks do nothing under pytest 9:
+    xdist renames the node ids through an attribute pytest 9 no longer reads.)"""
     if config.getoption("dist", "no") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    shared = _modules_taking_pushed_model(Path(config.rootpath))
+    root = Path(config.rootpath)
+    texts = {path.relative_to(root).as_posix(): path.read_text(encoding="utf-8")
+             for path in (root / "tests").glob("test_*.py")}
+    shared = {module for module, text in texts.items() if _TAKES_PUSHED_MODEL.search(text)}
+    heavy = {"pushed_model"} | {module for module, text in texts.items() if "mark.e2e" in text}
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::")[0]
             return "pushed_model" if module in shared else module
 
+        def _assign_work_unit(self, node) -> None:
+            # The queue is in xdist's order (most tests first); the heavy scopes move ahead.
+            for scope in sorted(self.workqueue, key=lambda scope: scope not in heavy):
+                self.workqueue.move_to_end(scope)
+            super()._assign_work_unit(node)
+
     return ModuleScheduling(config, log)
 
 
-def _modules_taking_pushed_model(root: Path) -> set[str]:
-    """Test modules (paths relative to `root`) with a test or fixture taking `pushed_model`
-    (the scheduler runs in xdist's controller, which collects nothing)."""
-    taking = re.compile(r"def \w+\([^)]*\bpushed_model\b")
-    return {path.relative_to(root).as_posix() for path in (root / "tests").glob("test_*.py")
-            if taking.search(path.read_text(encoding="utf-8"))}
+# A test or fixture of the module takes the session's pipeline run (the scheduler runs in
+# xdist's controller, which collects nothing).
+_TAKES_PUSHED_MODEL = re.compile(r"def \w+\([^)]*\bpushed_model\b")
 
 
 @pytest.fixture
