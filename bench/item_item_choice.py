@@ -1,0 +1,80 @@
+"""How much the item-item choice loses when its holdout solves take only the most rated movies
+(ItemItemHParams.choice_dense): the evidence for that setting, on validation data only.
+
+    .venv/bin/python -m bench.item_item_choice --data-dir ../shared/movielens/ml-latest-small \
+        --windows 8 --extra /tmp/syn-a /tmp/syn-b [--heads 1000 2000 3000]
+
+For each data set (the folder's ratings; with --windows W, the ratings cut by time into W spans,
+each full window of 4 consecutive spans, as the pipeline's span window sees them; each --extra
+folder, e.g. bench/synthetic.py output): models/item_item_training.py's `_choose` on its 10%
+holdout of the interactions with every movie in the solves, then with the H most rated; the
+H-head's choice is scored by its NDCG@10 at the full head, against the full head's best (an
+in-sample best: the loss is if anything overstated). Prints one line a set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models import features, item_item_training
+from models.hparams import ItemItemHParams
+
+WINDOW_SPANS = 4  # spans in the pipeline's default window (pipeline/configs.SPAN_WINDOW)
+
+
+def data_sets(data_dir: Path, windows: int, extra: list[Path]):
+    """(name, user ids, movie ids) of the folder, its span windows and the extra folders."""
+    ratings = pd.read_csv(data_dir / "ratings.csv").sort_values("timestamp", kind="stable")
+    yield data_dir.name, ratings.userId.to_numpy(), ratings.movieId.to_numpy()
+    span = len(ratings) // windows if windows else 0
+    for end in range(WINDOW_SPANS + 1, windows + 1):
+        window = ratings.iloc[(end - WINDOW_SPANS) * span:end * span]
+        yield (f"{data_dir.name} spans {end - WINDOW_SPANS + 1}-{end} of {windows}",
+               window.userId.to_numpy(), window.movieId.to_numpy())
+    for folder in extra:
+        other = pd.read_csv(folder / "ratings.csv", usecols=["userId", "movieId"])
+        yield folder.name, other.userId.to_numpy(), other.movieId.to_numpy()
+
+
+def compare(users: np.ndarray, movies: np.ndarray, heads: list[int]) -> str:
+    """One line: the full head's choice and each smaller head's loss, with seconds."""
+    users = pd.factorize(users)[0].astype(np.int64)
+    movies = pd.factorize(movies)[0].astype(np.int64)
+    pairs = {features.USER_IDX: users, features.MOVIE_IDX: movies}
+    num_users, num_movies = int(users.max()) + 1, int(movies.max()) + 1
+    hp = ItemItemHParams(choice_dense=num_movies)
+    start = time.time()
+    *chosen, ndcg = item_item_training._choose(hp, pairs, num_users, num_movies)
+    best = max(ndcg.values())
+    line = [f"{len(users)} ratings, {num_movies} movies: all {item_item_training._key(*chosen)} "
+            f"{best:.4f} ({time.time() - start:.0f} s)"]
+    for head in (h for h in heads if h < num_movies):
+        start = time.time()
+        *small, _ = item_item_training._choose(dataclasses.replace(hp, choice_dense=head), pairs,
+                                               num_users, num_movies)
+        key = item_item_training._key(*small)
+        line.append(f"{head}: {key} {ndcg[key] - best:+.4f} ({time.time() - start:.1f} s)")
+    return " | ".join(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--windows", type=int, default=0, help="cut into this many spans")
+    parser.add_argument("--extra", type=Path, nargs="*", default=[])
+    parser.add_argument("--heads", type=int, nargs="+", default=[1000, 2000, 3000])
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    for name, users, movies in data_sets(args.data_dir, args.windows, args.extra):
+        print(f"{name}: {compare(users, movies, args.heads)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
