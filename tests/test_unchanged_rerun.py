@@ -105,14 +105,21 @@ def run_runner(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.e2e
-def test_a_rerun_with_nothing_changed_runs_nothing_and_pushes_nothing(tmp_path):
+def pushed_run(tmp_path: Path) -> tuple[Path, Path, Path, tuple[str, ...]]:
+    """(data folder, output folder, serving folder, the runner's arguments) after a first run of
+    a generated data set that pushed."""
     data = write_movielens_fixture(tmp_path / "data", n_users=60, ratings_per_user=(20, 40))
     out, serving = tmp_path / "out", tmp_path / "serving"
     args = ("--data-dir", str(data), "--output-dir", str(out), "--serving-model-dir",
             str(serving))
     first = run_runner(*args)
     assert first.returncode == 0, first.stderr[-3000:]
+    return data, out, serving, args
+
+
+@pytest.mark.e2e
+def test_a_rerun_with_nothing_changed_runs_nothing_and_pushes_nothing(tmp_path):
+    data, out, serving, args = pushed_run(tmp_path)
     (version,) = [p for p in serving.iterdir() if p.name.isdigit()]
 
     rerun = run_runner(*args, "--verbose")
@@ -129,6 +136,14 @@ def test_a_rerun_with_nothing_changed_runs_nothing_and_pushes_nothing(tmp_path):
     assert records[1]["pushed_to"] == str(version)
     assert records[1]["inputs_digest"] == records[0]["inputs_digest"]
 
+
+@pytest.mark.slow  # a third pipeline run; find_unchanged's refusal of new data is unit-tested
+@pytest.mark.e2e
+def test_new_data_after_a_pushed_run_runs_every_step_again(tmp_path):
+    data, out, serving, args = pushed_run(tmp_path)
+    (record,) = [json.loads(p.read_text())
+                 for p in (out / "movielens-tfx" / "runs").glob("*.json")]
+
     # New data: the pipeline runs, the ExampleGen and the Trainer included (whether the new
     # model is blessed against the served one is the evaluation's business: exit 0 or 2).
     with open(data / "ratings.csv", "a") as f:
@@ -141,4 +156,4 @@ def test_a_rerun_with_nothing_changed_runs_nothing_and_pushes_nothing(tmp_path):
     assert {"MovieLensExampleGen", "Trainer", "Evaluator"} <= set(ran), ran
     last = json.loads(sorted((out / "movielens-tfx" / "runs").glob("*.json"))[-1].read_text())
     assert last["status"] in ("pushed", "not pushed")
-    assert last["inputs_digest"] != records[0]["inputs_digest"]
+    assert last["inputs_digest"] != record["inputs_digest"]
