@@ -335,7 +335,7 @@ def read_times() -> dict:
 def markdown(scores: dict, hand: dict, times: dict, target: float) -> str:
     c = [f"`make mutation` ({times['date']}, commit {docs.git_commit()}, "
          f"{docs.cpu_model()}, {_cores()} cores; load average {times['load_start']} at the start, "
-         f"{times['load_end']} after mutmut, the machine shared with other work). mutmut "
+         f"{times['load_end']} after mutmut). mutmut "
          f"{_version()} over the modules below, each mutant run against the fast tests that "
          f"execute the mutated function: {_minutes(times['mutmut_seconds'])}; the "
          f"{len(hand['mutations'])} hand-written TensorFlow mutations of bench/mutations.py: "
