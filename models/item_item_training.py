@@ -33,7 +33,8 @@ USERS_PER_CHUNK = 1024  # validation users scored at a time: a dense [users, mov
 class ItemItemChoice:
     """What train_item_item chose: l2, the popularity exponent, the user weight, and the holdout
     NDCG@10 of every "l2/exponent/user weight" tried; `interactions`: how many training
-    interactions they were chosen for."""
+    interactions they were chosen for; `seconds`: the whole stage, `choice_seconds` of it the
+    choice."""
 
     l2: float
     popularity_exponent: float
@@ -41,6 +42,7 @@ class ItemItemChoice:
     validation_ndcg: dict[str, float]
     seconds: float
     interactions: int = 0
+    choice_seconds: float = 0.0
 
 
 def interactions(users: np.ndarray, movies: np.ndarray, num_users: int, num_movies: int
@@ -118,10 +120,11 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
     start = time.time()
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
     l2, exponent, user_weight, ndcg = _choose(hp, pairs, num_users, num_movies)
+    choice_seconds = time.time() - start
     _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g chosen on the "
               "holdout (NDCG@10 of l2/exponent/user weight: %s) in %.1f s", l2, exponent,
               user_weight, ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items())
-              or "not measured: no holdout", time.time() - start)
+              or "not measured: no holdout", choice_seconds)
     x = interactions(pairs[features.USER_IDX], pairs[features.MOVIE_IDX], num_users, num_movies)
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
     head = item_item.head_movies(counts, max_dense=hp.max_dense)
@@ -133,4 +136,4 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
                     f"{num_movies} movies solved, in {seconds:.1f} s ({stage.nbytes / 1e6:.1f} "
                     "MB served)", throttle=False)
     return stage, ItemItemChoice(l2, exponent, user_weight, ndcg, seconds,
-                                 len(pairs[features.USER_IDX]))
+                                 len(pairs[features.USER_IDX]), choice_seconds)

@@ -1,0 +1,56 @@
+"""What the Trainer's item-item stage costs on a ratings folder: models/item_item_training.py's
+`train_item_item` end to end (the holdout choice of l2, exponent and user weight, the served
+solve, the neighbour + low-rank cut), as the Trainer runs it, with the default ItemItemHParams.
+
+    .venv/bin/python -m bench.item_item_fit /tmp/syn-1m [more folders]
+
+Each folder holds a ratings.csv (MovieLens or bench/synthetic.py output; every rating counts as
+an interaction, as in the Trainer's training split). Prints one line a folder: its size, the
+seconds, the choice, the movies solved and the bytes served, with the load average before and
+after (2 cores: anything else running doubles the seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models import features, item_item_training
+from models.hparams import ItemItemHParams
+
+
+def fit_line(folder: Path) -> str:
+    """One line: the folder's size and what train_item_item took and chose there."""
+    ratings = pd.read_csv(folder / "ratings.csv", usecols=["userId", "movieId"])
+    users = pd.factorize(ratings.userId)[0].astype(np.int64)
+    movies = pd.factorize(ratings.movieId)[0].astype(np.int64)
+    num_users, num_movies = int(users.max()) + 1, int(movies.max()) + 1
+    load = os.getloadavg()[0]
+    start = time.time()
+    stage, choice = item_item_training.train_item_item(
+        ItemItemHParams(), num_users, num_movies,
+        {features.USER_IDX: users, features.MOVIE_IDX: movies})
+    seconds = time.time() - start
+    solved = int((np.abs(stage.movie_factors).sum(axis=1) > 0).sum())
+    chosen = item_item_training._key(choice.l2, choice.popularity_exponent, choice.user_weight)
+    return (f"{folder}: {len(ratings):,} ratings, {num_users:,} users, {num_movies:,} movies: "
+            f"{seconds:.1f} s, the choice {choice.choice_seconds:.1f} s of it (l2/exponent/user "
+            f"weight {chosen}); {solved:,} movies solved, {stage.nbytes / 1e6:.0f} MB served; "
+            f"load {load:.2f} before, {os.getloadavg()[0]:.2f} after")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", type=Path, nargs="+")
+    args = parser.parse_args()
+    for folder in args.folders:
+        print(fit_line(folder), flush=True)
+
+
+if __name__ == "__main__":
+    main()
