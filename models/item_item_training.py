@@ -44,6 +44,13 @@ class ItemItemChoice:
     interactions: int = 0
     choice_seconds: float = 0.0
 
+    def record(self) -> dict:
+        """The choice without its wall-clock seconds, for the exported model's training choices:
+        the model's identity (models/identity.py) covers that file, and two identical retrains
+        must be the same model for the Pusher."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("seconds", "choice_seconds")}
+
 
 def interactions(users: np.ndarray, movies: np.ndarray, num_users: int, num_movies: int
                  ) -> sp.csr_matrix:

@@ -360,7 +360,7 @@ def training_choices(module: export.ServingModule, time_split: bool) -> dict:
         "history_dropout_ndcg": getattr(module, "history_dropout_ndcg", None),
         # The item-item stage's l2 and popularity exponent, with the holdout NDCG@10 of each.
         "item_item": (None if getattr(module, "item_item_choice", None) is None
-                      else dataclasses.asdict(module.item_item_choice)),
+                      else module.item_item_choice.record()),
     }
 
 

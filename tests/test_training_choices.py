@@ -40,7 +40,7 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
                        "drift_validated_for": "the future (time split)",
                        "user_drift": dataclasses.asdict(drift),
                        "new_users": dataclasses.asdict(new_user), "popularity_weight": 0.2,
-                       "history_dropout_ndcg": dropouts, "item_item": dataclasses.asdict(item)}
+                       "history_dropout_ndcg": dropouts, "item_item": item.record()}
     choices = report_gen.load_training_choices(str(tmp_path))
     assert report_gen.format_choices(choices) == (
         "Trainer's choices on its validation data: user drift window 25, shrinkage 20 "
@@ -53,6 +53,24 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
     assert report_gen.load_training_choices(str(tmp_path / "elsewhere")) is None
     summary = run_summary.RunSummary(run_id="r", training_choices=choices)
     assert report_gen.format_choices(choices) in run_summary.format_summary(summary).split("\n")
+
+
+def test_two_stages_chosen_alike_in_other_times_write_the_same_choices(tmp_path):
+    """The exported model's identity covers its training choices: wall-clock seconds in them
+    made two identical retrains two models, and the Pusher pushed the second (found on
+    ml-latest-small with `--no-cache`)."""
+    drift = trainer.DriftChoice(0, 0.0, {"off": 0.8})
+    written = []
+    for seconds in (15.41, 15.28):
+        item = item_item_training.ItemItemChoice(400.0, -0.1, 0.25, {"400/-0.1/0.25": 0.28},
+                                                 seconds, 80_000, seconds / 5)
+        folder = tmp_path / str(seconds)
+        trainer.write_choices(str(folder), _Module(drift, None, item=item), time_split=False)
+        written.append((folder / contract.CHOICES_FILE).read_bytes())
+    assert written[0] == written[1]
+    assert json.loads(written[0])["item_item"] == {
+        "l2": 400.0, "popularity_exponent": -0.1, "user_weight": 0.25,
+        "validation_ndcg": {"400/-0.1/0.25": 0.28}, "interactions": 80_000}
 
 
 def test_a_drift_left_out_and_no_retrieval_stage_are_said_so(tmp_path):
