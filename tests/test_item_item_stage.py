@@ -84,6 +84,33 @@ def test_the_choice_solves_the_choice_dense_most_rated_movies_and_the_fit_max_de
     assert counts[left_out].max() <= counts[solved[-1]].min()
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_the_holdout_top_k_equals_a_ranking_of_every_movie(sign):
+    """top_k ranks the head alone when its K-th best scores above 0 (positive weights) and
+    every movie otherwise (negative weights: the unsolved movies' 0 beats them): both as a
+    ranking of all M movies, seen ones excluded and the unsolved scoring 0."""
+    rng = np.random.default_rng(7)
+    num_users, num_movies = 60, 40
+    head = np.sort(rng.choice(num_movies, 25, replace=False))
+    b = (sign * (np.abs(rng.normal(size=(25, 25))) + 0.1)).astype(np.float32)
+    scale = item_item.popularity_scale(rng.integers(1, 50, num_movies), -0.1)
+    seen = sp.csr_matrix((rng.random((num_users, num_movies)) < 0.15).astype(np.float32))
+    every = np.zeros((num_users, num_movies), np.float32)
+    every[:, head] = np.asarray(seen[:, head] @ b) * scale[head]
+    every[seen.nonzero()] = -np.inf
+    expected = np.argsort(-every, axis=1, kind="stable")[:, :item_item_training.K]
+    top = item_item_training.top_k(seen, b, head, scale)
+    # The same scores best first (movies of equal score, e.g. the unsolved ones' 0, may be
+    # any of them), K distinct movies a user, none seen.
+    np.testing.assert_array_equal(np.take_along_axis(every, top, axis=1),
+                                  np.take_along_axis(every, expected, axis=1))
+    assert all(len(set(row)) == item_item_training.K for row in top)
+    assert not np.isinf(np.take_along_axis(every, top, axis=1)).any()
+    in_head = np.isin(top, head).all(axis=1)
+    # Both paths ran: the head alone (positive weights) and every movie (negative ones).
+    assert in_head.any() if sign > 0 else not in_head.any()
+
+
 def test_one_first_stage_only():
     with pytest.raises(ValueError, match="one first stage"):
         HParams(item_item=ItemItemHParams(), retrieval=RetrievalHParams())
