@@ -43,12 +43,19 @@ def data_sets(data_dir: Path, windows: int, extra: list[Path]):
         yield folder.name, other.userId.to_numpy(), other.movieId.to_numpy()
 
 
+def indexed_pairs(users: np.ndarray, movies: np.ndarray
+                  ) -> tuple[dict[str, np.ndarray], int, int]:
+    """(USER_IDX / MOVIE_IDX columns, users, movies) of raw id pairs, ids numbered from 0 in
+    order of appearance, as the Trainer's transformed columns are indices."""
+    user_idx = pd.factorize(users)[0].astype(np.int64)
+    movie_idx = pd.factorize(movies)[0].astype(np.int64)
+    return ({features.USER_IDX: user_idx, features.MOVIE_IDX: movie_idx},
+            int(user_idx.max()) + 1, int(movie_idx.max()) + 1)
+
+
 def compare(users: np.ndarray, movies: np.ndarray, heads: list[int]) -> str:
     """One line: the full head's choice and each smaller head's loss, with seconds."""
-    users = pd.factorize(users)[0].astype(np.int64)
-    movies = pd.factorize(movies)[0].astype(np.int64)
-    pairs = {features.USER_IDX: users, features.MOVIE_IDX: movies}
-    num_users, num_movies = int(users.max()) + 1, int(movies.max()) + 1
+    pairs, num_users, num_movies = indexed_pairs(users, movies)
     hp = ItemItemHParams(choice_dense=num_movies)
     start = time.time()
     *chosen, ndcg = item_item_training._choose(hp, pairs, num_users, num_movies)

@@ -20,23 +20,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models import features, item_item_training
+from bench.item_item_choice import indexed_pairs
+from models import features, item_item, item_item_training
 from models.hparams import ItemItemHParams
 
 
 def fit_line(folder: Path) -> str:
     """One line: the folder's size and what train_item_item took and chose there."""
     ratings = pd.read_csv(folder / "ratings.csv", usecols=["userId", "movieId"])
-    users = pd.factorize(ratings.userId)[0].astype(np.int64)
-    movies = pd.factorize(ratings.movieId)[0].astype(np.int64)
-    num_users, num_movies = int(users.max()) + 1, int(movies.max()) + 1
+    pairs, num_users, num_movies = indexed_pairs(ratings.userId.to_numpy(),
+                                                 ratings.movieId.to_numpy())
+    hp = ItemItemHParams()
     load = os.getloadavg()[0]
     start = time.time()
-    stage, choice = item_item_training.train_item_item(
-        ItemItemHParams(), num_users, num_movies,
-        {features.USER_IDX: users, features.MOVIE_IDX: movies})
+    stage, choice = item_item_training.train_item_item(hp, num_users, num_movies, pairs)
     seconds = time.time() - start
-    solved = int((np.abs(stage.movie_factors).sum(axis=1) > 0).sum())
+    x = item_item_training.interactions(pairs[features.USER_IDX], pairs[features.MOVIE_IDX],
+                                        num_users, num_movies)  # the head the Trainer solved
+    solved = len(item_item.head_movies(np.asarray(x.sum(axis=0)).reshape(-1),
+                                          max_dense=hp.max_dense))
     chosen = item_item_training._key(choice.l2, choice.popularity_exponent, choice.user_weight)
     return (f"{folder}: {len(ratings):,} ratings, {num_users:,} users, {num_movies:,} movies: "
             f"{seconds:.1f} s, the choice {choice.choice_seconds:.1f} s of it (l2/exponent/user "
