@@ -61,27 +61,29 @@ def interactions(users: np.ndarray, movies: np.ndarray, num_users: int, num_movi
     return x
 
 
-def holdout_ndcg(b: np.ndarray, head: np.ndarray, scale: np.ndarray, x: sp.csr_matrix,
-                 users: np.ndarray, relevant: list[set[int]]) -> float:
+def holdout_ndcg(b: np.ndarray, head: np.ndarray, scales: list[np.ndarray], x: sp.csr_matrix,
+                 users: np.ndarray, relevant: list[set[int]]) -> list[float]:
     """Mean NDCG@K of these users' top K by the dense B [H, H] of the head movies, scaled by
-    `scale` [M], movies the user has in x excluded; movies outside the head score 0, as
-    served."""
-    top = [top_k(x[users[start:start + USERS_PER_CHUNK]], b, head, scale)
-           for start in range(0, len(users), USERS_PER_CHUNK)]
-    top = np.concatenate(top) if top else np.zeros((0, K), np.int64)
-    return ranking_metrics.mean(ranking_metrics.per_user(top, relevant, K))["ndcg"]
+    each of `scales` ([M] each), movies the user has in x excluded; movies outside the head
+    score 0, as served. One product of a chunk's histories with B serves every scale."""
+    tops: list[list[np.ndarray]] = [[] for _ in scales]
+    for start in range(0, len(users), USERS_PER_CHUNK):
+        seen = x[users[start:start + USERS_PER_CHUNK]]
+        product = np.asarray(seen[:, head] @ b)
+        for top, scale in zip(tops, scales, strict=True):
+            top.append(top_k(seen, product * scale[head], head))
+    return [ranking_metrics.mean(ranking_metrics.per_user(
+        np.concatenate(top) if top else np.zeros((0, K), np.int64), relevant, K))["ndcg"]
+        for top in tops]
 
 
-def top_k(seen: sp.csr_matrix, b: np.ndarray, head: np.ndarray, scale: np.ndarray
-          ) -> np.ndarray:
-    """Movie indices [U, K], best first, of users with histories `seen` [U, M] by the head's
-    B [H, H] scaled by `scale` [M], seen movies excluded, the movies outside the head scoring 0.
-    A user whose K-th best head movie scores above 0 has the same top K among the head alone
-    (no outside movie can enter it), which skips a selection over all M movies (the cost of the
-    choice at 1M ratings); the other users are ranked over every movie."""
-    head_seen = seen[:, head]
-    scores = np.asarray(head_seen @ b) * scale[head]
-    scores[head_seen.nonzero()] = -np.inf
+def top_k(seen: sp.csr_matrix, scores: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Movie indices [U, K], best first, of users with histories `seen` [U, M] by their scores
+    [U, H] of the head movies (overwritten), seen movies excluded, the movies outside the head
+    scoring 0. A user whose K-th best head movie scores above 0 has the same top K among the
+    head alone (no outside movie can enter it), which skips a selection over all M movies (the
+    cost of the choice at 1M ratings); the other users are ranked over every movie."""
+    scores[seen[:, head].nonzero()] = -np.inf
     top = np.zeros((seen.shape[0], K), np.int64)
     inside = np.zeros(seen.shape[0], bool)
     if len(head) > K:
@@ -125,14 +127,16 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
     head = item_item.head_movies(counts, max_dense=min(hp.max_dense, hp.choice_dense))
     ndcg: dict[str, float] = {}
     tried: dict[str, tuple[float, float, float]] = {}
+    scales = [item_item.popularity_scale(counts, e) for e in hp.popularity_exponents]
+    wanted = [relevant[u] for u in users]
 
     def score(l2: float, user_weight: float) -> None:
         b = item_item.regularised_solve(x, head, l2, hp.dropout, user_weight)
-        for exponent in hp.popularity_exponents:
+        values = holdout_ndcg(b, head, scales, x, users, wanted)
+        for exponent, value in zip(hp.popularity_exponents, values, strict=True):
             key = _key(l2, exponent, user_weight)
             tried[key] = (l2, exponent, user_weight)
-            ndcg[key] = holdout_ndcg(b, head, item_item.popularity_scale(counts, exponent),
-                                     x, users, [relevant[u] for u in users])
+            ndcg[key] = value
 
     for l2 in hp.l2s:
         score(l2, hp.user_weights[0])

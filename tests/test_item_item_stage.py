@@ -99,7 +99,7 @@ def test_the_holdout_top_k_equals_a_ranking_of_every_movie(sign):
     every[:, head] = np.asarray(seen[:, head] @ b) * scale[head]
     every[seen.nonzero()] = -np.inf
     expected = np.argsort(-every, axis=1, kind="stable")[:, :item_item_training.K]
-    top = item_item_training.top_k(seen, b, head, scale)
+    top = item_item_training.top_k(seen, np.asarray(seen[:, head] @ b) * scale[head], head)
     # The same scores best first (movies of equal score, e.g. the unsolved ones' 0, may be
     # any of them), K distinct movies a user, none seen.
     np.testing.assert_array_equal(np.take_along_axis(every, top, axis=1),
