@@ -9,7 +9,10 @@ from typing import Any
 # "neural": MF plus an MLP over the embeddings and the movie's genres and year.
 MODEL_TYPES = ("bias", "mf", "neural")
 LOSSES = ("mse", "mae", "huber")
-OPTIMIZERS = ("adam", "adagrad", "sgd")
+# "lazy_adam": Adam that updates only the id-table rows a batch read (models/optimizers.py).
+OPTIMIZERS = ("adam", "lazy_adam", "adagrad", "sgd")
+# What table_optimizer may name: the optimizers tfrs' CompositeOptimizer can combine.
+TABLE_OPTIMIZERS = ("adam", "adagrad", "sgd")
 RETRIEVAL_OBJECTIVES = ("users", "pairs")
 
 
@@ -205,19 +208,27 @@ class HParams:
     hidden_units: tuple[int, ...] = (128, 64)  # neural only
     dropout: float = 0.3  # neural only
     loss: str = "mse"
-    optimizer: str = "adam"
+    # lazy_adam: Adam on the rows a batch read of each id table; tf_keras 2.16's Adam rewrites
+    # every row and both moment slots at each step, which made an epoch 5x slower at 5M
+    # ratings, with equal or better validation RMSE on four data sets (docs/benchmarks.md,
+    # "Sparse table updates", issue 22).
+    optimizer: str = "lazy_adam"
     learning_rate: float = 3e-3
     # The id tables' own optimizer (the embeddings, SVD++'s item factors), "" for `optimizer`
-    # everywhere. "adagrad" and "sgd" update only the rows a batch uses, where tf_keras 2.16's
-    # Adam rewrites every row of a table and both of its slots at each step; the rest keeps
-    # `optimizer` (trainer.make_optimizer), whose rate ReduceLROnPlateau cuts. Off: on
-    # ml-latest-small's rand90 it cost 0.004 test RMSE, at 1M synthetic ratings 0.002, for
-    # epochs 3x faster there (docs/benchmarks.md, "Sparse table updates", issue 22).
+    # everywhere: "adagrad" or "sgd" for the tables, `optimizer` (trainer.make_optimizer) for
+    # the rest, whose rate ReduceLROnPlateau cuts. Off: it cost validation RMSE where
+    # lazy_adam did not (docs/benchmarks.md, "Sparse table updates").
     table_optimizer: str = ""
     table_learning_rate: float = 1.0
-    batch_size: int = 1024
+    # 2048: within seed noise of 1024's validation RMSE on the small sets, better at 1M ratings,
+    # an epoch 1.2x faster there; 4096 lost 0.003 on ml-latest-small (docs/benchmarks.md).
+    batch_size: int = 2048
     max_epochs: int = 40
     early_stopping_patience: int = 3
+    # Early stopping and the plateau's rate cut count an epoch as better only when it lowers the
+    # validation RMSE by more than this many stars (Keras' min_delta): at 5M ratings, with no
+    # minimum, early stopping ran 9 more epochs that gained 0.0001 in all (docs/benchmarks.md).
+    early_stopping_min_gain: float = 1e-4
     # Epochs without improvement before the learning rate is cut to a third; 0: never.
     reduce_lr_patience: int = 1
     # Of the train split, held out at random for early stopping and the drift's choice.
@@ -256,9 +267,12 @@ class HParams:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.table_optimizer and self.table_optimizer not in OPTIMIZERS:
-            raise ValueError(f"table_optimizer must be '' or one of {OPTIMIZERS}, got "
+        if self.table_optimizer and self.table_optimizer not in TABLE_OPTIMIZERS:
+            raise ValueError(f"table_optimizer must be '' or one of {TABLE_OPTIMIZERS}, got "
                              f"{self.table_optimizer!r}")
+        if self.table_optimizer and self.optimizer not in TABLE_OPTIMIZERS:
+            raise ValueError(f"with a table_optimizer, optimizer must be one of "
+                             f"{TABLE_OPTIMIZERS}, got {self.optimizer!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         # custom_config travels as JSON, which turns tuples into lists.
@@ -308,7 +322,8 @@ _AFTER_TRAINING = {"drift_windows": (10, 25, 50), "drift_shrinkages": (5.0, 20.0
                    "new_user_shrinkages": (1.0, 2.0, 5.0, 10.0, 25.0, 50.0)}
 _FIRST_STAGE = {"item_item": ItemItemHParams()}
 TUNED: dict[str, dict[str, Any]] = {
-    "bias": {"learning_rate": 1e-2, "batch_size": 4096, "reduce_lr_patience": 0},
+    "bias": {"optimizer": "adam", "learning_rate": 1e-2, "batch_size": 4096,
+             "reduce_lr_patience": 0, "early_stopping_min_gain": 0.0},
     "mf": {"l2": 0.03, **_FIRST_STAGE, **_AFTER_TRAINING},
     "neural": {**_FIRST_STAGE, **_AFTER_TRAINING},
 }

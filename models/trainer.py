@@ -40,6 +40,7 @@ from models.fitting import seed_everything, steps_per_execution
 from models.hparams import HParams
 from models.item_item_training import train_item_item
 from models.mf import BiasBaseline, BiasedMF
+from models.optimizers import LazyAdam
 from models.neural import NeuralRecommender
 from models.retrieval_training import train_retrieval
 
@@ -62,6 +63,7 @@ MODELS: dict[str, type[RatingModel]] = {
 }
 OPTIMIZERS: dict[str, Callable[[float], tf.keras.optimizers.Optimizer]] = {
     "adam": tf.keras.optimizers.Adam,
+    "lazy_adam": LazyAdam,
     "adagrad": tf.keras.optimizers.Adagrad,
     "sgd": tf.keras.optimizers.SGD,
 }
@@ -118,12 +120,27 @@ def make_optimizer(hp: HParams, model: tf.keras.Model | None = None
 
 
 class EpochProgress(tf.keras.callbacks.Callback):
-    """The rating model's progress line at the end of each epoch (models/progress.py)."""
+    """The rating model's progress line at the end of each epoch (models/progress.py), with the
+    epoch's training seconds (its validation pass excluded), which it also keeps in
+    `train_seconds` (bench/table_updates.py reads them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.train_seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if hasattr(self, "_start"):  # fit's validation pass, not a stand-alone evaluate
+            self.train_seconds.append(time.perf_counter() - self._start)
+            del self._start
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         rmse = (logs or {}).get("val_rmse", float("nan"))
+        seconds = self.train_seconds[-1] if self.train_seconds else float("nan")
         progress.report(f"epoch {epoch + 1}/{self.params['epochs']}: validation RMSE "
-                        f"{rmse:.4f} stars")
+                        f"{rmse:.4f} stars ({seconds:.1f} s)")
 
 
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],
@@ -153,13 +170,14 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
         _LOG.info("Rating model %s", model.warm_start.describe())
     model.compile(optimizer=make_optimizer(hp, model), steps_per_execution=steps_per_execution(
         len(fit_data[features.LABEL_XF]), hp.batch_size))
-    callbacks = [EpochProgress(), tf.keras.callbacks.EarlyStopping(
+    epochs = EpochProgress()
+    callbacks = [epochs, tf.keras.callbacks.EarlyStopping(
         monitor="val_rmse", mode="min", patience=hp.early_stopping_patience,
-        restore_best_weights=True)]
+        min_delta=hp.early_stopping_min_gain, restore_best_weights=True)]
     if hp.reduce_lr_patience:
         callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(
             monitor="val_rmse", mode="min", factor=1 / 3, patience=hp.reduce_lr_patience,
-            min_delta=1e-4))
+            min_delta=hp.early_stopping_min_gain))
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir))
     start = time.time()
@@ -167,6 +185,8 @@ def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np
                        validation_data=arrays.to_dataset(val_data, 8192),
                        epochs=hp.max_epochs, callbacks=callbacks, verbose=verbose)
     model.epochs = len(fitted.epoch)
+    model.epoch_seconds = epochs.train_seconds
+    model.validation_rmse = list(fitted.history.get("val_rmse", []))
     _LOG.info("Trained %s on %d ratings in %d epochs, %.1f s", hp.model_type,
               len(fit_data[features.LABEL_XF]), model.epochs, time.time() - start)
     model.drift_choice = None

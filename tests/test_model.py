@@ -184,7 +184,7 @@ def test_builders_refuse_unknown_names_rather_than_fall_back():
                                          r"'neural'\]"):
         trainer.build_model(unchecked(model_type="svd"), N_USERS, N_MOVIES, 0.6)
     with pytest.raises(ValueError, match=r"unknown optimizer 'rmsprop'; known: \['adagrad', "
-                                         r"'adam', 'sgd'\]"):
+                                         r"'adam', 'lazy_adam', 'sgd'\]"):
         trainer.make_optimizer(unchecked(optimizer="rmsprop"))
     with pytest.raises(ValueError, match=r"unknown loss 'hinge'; known: \['huber', 'mae', "
                                          r"'mse'\]"):
@@ -194,6 +194,7 @@ def test_builders_refuse_unknown_names_rather_than_fall_back():
 def test_the_registries_are_the_names_hparams_accepts():
     assert sorted(trainer.MODELS) == sorted(hparams.MODEL_TYPES)
     assert sorted(trainer.OPTIMIZERS) == sorted(hparams.OPTIMIZERS)
+    assert sorted(trainer.LEGACY_OPTIMIZERS) == sorted(hparams.TABLE_OPTIMIZERS)
     assert sorted(base.LOSSES) == sorted(hparams.LOSSES)
     assert sorted(hparams.TUNED) == sorted(hparams.MODEL_TYPES)
 

@@ -10,7 +10,7 @@ from test_model import N_MOVIES, N_USERS, planted_ratings
 from models import arrays, features, trainer
 from models.hparams import HParams
 
-HP = HParams(model_type="mf", embedding_dim=4, table_optimizer="adagrad",
+HP = HParams(model_type="mf", embedding_dim=4, optimizer="adam", table_optimizer="adagrad",
              table_learning_rate=0.5, learning_rate=1e-2, batch_size=64, reduce_lr_patience=1)
 
 
@@ -57,3 +57,5 @@ def test_a_table_optimizer_needs_the_model_and_a_known_name():
         trainer.make_optimizer(HP)
     with pytest.raises(ValueError, match="table_optimizer must be"):
         HParams(table_optimizer="lamb")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        HParams(table_optimizer="adagrad", optimizer="lazy_adam")
