@@ -40,8 +40,8 @@ from models.fitting import seed_everything, steps_per_execution
 from models.hparams import HParams
 from models.item_item_training import train_item_item
 from models.mf import BiasBaseline, BiasedMF
-from models.optimizers import LazyAdam
 from models.neural import NeuralRecommender
+from models.optimizers import LazyAdam
 from models.retrieval_training import train_retrieval
 
 _LOG = logging.getLogger(__name__)
