@@ -20,6 +20,11 @@ class LazyAdam(tf.keras.optimizers.Adam):
     Keras sums a batch's repeated rows before update_step (apply_gradients' deduplication), so
     each index appears once here."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.amsgrad:
+            raise ValueError("LazyAdam has no amsgrad variant")
+
     def update_step(self, gradient, variable):
         if not isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable)

@@ -2,6 +2,7 @@
 on the others; Adam itself on dense gradients; and a rating model trained with it learns."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from test_model import N_MOVIES, N_USERS, planted_ratings
 
@@ -71,3 +72,8 @@ def test_a_rating_model_trained_with_lazy_adam_learns_and_the_plateau_cuts_its_r
     assert float(model.optimizer.learning_rate.numpy()) == np.float32(1e-2 / 4)
     assert trainer.rmse_in_stars(model, val) < 0.95 * np.std(
         features.unscale_rating(val[features.LABEL_XF]))
+
+
+def test_amsgrad_is_refused_rather_than_ignored_on_sparse_rows():
+    with pytest.raises(ValueError, match="no amsgrad"):
+        LazyAdam(0.1, amsgrad=True)
