@@ -138,9 +138,9 @@ class EpochProgress(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         rmse = (logs or {}).get("val_rmse", float("nan"))
-        seconds = self.train_seconds[-1] if self.train_seconds else float("nan")
+        timed = f" ({self.train_seconds[-1]:.1f} s)" if self.train_seconds else ""
         progress.report(f"epoch {epoch + 1}/{self.params['epochs']}: validation RMSE "
-                        f"{rmse:.4f} stars ({seconds:.1f} s)")
+                        f"{rmse:.4f} stars{timed}")
 
 
 def train(hp: HParams, num_users: int, num_movies: int, train_data: dict[str, np.ndarray],
