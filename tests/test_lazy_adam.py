@@ -4,9 +4,9 @@ on the others; Adam itself on dense gradients; and a rating model trained with i
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_model import N_MOVIES, N_USERS, planted_ratings
+from test_table_optimizer import fit_with_plateau
 
-from models import arrays, features, trainer
+from models import features, trainer
 from models.hparams import HParams
 from models.optimizers import LazyAdam
 
@@ -57,18 +57,10 @@ def test_repeated_rows_are_summed_and_dense_gradients_get_adams_update():
 
 
 def test_a_rating_model_trained_with_lazy_adam_learns_and_the_plateau_cuts_its_rate():
-    columns, _, _ = planted_ratings()
-    hp = HParams(model_type="neural", embedding_dim=4, optimizer="lazy_adam",
-                 learning_rate=1e-2, batch_size=64)
-    model = trainer.build_model(hp, N_USERS, N_MOVIES, 0.6)
-    model.compile(optimizer=trainer.make_optimizer(hp))
+    model, val = fit_with_plateau(HParams(model_type="neural", embedding_dim=4,
+                                          optimizer="lazy_adam", learning_rate=1e-2,
+                                          batch_size=64))
     assert isinstance(model.optimizer, LazyAdam)
-    fit, val = arrays.holdout(columns, 0.1, 0)
-    plateau = tf.keras.callbacks.ReduceLROnPlateau(monitor="val_rmse", factor=0.5, patience=0,
-                                                   min_delta=10.0)  # cuts after epochs 2, 3
-    model.fit(arrays.to_dataset(fit, 64, shuffle_seed=0),
-              validation_data=arrays.to_dataset(val, 1024), epochs=3, callbacks=[plateau],
-              verbose=0)
     assert float(model.optimizer.learning_rate.numpy()) == np.float32(1e-2 / 4)
     assert trainer.rmse_in_stars(model, val) < 0.95 * np.std(
         features.unscale_rating(val[features.LABEL_XF]))

@@ -36,9 +36,10 @@ def test_a_step_changes_only_the_batchs_table_rows_and_adam_moves_the_rest():
                if not trainer.is_table(v))
 
 
-def test_training_with_tables_apart_learns_and_the_plateau_cuts_the_dense_rate():
+def fit_with_plateau(hp: HParams) -> tuple[tf.keras.Model, dict[str, np.ndarray]]:
+    """A model of `hp` with trainer.make_optimizer's optimizer, 3 epochs on planted ratings,
+    the plateau halving the rate after epochs 2 and 3: (the model, its validation columns)."""
     columns, _, _ = planted_ratings()
-    hp = HP
     model = trainer.build_model(hp, N_USERS, N_MOVIES, 0.6)
     model.compile(optimizer=trainer.make_optimizer(hp, model))
     fit, val = arrays.holdout(columns, 0.1, 0)
@@ -47,6 +48,11 @@ def test_training_with_tables_apart_learns_and_the_plateau_cuts_the_dense_rate()
     model.fit(arrays.to_dataset(fit, 64, shuffle_seed=0),
               validation_data=arrays.to_dataset(val, 1024), epochs=3, callbacks=[plateau],
               verbose=0)
+    return model, val
+
+
+def test_training_with_tables_apart_learns_and_the_plateau_cuts_the_dense_rate():
+    model, val = fit_with_plateau(HP)
     assert float(model.optimizer.lr.numpy()) == pytest.approx(1e-2 / 4)
     assert trainer.rmse_in_stars(model, val) < 0.95 * np.std(
         features.unscale_rating(val[features.LABEL_XF]))
