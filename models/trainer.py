@@ -127,14 +127,15 @@ class EpochProgress(tf.keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.train_seconds: list[float] = []
+        self._start: float | None = None  # set while an epoch trains
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
 
     def on_test_begin(self, logs: dict | None = None) -> None:
-        if hasattr(self, "_start"):  # fit's validation pass, not a stand-alone evaluate
+        if self._start is not None:  # fit's validation pass, not a stand-alone evaluate
             self.train_seconds.append(time.perf_counter() - self._start)
-            del self._start
+            self._start = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         rmse = (logs or {}).get("val_rmse", float("nan"))
