@@ -10,14 +10,15 @@ The inputs (examples, candidate and baseline models) are the execution's own, re
 Metadata; the TFMA configuration is the current code's (pipeline.make_eval_configs with
 configs.EVAL) unless --stored-config; the Beam pipeline is the local runner's (DirectRunner,
 in_memory). Outputs go to a temporary folder: the pipeline's artifacts are not touched.
---without-paired-change drops the PairedErrorChange metric (the blessing rules' intervals) and
-its thresholds from that configuration, to time the Evaluator without it.
+--without-paired-change drops the paired change (the blessing rules' intervals) from that
+configuration's RatingErrors metric, and its thresholds, to time the Evaluator without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import sys
@@ -66,7 +67,7 @@ def main() -> int:
     parser.add_argument("--stored-config", action="store_true",
                         help="the EvalConfig the execution ran with, not the current code's")
     parser.add_argument("--without-paired-change", action="store_true",
-                        help="without the PairedErrorChange metric and its thresholds")
+                        help="without RatingErrors' paired change and its thresholds")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="run under cProfile and print its N most expensive functions")
     args = parser.parse_args()
@@ -78,7 +79,7 @@ def main() -> int:
     from tfx.utils import proto_utils
 
     from components.evaluation import results
-    from components.evaluation.metrics import PairedErrorChange
+    from components.evaluation.metrics import RatingErrors
     from pipeline.pipeline import make_eval_configs
 
     connection = metadata_store_pb2.ConnectionConfig()
@@ -95,9 +96,9 @@ def main() -> int:
         eval_config = make_eval_configs(configs.EVAL)[NODES[args.node]]
         if args.without_paired_change:
             for spec in eval_config.metrics_specs:
-                kept = [m for m in spec.metrics if m.class_name != PairedErrorChange.__name__]
-                del spec.metrics[:]
-                spec.metrics.extend(kept)
+                for metric in spec.metrics:
+                    if metric.class_name == RatingErrors.__name__:
+                        metric.config = json.dumps({**json.loads(metric.config), "baseline": ""})
                 spec.per_slice_thresholds.clear()
         properties["eval_config"] = proto_utils.proto_to_json(eval_config)
 

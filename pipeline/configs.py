@@ -139,6 +139,11 @@ class EvalSettings:
     confidence: float = 0.95
     # The resamples' seed: the same inputs give the same intervals and verdicts.
     bootstrap_seed: int = 0
+    # The TFMA Evaluators read at most this many eval ratings: above it, whole users in a
+    # seeded order (bootstrap_seed) while their ratings fit (components/evaluation/
+    # eval_sample.py); the top-k rules read every eval user. TFMA costs about 0.5 ms a rating
+    # here; the value's reasoning: docs/benchmarks.md, "Evaluating a sample of users".
+    max_eval_ratings: int = 100_000
 
     def __post_init__(self):
         for name in ("min_improvement_over_baseline", "max_regression_vs_blessed",
@@ -150,7 +155,7 @@ class EvalSettings:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"EvalSettings.{name} must be in [0, 1) (NDCG), "
                                  f"got {getattr(self, name)}")
-        for name in ("genre_min_examples", "topk_k", "bootstrap_samples"):
+        for name in ("genre_min_examples", "topk_k", "bootstrap_samples", "max_eval_ratings"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"EvalSettings.{name} must be an integer >= 1, "
                                  f"got {getattr(self, name)}")

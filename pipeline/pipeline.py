@@ -39,12 +39,11 @@ from components.anomalies_gate import AnomaliesGate
 from components.atomic_pusher import AtomicPusher
 from components.evaluation import results, topk
 from components.evaluation.blessing_gate import BlessingGate
+from components.evaluation.eval_sample import EvalSample
 from components.evaluation.metrics import (
     RMSE_CHANGE_LOWER,
     RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
-    PairedErrorChange,
-    PlainMeanAbsoluteError,
-    RootMeanSquaredError,
+    RatingErrors,
 )
 from components.evaluation.report_gen import EvaluationReportGen
 from components.movielens_example_gen.component import MovieLensExampleGen
@@ -75,6 +74,7 @@ TRANSFORM_ID = "Transform"
 TRAINER_ID = "Trainer"
 BASELINE_TRAINER_ID = "BaselineTrainer"
 BLESSED_MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
+EVAL_SAMPLE_ID = "EvalSample"
 EVALUATOR_ID = "Evaluator"
 BLESSED_MODEL_EVALUATOR_ID = "BlessedModelEvaluator"
 TOPK_EVALUATOR_ID = "TopKEvaluator"
@@ -84,8 +84,9 @@ PUSHER_ID = "Pusher"
 REPORT_GEN_ID = "EvaluationReportGen"
 COMPONENT_IDS = (EXAMPLE_GEN_ID, STATISTICS_GEN_ID, SCHEMA_GEN_ID, EXAMPLE_VALIDATOR_ID,
                  ANOMALIES_GATE_ID, SPAN_DRIFT_ID, TRANSFORM_ID, TRAINER_ID, BASELINE_TRAINER_ID,
-                 BLESSED_MODEL_RESOLVER_ID, EVALUATOR_ID, BLESSED_MODEL_EVALUATOR_ID,
-                 TOPK_EVALUATOR_ID, BLESSING_GATE_ID, SERVING_CHECK_ID, PUSHER_ID, REPORT_GEN_ID)
+                 BLESSED_MODEL_RESOLVER_ID, EVAL_SAMPLE_ID, EVALUATOR_ID,
+                 BLESSED_MODEL_EVALUATOR_ID, TOPK_EVALUATOR_ID, BLESSING_GATE_ID, SERVING_CHECK_ID,
+                 PUSHER_ID, REPORT_GEN_ID)
 
 
 def _model_specs(baseline: str) -> list[tfma.ModelSpec]:
@@ -119,12 +120,12 @@ def _change_threshold(slicing_spec: tfma.SlicingSpec, allowed: float
 def make_eval_configs(settings: EvalSettings) -> dict[str, tfma.EvalConfig]:
     """TFMA configs of the two Evaluators, keyed by baseline model name; the blessing rules.
 
-    Both compute RMSE, MAE and example counts overall, per genre, per user activity and per movie
-    popularity bucket, and PairedErrorChange: the candidate's change in RMSE and MAE against the
-    baseline with its paired bootstrap interval over users (EvalSettings.bootstrap_samples,
-    .confidence, .bootstrap_seed). Thresholds, on the lower end of the RMSE change's interval
-    (the baseline reports 0 there, so TFMA's diff is the candidate's value; a plain `threshold`
-    would apply to every slice):
+    Both compute example counts and RatingErrors overall, per genre, per user activity and per
+    movie popularity bucket: each model's RMSE and MAE, and the candidate's change in both
+    against the baseline with its paired bootstrap interval over users
+    (EvalSettings.bootstrap_samples, .confidence, .bootstrap_seed). Thresholds, on the lower end
+    of the RMSE change's interval (the baseline reports 0 there, so TFMA's diff is the
+    candidate's value; a plain `threshold` would apply to every slice):
       against the bias baseline: overall, lower end <= -min_improvement_over_baseline; on every
         genre with >= genre_min_examples ratings, lower end <= genre_tolerance;
       against the latest blessed model: overall, lower end <= max_regression_vs_blessed
@@ -132,18 +133,13 @@ def make_eval_configs(settings: EvalSettings) -> dict[str, tfma.EvalConfig]:
     """
     def metrics(baseline: str, thresholds: dict[str, list[tfma.PerSliceMetricThreshold]]
                 ) -> list[tfma.MetricsSpec]:
-        paired = {"baseline": baseline, "samples": settings.bootstrap_samples,
+        errors = {"baseline": baseline, "samples": settings.bootstrap_samples,
                   "confidence": settings.confidence, "seed": settings.bootstrap_seed,
                   "min_examples": settings.genre_min_examples}
         return [tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name=RootMeanSquaredError.__name__,
-                              module=RootMeanSquaredError.__module__),
-            tfma.MetricConfig(class_name=PlainMeanAbsoluteError.__name__,
-                              module=PlainMeanAbsoluteError.__module__),
-            tfma.MetricConfig(class_name=PairedErrorChange.__name__,
-                              module=PairedErrorChange.__module__,
-                              config=json.dumps(paired, sort_keys=True)),
+            tfma.MetricConfig(class_name=RatingErrors.__name__, module=RatingErrors.__module__,
+                              config=json.dumps(errors, sort_keys=True)),
         ], per_slice_thresholds={name: tfma.PerSliceMetricThresholds(thresholds=per_slice)
                                  for name, per_slice in thresholds.items()})]
 
@@ -268,11 +264,15 @@ def create_pipeline(
     # The simple baseline every candidate must beat, trained on the same split in the same run.
     baseline_trainer = make_trainer(baseline_hparams, BASELINE_TRAINER_ID)
     eval_configs = make_eval_configs(eval_settings)
+    # TFMA's cost grows with the eval split: above max_eval_ratings, a seeded sample of its users.
+    eval_sample = EvalSample(
+        examples=example_gen.outputs["examples"], max_ratings=eval_settings.max_eval_ratings,
+        seed=eval_settings.bootstrap_seed).with_id(EVAL_SAMPLE_ID)
 
     def make_evaluator(baseline_model: Channel, baseline: str, component_id: str) -> Evaluator:
         """The candidate against one baseline (TFMA takes one per evaluation), on the eval
-        split."""
-        return Evaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        split or EvalSample's sample of it."""
+        return Evaluator(examples=eval_sample.outputs["sample"], model=trainer.outputs["model"],
                          baseline_model=baseline_model, eval_config=eval_configs[baseline],
                          example_splits=["eval"]).with_id(component_id)
 
@@ -323,6 +323,7 @@ def create_pipeline(
         topk_evaluation=topk_evaluator.outputs["evaluation"],
         blessing=gate.outputs["blessing"],
         pushed_model=pusher.outputs["pushed_model"],
+        eval_sample=eval_sample.outputs["sample"],
         eval_settings=json.dumps(dataclasses.asdict(eval_settings), sort_keys=True),
     ).with_id(REPORT_GEN_ID)
 
@@ -331,8 +332,8 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                     span_drift, transform, trainer, baseline_trainer, blessed_model_resolver,
-                    evaluator, blessed_evaluator, topk_evaluator, gate, serving_check, pusher,
-                    report],
+                    eval_sample, evaluator, blessed_evaluator, topk_evaluator, gate,
+                    serving_check, pusher, report],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,

@@ -14,6 +14,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components import serving_check, span_drift
 from components.atomic_pusher import IDENTICAL_KEY
 from components.evaluation import blessing_gate, results, topk
+from components.evaluation.eval_sample import SampleInfo
 from components.evaluation.report_gen import (
     REPORT_FILE,
     EvaluationReport,
@@ -24,6 +25,7 @@ from models import features
 from pipeline.pipeline import (
     BLESSED_MODEL_EVALUATOR_ID,
     BLESSING_GATE_ID,
+    EVAL_SAMPLE_ID,
     EVALUATOR_ID,
     PUSHER_ID,
     REPORT_GEN_ID,
@@ -60,6 +62,8 @@ class RunSummary:
     components: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
     # What the Trainer chose on its validation data (models/trainer.py, training_choices).
     training_choices: dict | None = None
+    # What the TFMA Evaluators read of the eval split (EvalSample).
+    eval_sample: SampleInfo | None = None
 
 
 def load_slice_metrics(evaluation_uri: str, blessed_evaluation_uri: str | None = None
@@ -157,6 +161,9 @@ def summarize_latest_run(metadata_path: str) -> RunSummary | None:
         summary.evaluation_uri = evaluation.uri
         summary.metrics = load_slice_metrics(
             evaluation.uri, blessed_evaluation.uri if blessed_evaluation else None)
+    sample = _output(outputs, EVAL_SAMPLE_ID, "Examples")
+    if sample is not None:
+        summary.eval_sample = SampleInfo.load(sample.uri)
     topk_evaluation = _output(outputs, TOPK_EVALUATOR_ID, "ModelEvaluation")
     if topk_evaluation is not None:
         summary.top_k = topk.TopKEvaluation.load(topk_evaluation.uri)
@@ -180,7 +187,9 @@ def format_summary(summary: RunSummary) -> str:
                   key=lambda kv: (kv[0] != "overall", -kv[1].get(results.EXAMPLE_COUNT, 0)))
     if rows:
         lines.append("Eval split, candidate vs the bias baseline's RMSE"
-                     + (" and the latest blessed model's:" if has_blessed else ":"))
+                     + (" and the latest blessed model's" if has_blessed else "")
+                     + (f" (on {summary.eval_sample.describe()})"
+                        if summary.eval_sample and summary.eval_sample.sampled else "") + ":")
         lines.append(header)
     for name, m in rows:
         lines.append(f"  {name:<20} {m.get(results.RMSE, math.nan):7.4f} "

@@ -54,7 +54,7 @@ def write_rmse_evaluation(uri: str, baseline: str, candidate_rmse: float, baseli
     metrics = {}
     for model, value in ((results.CANDIDATE, candidate_rmse), (baseline, baseline_rmse)):
         metrics[metric_types.MetricKey(name=results.RMSE, model_name=model)] = value
-    # PairedErrorChange: the candidate's change and interval ends (all the change: no spread),
+    # RatingErrors: the candidate's change and interval ends (all the change: no spread),
     # 0 for the baseline itself, and TFMA's diff, which the thresholds check.
     change = candidate_rmse - baseline_rmse
     for name in (RMSE_CHANGE, RMSE_CHANGE_LOWER, RMSE_CHANGE_UPPER,

@@ -1,5 +1,5 @@
-"""The Evaluators' plain-Python metrics (components/evaluation/metrics.py) against numpy, through
-both of their input paths: plain per-model values, and TFMA's general conversion."""
+"""The Evaluators' plain-Python metric (components/evaluation/metrics.py, RatingErrors) against
+numpy, through both of its input paths: plain per-model values, and TFMA's general conversion."""
 
 import math
 
@@ -14,21 +14,21 @@ CANDIDATE = np.array([3.6, 3.9, 2.1, 4.4, 2.5])
 BASELINE = np.array([3.5, 3.5, 3.5, 3.5, 3.5])
 
 
-def combine(metric: metric_types.Metric, inputs: list, model_name: str) -> dict:
-    """The metric's output for `model_name` over `inputs`: {MetricKey: value}."""
-    (computation,) = metric.computations(model_names=[model_name])
+def combine(metric: metric_types.Metric, inputs: list, model_names: list[str]) -> dict:
+    """The metric's output over `inputs` for an evaluation of `model_names`:
+    {model name: {metric name: value}}."""
+    (computation,) = metric.computations(model_names=model_names)
     combiner = computation.combiner
     accumulators = [combiner.create_accumulator(), combiner.create_accumulator()]
     for i, element in enumerate(inputs):  # two accumulators merged, as Beam may do
         accumulators[i % 2] = combiner.add_input(accumulators[i % 2], element)
     output = combiner.extract_output(combiner.merge_accumulators(accumulators))
-    assert {key.model_name for key in output} == {model_name}
-    return output
-
-
-def run(metric: metric_types.Metric, inputs: list, model_name: str) -> float:
-    (value,) = combine(metric, inputs, model_name).values()
-    return value
+    assert set(output) == set(computation.keys)
+    by_model: dict[str, dict[str, float]] = {}
+    for key, value in output.items():
+        by_model.setdefault(key.model_name, {})[key.name] = value
+    assert set(by_model) == set(model_names)
+    return by_model
 
 
 def per_model_inputs(as_lists: bool = False) -> list:
@@ -44,23 +44,27 @@ def per_model_inputs(as_lists: bool = False) -> list:
 
 
 @pytest.mark.parametrize("as_lists", [False, True])
-@pytest.mark.parametrize("model_name,predictions", [("candidate", CANDIDATE),
-                                                    ("baseline", BASELINE)])
-def test_rmse_and_mae_match_numpy(as_lists, model_name, predictions):
-    inputs = per_model_inputs(as_lists)
-    error = LABELS - predictions
-    assert run(metrics.RootMeanSquaredError(), inputs, model_name) == pytest.approx(
-        math.sqrt(np.mean(error**2)), rel=1e-6)
-    assert run(metrics.PlainMeanAbsoluteError(), inputs, model_name) == pytest.approx(
-        np.mean(np.abs(error)), rel=1e-6)
-    # TFMA's own MeanAbsoluteError reports under the same name.
-    (key,) = metrics.PlainMeanAbsoluteError().computations(model_names=[model_name])[0].keys
-    assert key.name == "mean_absolute_error"
+def test_rmse_and_mae_of_every_model_match_numpy(as_lists):
+    out = combine(metrics.RatingErrors(), per_model_inputs(as_lists), ["candidate", "baseline"])
+    for model, predictions in (("candidate", CANDIDATE), ("baseline", BASELINE)):
+        error = LABELS - predictions
+        # Without a baseline: RMSE and MAE only, under the names of TFMA's own metrics.
+        assert set(out[model]) == {"root_mean_squared_error", "mean_absolute_error"}
+        assert out[model][metrics.RMSE] == pytest.approx(math.sqrt(np.mean(error**2)), rel=1e-6)
+        assert out[model][metrics.MAE] == pytest.approx(np.mean(np.abs(error)), rel=1e-6)
+
+
+def test_one_model_evaluation_reads_unkeyed_predictions():
+    inputs = [metric_types.StandardMetricInputs(
+        labels=np.array([label]), predictions=np.array([c]), example_weights=np.array([1.0]))
+        for label, c in zip(LABELS, CANDIDATE, strict=True)]
+    out = combine(metrics.RatingErrors(), inputs, ["candidate"])["candidate"]
+    assert out[metrics.MAE] == pytest.approx(np.mean(np.abs(LABELS - CANDIDATE)))
 
 
 def paired_inputs(users, labels, candidate, baseline) -> list:
-    """StandardMetricInputs as PairedErrorChange gets them: both models' predictions and the
-    example's user_id feature."""
+    """StandardMetricInputs as RatingErrors with a baseline gets them: both models' predictions
+    and the example's user_id feature."""
     return [metric_types.StandardMetricInputs(
         labels=np.array([label], np.float32),
         predictions={"candidate": np.array([c], np.float32),
@@ -70,10 +74,11 @@ def paired_inputs(users, labels, candidate, baseline) -> list:
         for user, label, c, b in zip(users, labels, candidate, baseline, strict=True)]
 
 
-def run_paired(inputs, model_name="candidate", **config) -> dict[str, float]:
-    output = combine(metrics.PairedErrorChange(baseline="baseline", **config), inputs,
-                     model_name)
-    return {key.name: value for key, value in output.items()}
+def run_paired(inputs, model_name="candidate", models=("candidate", "baseline"), **config
+               ) -> dict[str, float]:
+    """model_name's outputs of RatingErrors with "baseline" as the baseline."""
+    return combine(metrics.RatingErrors(baseline="baseline", **config), inputs,
+                   list(models))[model_name]
 
 
 def test_paired_error_change_is_the_bootstrap_over_users_of_both_models_errors():
@@ -107,18 +112,28 @@ def test_paired_error_change_is_the_bootstrap_over_users_of_both_models_errors()
 def test_paired_error_change_of_identical_models_is_exactly_zero_and_the_baselines_own_is_zero():
     users, labels = np.arange(50) % 7, np.linspace(0.5, 5.0, 50)
     predictions = labels + np.sin(np.arange(50))
+    changes = [name for keys in metrics.CHANGE_KEYS.values() for name in keys] + [
+        metrics.RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES]
     out = run_paired(paired_inputs(users, labels, predictions, predictions))
-    assert set(out.values()) == {0.0}
-    own = run_paired(paired_inputs(users, labels, predictions + 1, predictions), "baseline")
-    assert set(own.values()) == {0.0}
+    assert {out[name] for name in changes} == {0.0}
+    worse = paired_inputs(users, labels, predictions + 1, predictions)
+    own = run_paired(worse, "baseline")
+    assert {own[name] for name in changes} == {0.0}
+    assert run_paired(worse)[metrics.RMSE_CHANGE] > 0
 
 
-def test_paired_error_change_without_a_baseline_is_nan():
+def test_paired_error_change_without_a_baseline_in_the_evaluation_is_nan():
     inputs = [metric_types.StandardMetricInputs(
         labels=np.array([4.0]), predictions=np.array([3.0]), example_weights=np.array([1.0]),
         features={"user_id": np.array([1])})]
-    assert all(math.isnan(v) for v in run_paired(inputs, "").values())
+    out = run_paired(inputs, models=("candidate",))
+    assert out.pop(metrics.RMSE) == out.pop(metrics.MAE) == 1.0
+    assert len(out) == 7 and all(math.isnan(v) for v in out.values())
 
 
 def test_a_slice_without_examples_is_nan():
-    assert math.isnan(run(metrics.RootMeanSquaredError(), [], "candidate"))
+    assert all(math.isnan(v) for v in run_paired([]).values())
+
+
+def test_earlier_runs_metric_names_resolve_to_rating_errors():
+    assert metrics.RootMeanSquaredError is metrics.PairedErrorChange is metrics.RatingErrors

@@ -1,5 +1,5 @@
 """Blessing rules and slices without a pipeline run: TFMA's own validator on our EvalConfigs, whose
-thresholds are on the lower end of the RMSE change's interval (PairedErrorChange)."""
+thresholds are on the lower end of the RMSE change's interval (RatingErrors)."""
 
 import dataclasses
 import math
@@ -32,7 +32,7 @@ def validate(baseline: str, slice_key, metric: str, lower: float) -> list:
     metrics = {}
     for name in (RMSE_CHANGE_LOWER, RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES):
         value = lower if name == metric else -1.0
-        # example_weighted None: PairedErrorChange's keys, as the thresholds' are.
+        # example_weighted None: RatingErrors' change keys, as the thresholds' are.
         key = metric_types.MetricKey(name=name, model_name=results.CANDIDATE,
                                      example_weighted=None)
         metrics[key] = value
@@ -151,7 +151,7 @@ def _validation_failure(metric: str, direction, absolute: float | None = -0.01,
 
 def test_a_failed_threshold_maps_to_its_rule_and_any_other_is_an_error():
     lower, higher = (tfma.MetricDirection.LOWER_IS_BETTER, tfma.MetricDirection.HIGHER_IS_BETTER)
-    # The candidate's RMSE 1.02 vs the baseline's 1.0: PairedErrorChange's change +0.02 with
+    # The candidate's RMSE 1.02 vs the baseline's 1.0: RatingErrors' change +0.02 with
     # its interval +0.012 to +0.031, the baseline 0 for itself.
     change = {RMSE_CHANGE: 0.02, RMSE_CHANGE_LOWER: 0.012, RMSE_CHANGE_UPPER: 0.031}
     evaluation = results.Evaluation(
@@ -226,11 +226,11 @@ def test_a_missing_metric_is_nan_and_a_zero_bound_prints_as_plus_zero():
         "0.0300")
 
 
-def test_the_intervals_confidence_comes_from_the_paired_error_change_config():
+def test_the_intervals_confidence_comes_from_the_rating_errors_config():
     def config(metric_config: str) -> tfma.EvalConfig:
         return tfma.EvalConfig(metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name=results.PairedErrorChange.__name__,
+            tfma.MetricConfig(class_name=results.RatingErrors.__name__,
                               config=metric_config)])])
 
     assert results._confidence(config('{"confidence": 0.9}')) == 0.9

@@ -1,7 +1,7 @@
 """The gate decides on evidence: what it must refuse, it refuses with the rule and the interval in
 the message; a retrain it cannot tell from the serving model, it blesses.
 
-Each decision goes through the pipeline's own code: PairedErrorChange's combiner
+Each decision goes through the pipeline's own code: RatingErrors' combiner
 (components/evaluation/metrics.py) and TFMA's validator on make_eval_configs' thresholds for the
 RMSE rules, topk.evaluate for the top-k rules, with the default EvalSettings. The forced bad
 model (`--force-bad-model`) is refused in the whole pipeline, tests/test_pipeline_e2e.py.
@@ -29,12 +29,12 @@ EVAL = configs.EVAL
 
 
 def paired_values(users, labels, candidate, baseline, baseline_name) -> dict:
-    """PairedErrorChange's outputs for the candidate on one slice, as the Evaluator computes
+    """RatingErrors' change outputs for the candidate on one slice, as the Evaluator computes
     them; with the EvalSettings' bootstrap."""
-    metric = metrics.PairedErrorChange(
+    metric = metrics.RatingErrors(
         baseline=baseline_name, samples=EVAL.bootstrap_samples, confidence=EVAL.confidence,
         seed=EVAL.bootstrap_seed, min_examples=EVAL.genre_min_examples)
-    (computation,) = metric.computations(model_names=[results.CANDIDATE])
+    (computation,) = metric.computations(model_names=[results.CANDIDATE, baseline_name])
     combiner = computation.combiner
     acc = combiner.create_accumulator()
     for user, label, c, b in zip(users, labels, candidate, baseline, strict=True):
@@ -42,7 +42,8 @@ def paired_values(users, labels, candidate, baseline, baseline_name) -> dict:
             labels=np.array([label]), example_weights=np.array([1.0]),
             predictions={results.CANDIDATE: np.array([c]), baseline_name: np.array([b])},
             features={features.USER_ID: np.array([user])}))
-    return combiner.extract_output(acc)
+    return {key: value for key, value in combiner.extract_output(acc).items()
+            if key.model_name == results.CANDIDATE and key.name not in (metrics.RMSE, metrics.MAE)}
 
 
 def rmse_rule_failures(users, labels, candidate, baseline, baseline_name

@@ -1,32 +1,37 @@
-"""TFMA metrics in plain Python: RMSE, MAE, and the paired change in RMSE and MAE between the
-candidate and the baseline with its bootstrap interval, which the blessing rules check.
+"""The Evaluators' TFMA metric in plain Python: every model's RMSE and MAE, and the candidate's
+paired change in both against the baseline with its bootstrap interval, which the blessing rules
+check; one combiner, one pass over each example and slice.
 
-`RootMeanSquaredError` replaces the Keras metric of the same name: TFMA runs Keras metrics through
-TensorFlow for every slice and model, which made each Evaluator ~4x slower on ml-latest-small
-(29 slices, 2 models). `PlainMeanAbsoluteError` replaces TFMA's MeanAbsoluteError under the same
-metric name. Each reads an example's label and prediction directly where they are plain values
-(one float per model); TFMA's general `to_label_prediction_example_weight`, which also handles
-class ids, top k and label vocabularies, took three quarters of an Evaluator's time
-(docs/benchmarks.md, "Evaluator profile") and is kept for inputs of any other shape.
+TFMA runs a metric's combiner for every example in every slice it belongs to (overall, its
+genres, its user-activity and movie-popularity buckets: about six on MovieLens), so the per-call
+cost is the Evaluator's cost. Keras metrics run through TensorFlow per slice and model (~4x
+slower); TFMA's general `to_label_prediction_example_weight`, which also handles class ids, top k
+and label vocabularies, took three quarters of an Evaluator's time; and separate RMSE, MAE and
+paired-change metrics per model read the same label and predictions six times (docs/
+benchmarks.md, "Evaluator profile"). `RatingErrors` reads an example's label and each model's
+prediction once where they are plain values (one float per model), falls back to TFMA's general
+conversion for inputs of any other shape, and reports under the names of TFMA's metrics
+(`root_mean_squared_error`, `mean_absolute_error`).
 
 TFMA checks thresholds on values, and its confidence intervals are only reported, so the rules
-need a metric whose value is the bound. `PairedErrorChange` accumulates both models' squared and
-absolute errors per user on the same examples and reports, for the candidate, the change in RMSE
-and MAE (candidate - baseline) and the paired bootstrap interval of each over users
-(components/evaluation/bootstrap.py); for the baseline model itself it reports 0, so that TFMA's
-diff (candidate - baseline) is the candidate's value, and a change threshold on the interval's
-lower end is a rule that TFX drops when there is no baseline (the first run). TFMA thresholds have
-no minimum slice size (`Options.min_slice_size` drops small slices, and the validator then fails
-them with "Metric not found"), so `rmse_change_lower_if_enough_examples` is the lower end on slices
-with at least `min_examples` examples and 0 on smaller ones. The Evaluator imports these by module
-and class name from the EvalConfig (pipeline/pipeline.py, make_eval_configs).
+need a metric whose value is the bound. With a `baseline` (a model name of the EvalConfig),
+RatingErrors also accumulates every model's squared and absolute errors per user and reports, for
+each other model, the change in RMSE and MAE (model - baseline) and the paired bootstrap interval
+of each over users (components/evaluation/bootstrap.py); for the baseline itself it reports 0, so
+that TFMA's diff (candidate - baseline) is the candidate's value, and a change threshold on the
+interval's lower end is a rule that TFX drops when there is no baseline (the first run). TFMA
+thresholds have no minimum slice size (`Options.min_slice_size` drops small slices, and the
+validator then fails them with "Metric not found"), so `rmse_change_lower_if_enough_examples` is
+the lower end on slices with at least `min_examples` examples and 0 on smaller ones. The
+Evaluator imports the metric by module and class name from the EvalConfig (pipeline/pipeline.py,
+make_eval_configs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import apache_beam as beam
 import numpy as np
@@ -38,7 +43,7 @@ from models import features
 
 RMSE = "root_mean_squared_error"
 MAE = "mean_absolute_error"
-# PairedErrorChange's outputs: the change (candidate - baseline) and its interval's ends.
+# RatingErrors' outputs with a baseline: the change (candidate - baseline) and its interval's ends.
 RMSE_CHANGE, RMSE_CHANGE_LOWER, RMSE_CHANGE_UPPER = (
     "rmse_change", "rmse_change_lower", "rmse_change_upper")
 MAE_CHANGE, MAE_CHANGE_LOWER, MAE_CHANGE_UPPER = (
@@ -47,49 +52,6 @@ RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES = "rmse_change_lower_if_enough_examples"
 # metric -> the names of its change, and of its interval's lower and upper ends.
 CHANGE_KEYS = {RMSE: (RMSE_CHANGE, RMSE_CHANGE_LOWER, RMSE_CHANGE_UPPER),
                MAE: (MAE_CHANGE, MAE_CHANGE_LOWER, MAE_CHANGE_UPPER)}
-
-
-@dataclasses.dataclass
-class _Accumulator:
-    count: int = 0
-    squared_error: float = 0.0
-    absolute_error: float = 0.0
-
-
-# What a metric reports of the accumulated errors. By name: a Metric's arguments are its config,
-# which TFMA serialises.
-_VALUES: dict[str, Callable[[_Accumulator], float]] = {
-    "rmse": lambda acc: math.sqrt(acc.squared_error / acc.count),
-    "mae": lambda acc: acc.absolute_error / acc.count,
-}
-
-
-class RootMeanSquaredError(metric_types.Metric):
-    """sqrt(mean((label - prediction)^2)), unweighted, as tf.keras.metrics.RootMeanSquaredError."""
-
-    def __init__(self, name: str = RMSE):
-        super().__init__(metric_util.merge_per_key_computations(_computations), name=name,
-                         value="rmse")
-
-
-class PlainMeanAbsoluteError(metric_types.Metric):
-    """mean(|label - prediction|), unweighted, under the name of TFMA's MeanAbsoluteError (whose
-    class name TFMA would resolve to its own class, whatever the module)."""
-
-    def __init__(self, name: str = MAE):
-        super().__init__(metric_util.merge_per_key_computations(_computations), name=name,
-                         value="mae")
-
-
-def _computations(name: str, value: str,
-                  eval_config: config_pb2.EvalConfig | None = None,
-                  model_name: str = "", output_name: str = "",
-                  sub_key: metric_types.SubKey | None = None) -> metric_types.MetricComputations:
-    key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
-                                 sub_key=sub_key)
-    return [metric_types.MetricComputation(
-        keys=[key], preprocessors=None,
-        combiner=_Combiner(key, eval_config, value))]
 
 
 def _plain(value: object, names: tuple[str, ...]) -> np.ndarray | None:
@@ -122,151 +84,162 @@ def labels_and_predictions(element: metric_types.StandardMetricInputs,
         yield label, prediction
 
 
-class _Combiner(beam.CombineFn):
-    def __init__(self, key: metric_types.MetricKey, eval_config: config_pb2.EvalConfig | None,
-                 value: str):
-        self._key = key
-        self._eval_config = eval_config
-        self._value = _VALUES[value]
-
-    def create_accumulator(self) -> _Accumulator:
-        return _Accumulator()
-
-    def add_input(self, acc: _Accumulator, element: metric_types.StandardMetricInputs
-                  ) -> _Accumulator:
-        for label, prediction in labels_and_predictions(element, self._key, self._eval_config):
-            error = label - prediction
-            acc.count += error.size
-            acc.squared_error += float(np.dot(error, error))
-            acc.absolute_error += float(np.abs(error).sum())
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[_Accumulator]) -> _Accumulator:
-        result = _Accumulator()
-        for acc in accs:
-            result.count += acc.count
-            result.squared_error += acc.squared_error
-            result.absolute_error += acc.absolute_error
-        return result
-
-    def extract_output(self, acc: _Accumulator) -> dict[metric_types.MetricKey, float]:
-        if acc.count == 0:
-            return {self._key: math.nan}
-        return {self._key: self._value(acc)}
-
-
 @dataclasses.dataclass(frozen=True)
 class BootstrapSettings:
-    """The bootstrap of PairedErrorChange: EvalSettings' fields of the same names."""
+    """The bootstrap of RatingErrors: EvalSettings' fields of the same names."""
 
     samples: int
     confidence: float
     seed: int
 
 
-class PairedErrorChange(metric_types.Metric):
-    """The candidate's change in RMSE and MAE against `baseline` (a model name of the EvalConfig)
-    on the same examples, with paired bootstrap intervals over the examples' users; 0 for the
-    baseline model itself, NaN when the evaluation has no baseline. Outputs the keys of
-    CHANGE_KEYS and RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES (see the module docstring)."""
 
-    def __init__(self, name: str = RMSE_CHANGE, baseline: str = "", samples: int = 1000,
+
+class RatingErrors(metric_types.Metric):
+    """Every model's RMSE and MAE (unweighted); with a `baseline` model name, each model's change
+    in both against it on the same examples, with paired bootstrap intervals over the examples'
+    users: 0 for the baseline itself, NaN when the evaluation has no baseline. Outputs RMSE, MAE
+    and, with a baseline, the keys of CHANGE_KEYS and RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES (see
+    the module docstring)."""
+
+    def __init__(self, name: str = "rating_errors", baseline: str = "", samples: int = 1000,
                  confidence: float = 0.95, seed: int = 0, min_examples: int = 1):
-        if not baseline:
-            raise ValueError("PairedErrorChange needs the baseline's model name")
-        super().__init__(metric_util.merge_per_key_computations(_paired_computations),
-                         name=name, baseline=baseline, samples=samples, confidence=confidence,
-                         seed=seed, min_examples=min_examples)
+        super().__init__(_computations, name=name, baseline=baseline, samples=samples,
+                         confidence=confidence, seed=seed, min_examples=min_examples)
 
 
-def _paired_computations(name: str, baseline: str, samples: int, confidence: float, seed: int,
-                         min_examples: int, eval_config: config_pb2.EvalConfig | None = None,
-                         model_name: str = "", output_name: str = "",
-                         sub_key: metric_types.SubKey | None = None
-                         ) -> metric_types.MetricComputations:
+def _computations(name: str, baseline: str, samples: int, confidence: float, seed: int,
+                  min_examples: int, eval_config: config_pb2.EvalConfig | None = None,
+                  model_names: list[str] | None = None, output_names: list[str] | None = None,
+                  sub_keys: list[metric_types.SubKey | None] | None = None
+                  ) -> metric_types.MetricComputations:
+    """One computation per output and sub key, covering every model."""
     del name  # the outputs have fixed names
-    # example_weighted None, as the keys of the MetricsSpec thresholds on them are
-    # (metric_specs.metric_thresholds_from_metrics_specs); with False they would not match, and
-    # TFMA would fail the thresholds as "Metric not found".
-    keys = {key_name: metric_types.MetricKey(name=key_name, model_name=model_name,
-                                             output_name=output_name, sub_key=sub_key,
-                                             example_weighted=None)
-            for key_name in (*(k for keys in CHANGE_KEYS.values() for k in keys),
-                             RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES)}
-    combiner = _PairedCombiner(
-        keys, baseline, eval_config, BootstrapSettings(samples, confidence, seed), min_examples)
-    return [metric_types.MetricComputation(
-        keys=list(keys.values()),
-        # The examples' user ids besides labels and predictions: the bootstrap resamples users.
-        preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[features.USER_ID])],
-        combiner=combiner)]
+    settings = BootstrapSettings(samples, confidence, seed)
+    computations = []
+    for output_name in output_names or [""]:
+        for sub_key in sub_keys or [None]:
+            combiner = _Combiner(model_names or [""], output_name, sub_key, baseline,
+                                 eval_config, settings, min_examples)
+            computations.append(metric_types.MetricComputation(
+                keys=combiner.keys(),
+                # The bootstrap resamples users: the examples' user ids besides labels and
+                # predictions.
+                preprocessors=([metric_types.FeaturePreprocessor(
+                    feature_keys=[features.USER_ID])] if baseline else None),
+                combiner=combiner))
+    return computations
 
 
-class _PairedCombiner(beam.CombineFn):
-    """Per user: [ratings, candidate's and baseline's squared errors, their absolute errors]."""
+@dataclasses.dataclass
+class _Accumulator:
+    # Per model: [ratings, summed squared error, summed absolute error].
+    totals: list[list[float]]
+    # With a baseline, per user: [ratings, then each model's squared and absolute errors].
+    users: dict[int, list[float]]
 
-    def __init__(self, keys: dict[str, metric_types.MetricKey], baseline: str,
+
+class _Combiner(beam.CombineFn):
+    def __init__(self, model_names: list[str], output_name: str,
+                 sub_key: metric_types.SubKey | None, baseline: str,
                  eval_config: config_pb2.EvalConfig | None, settings: BootstrapSettings,
                  min_examples: int):
-        self._keys = keys
-        self._candidate = keys[RMSE_CHANGE]
-        self._baseline = self._candidate._replace(model_name=baseline)
-        # The baseline's own computation: its change against itself is 0.
-        self._is_baseline = self._candidate.model_name == baseline
+        self._models = [metric_types.MetricKey(name=RMSE, model_name=m, output_name=output_name,
+                                               sub_key=sub_key) for m in model_names]
+        self._baseline = baseline
+        # Paired per user only where the baseline is in this evaluation.
+        self._paired = baseline in model_names
         self._eval_config = eval_config
         self._settings = settings
         self._min_examples = min_examples
 
-    def create_accumulator(self) -> dict[int, list[float]]:
-        return {}
+    def keys(self) -> list[metric_types.MetricKey]:
+        keys = [k._replace(name=name) for k in self._models for name in (RMSE, MAE)]
+        return keys + [key for k in self._models for key in self._change_keys(k).values()]
 
-    def add_input(self, acc: dict[int, list[float]], element: metric_types.StandardMetricInputs
-                  ) -> dict[int, list[float]]:
-        predictions = element.prediction
-        if self._is_baseline or not (isinstance(predictions, Mapping)
-                                     and self._baseline.model_name in predictions):
-            return acc
-        users = np.asarray(element.features[features.USER_ID]).reshape(-1)
-        pairs = zip(labels_and_predictions(element, self._candidate, self._eval_config),
-                    labels_and_predictions(element, self._baseline, self._eval_config),
-                    strict=True)
-        for (label, candidate), (_, baseline) in pairs:
-            for user, c, b in zip(np.broadcast_to(users, label.shape).tolist(),
-                                  (label - candidate).tolist(), (label - baseline).tolist(),
-                                  strict=True):
-                sums = acc.setdefault(user, [0.0] * 5)
+    def _change_keys(self, model: metric_types.MetricKey) -> dict[str, metric_types.MetricKey]:
+        """The change keys of a model; example_weighted None, as the keys of the MetricsSpec
+        thresholds on them are (metric_specs.metric_thresholds_from_metrics_specs): with False
+        they would not match, and TFMA would fail the thresholds as "Metric not found"."""
+        if not self._baseline:
+            return {}
+        return {name: model._replace(name=name, example_weighted=None)
+                for name in (*(k for keys in CHANGE_KEYS.values() for k in keys),
+                             RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES)}
+
+    def create_accumulator(self) -> _Accumulator:
+        return _Accumulator([[0.0, 0.0, 0.0] for _ in self._models], {})
+
+    def _errors(self, element: metric_types.StandardMetricInputs,
+                key: metric_types.MetricKey) -> list[float]:
+        errors: list[float] = []
+        for label, prediction in labels_and_predictions(element, key, self._eval_config):
+            errors += (label - prediction).tolist()
+        return errors
+
+    def add_input(self, acc: _Accumulator, element: metric_types.StandardMetricInputs
+                  ) -> _Accumulator:
+        errors = [self._errors(element, key) for key in self._models]
+        for total, model_errors in zip(acc.totals, errors, strict=True):
+            for error in model_errors:
+                total[0] += 1.0
+                total[1] += error * error
+                total[2] += abs(error)
+        if self._paired:
+            users = np.asarray(element.features[features.USER_ID]).reshape(-1).tolist()
+            for j, user in enumerate(users * len(errors[0]) if len(users) == 1 else users):
+                sums = acc.users.setdefault(user, [0.0] * (1 + 2 * len(self._models)))
                 sums[0] += 1.0
-                sums[1] += c * c
-                sums[2] += b * b
-                sums[3] += abs(c)
-                sums[4] += abs(b)
+                for i, model_errors in enumerate(errors):
+                    sums[1 + 2 * i] += model_errors[j] * model_errors[j]
+                    sums[2 + 2 * i] += abs(model_errors[j])
         return acc
 
-    def merge_accumulators(self, accs: Iterable[dict[int, list[float]]]
-                           ) -> dict[int, list[float]]:
-        result: dict[int, list[float]] = {}
+    def merge_accumulators(self, accs: Iterable[_Accumulator]) -> _Accumulator:
+        result = self.create_accumulator()
         for acc in accs:
-            for user, sums in acc.items():
-                total = result.setdefault(user, [0.0] * 5)
-                for i, value in enumerate(sums):
+            for total, other in zip(result.totals, acc.totals, strict=True):
+                for i, value in enumerate(other):
                     total[i] += value
+            for user, sums in acc.users.items():
+                into = result.users.setdefault(user, [0.0] * len(sums))
+                for i, value in enumerate(sums):
+                    into[i] += value
         return result
 
-    def extract_output(self, acc: dict[int, list[float]]) -> dict[metric_types.MetricKey, float]:
-        if self._is_baseline:
-            return {key: 0.0 for key in self._keys.values()}
-        if not acc:  # no baseline in this evaluation, or no example in the slice
-            return {key: math.nan for key in self._keys.values()}
-        sums = np.array([acc[user] for user in sorted(acc)])
-        s = self._settings
-        out = {}
-        for metric, root, column in ((RMSE, True, 1), (MAE, False, 3)):
-            interval = bootstrap.error_change(sums[:, 0], sums[:, column], sums[:, column + 1],
-                                              root, s.samples, s.confidence, s.seed)
-            change, lower, upper = CHANGE_KEYS[metric]
-            out.update({self._keys[change]: interval.change, self._keys[lower]: interval.lower,
-                        self._keys[upper]: interval.upper})
-        enough = sums[:, 0].sum() >= self._min_examples
-        out[self._keys[RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES]] = (
-            out[self._keys[RMSE_CHANGE_LOWER]] if enough else 0.0)
+    def extract_output(self, acc: _Accumulator) -> dict[metric_types.MetricKey, float]:
+        out: dict[metric_types.MetricKey, float] = {}
+        for key, (count, squared, absolute) in zip(self._models, acc.totals, strict=True):
+            out[key] = math.sqrt(squared / count) if count else math.nan
+            out[key._replace(name=MAE)] = absolute / count if count else math.nan
+        per_user = np.array([acc.users[user] for user in sorted(acc.users)])
+        for i, key in enumerate(self._models):
+            out.update(self._changes(key, per_user, i))
         return out
+
+    def _changes(self, model: metric_types.MetricKey, per_user: np.ndarray, i: int
+                 ) -> dict[metric_types.MetricKey, float]:
+        """The model's change keys; per_user [users, 1 + 2 * models] (the accumulator's)."""
+        keys = self._change_keys(model)
+        if model.model_name == self._baseline:
+            return {key: 0.0 for key in keys.values()}
+        if not self._paired or not len(per_user):  # no baseline here, or an empty slice
+            return {key: math.nan for key in keys.values()}
+        b = [m.model_name for m in self._models].index(self._baseline)
+        s, out = self._settings, {}
+        for metric, root, column in ((RMSE, True, 1), (MAE, False, 2)):
+            interval = bootstrap.error_change(
+                per_user[:, 0], per_user[:, column + 2 * i], per_user[:, column + 2 * b], root,
+                s.samples, s.confidence, s.seed)
+            change, lower, upper = CHANGE_KEYS[metric]
+            out.update({keys[change]: interval.change, keys[lower]: interval.lower,
+                        keys[upper]: interval.upper})
+        enough = per_user[:, 0].sum() >= self._min_examples
+        out[keys[RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES]] = (
+            out[keys[RMSE_CHANGE_LOWER]] if enough else 0.0)
+        return out
+
+
+# The metrics RatingErrors replaced, by the names that EvalConfigs stored by earlier runs give
+# them: loading such an evaluation (results.load_evaluation) resolves them to it.
+RootMeanSquaredError = PlainMeanAbsoluteError = PairedErrorChange = RatingErrors

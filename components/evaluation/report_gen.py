@@ -32,6 +32,7 @@ from tfx.utils import path_utils  # noqa: E402
 
 from components.atomic_pusher import IDENTICAL_KEY  # noqa: E402
 from components.evaluation import blessing_gate, results, topk  # noqa: E402
+from components.evaluation.eval_sample import SampleInfo  # noqa: E402
 from components.evaluation.metrics import (  # noqa: E402
     RMSE_CHANGE_LOWER,
     RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
@@ -334,9 +335,11 @@ def format_choices(choices: dict) -> str:
 def write_report(output_dir: str, vs_baseline: results.Evaluation,
                  vs_blessed: results.Evaluation, top_k: topk.TopKEvaluation, blessed: bool,
                  failures: Sequence[str], pushed_to: str | None, settings: dict,
-                 already_served: bool = False, choices: dict | None = None) -> str:
+                 already_served: bool = False, choices: dict | None = None,
+                 sample: SampleInfo | None = None) -> str:
     """Writes report.md and its PNGs into output_dir; returns the report's path. `choices`:
-    what the Trainer chose on its validation data (load_training_choices)."""
+    what the Trainer chose on its validation data (load_training_choices); `sample`: what the
+    TFMA Evaluators read of the eval split (EvalSample)."""
     report = _Report(vs_baseline, vs_blessed, top_k, settings)
     tf.io.gfile.makedirs(output_dir)
     verdict = "BLESSED" if blessed else "NOT BLESSED"
@@ -358,7 +361,9 @@ def write_report(output_dir: str, vs_baseline: results.Evaluation,
               f"A rule fails only when the whole interval lies beyond the allowed change.", "",
               *report.rules(), "",
               *([format_choices(choices) + ".", ""] if choices is not None else []),
-              "RMSE and MAE in stars on the eval split. Slices by activity count the ratings of "
+              "RMSE and MAE in stars on the eval split"
+              + (f", of which the Evaluators read {sample.describe()}" if sample else "")
+              + ". Slices by activity count the ratings of "
               "the example's user or movie in the train split; `0` is cold start.", ""]
     for feature, title in SLICINGS:
         png = f"rmse_by_{feature}.png"
@@ -384,6 +389,7 @@ def EvaluationReportGen(  # noqa: N802 - TFX component names are classes
     topk_evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
     blessing: InputArtifact[standard_artifacts.ModelBlessing],
     pushed_model: InputArtifact[standard_artifacts.PushedModel],
+    eval_sample: InputArtifact[standard_artifacts.Examples],
     report: OutputArtifact[EvaluationReport],
     eval_settings: Parameter[str],
 ) -> None:
@@ -403,4 +409,5 @@ def EvaluationReportGen(  # noqa: N802 - TFX component names are classes
         already_served=bool(pushed and pushed_model.mlmd_artifact.custom_properties.get(
             IDENTICAL_KEY) and pushed_model.get_int_custom_property(IDENTICAL_KEY) == 1),
         choices=load_training_choices(
-            blessing.get_string_custom_property(blessing_gate.CURRENT_MODEL_URI_KEY)))
+            blessing.get_string_custom_property(blessing_gate.CURRENT_MODEL_URI_KEY)),
+        sample=SampleInfo.load(eval_sample.uri))

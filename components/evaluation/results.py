@@ -24,7 +24,7 @@ from components.evaluation.metrics import (
     RMSE,
     RMSE_CHANGE_LOWER,
     RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
-    PairedErrorChange,
+    RatingErrors,
 )
 
 # TFMA model names (ModelSpec.name) in the two evaluations: candidate vs bias baseline, and
@@ -188,10 +188,10 @@ def load_evaluation(uri: str) -> Evaluation:
 
 
 def _confidence(eval_config) -> float:
-    """The confidence of the PairedErrorChange metric's intervals in this EvalConfig."""
+    """The confidence of the RatingErrors metric's intervals in this EvalConfig."""
     for spec in eval_config.metrics_specs if eval_config is not None else ():
         for metric in spec.metrics:
-            if metric.class_name == PairedErrorChange.__name__:
+            if metric.class_name == RatingErrors.__name__:
                 return float(json.loads(metric.config or "{}").get("confidence", math.nan))
     return math.nan
 
