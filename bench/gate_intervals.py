@@ -1,6 +1,6 @@
 """How much the gate's intervals move with the bootstrap's seed and sample count: the overall RMSE
 change of a run's candidate against its bias baseline on the eval split, resampled over users as
-the Evaluator's PairedErrorChange does (components/evaluation/bootstrap.py), for several sample
+the Evaluator's RatingErrors metric does (components/evaluation/bootstrap.py), for several sample
 counts and 20 seeds each; prints the spread of the interval's ends and a bootstrap's time. With
 --max-ratings, the same interval on EvalSample's seeded samples of users under each cap (10
 sample seeds each): how far the change moves and how wide the interval grows when the Evaluators

@@ -9,7 +9,7 @@ both models' metric on that draw, so the change's interval keeps what the two mo
 same users, the same hard ratings): a paired bootstrap. Percentile intervals, seeded: the same
 inputs and seed give the same interval.
 
-Used by the Evaluators' PairedErrorChange metric (components/evaluation/metrics.py: RMSE and MAE)
+Used by the Evaluators' RatingErrors metric (components/evaluation/metrics.py: RMSE and MAE)
 and by the TopKEvaluator (components/evaluation/topk.py: NDCG@k); the settings are
 EvalSettings.bootstrap_samples, .confidence and .bootstrap_seed (pipeline/configs.py).
 """

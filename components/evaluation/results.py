@@ -128,7 +128,7 @@ class Evaluation:
     # None when the evaluation had no threshold to check (no baseline: the first run).
     validation_ok: bool | None
     failures: list[Failure]
-    confidence: float = math.nan  # of the intervals of PairedErrorChange
+    confidence: float = math.nan  # of the intervals of RatingErrors
 
     def interval(self, key: SliceKey, metric: str = RMSE) -> bootstrap.Interval:
         """The candidate's change in `metric` (RMSE, MAE) against the baseline on this slice,
