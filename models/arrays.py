@@ -1,22 +1,35 @@
 """Transformed examples as in-memory arrays, one per column: reading them from the TFRecords,
 holding out a validation set, and batching them into a tf.data.Dataset for Keras.
 
-MovieLens fits in memory even at ml-32m (a few int64/float columns and a 20-wide genre multi-hot,
-~3.5 GB), and training from arrays is several times faster than re-parsing TFRecords every epoch.
+Training from arrays is several times faster than re-parsing TFRecords every epoch. The columns
+are held narrow (HELD_DTYPES: int32 ids, the genre multi-hot as uint8: 28 bytes a rating
+instead of 96) and widened per batch to what the models read (widen): with the year, label and
+timestamp a training row is 44 bytes, ml-32m's training columns about 1.4 GB. Called by
+models/trainer.py (run_fn, train), models/catalogue.py and the first stages' training
+(models/item_item_training.py, models/retrieval_training.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from models import features
 
-def load_columns(file_patterns: Iterable[str], feature_spec: dict, columns: Sequence[str],
-                 batch_size: int = 16384) -> dict[str, np.ndarray]:
-    """Reads gzipped TFRecords of tf.Examples; returns {column: array [N, ...]} for dense columns
-    (shape [N] for scalar features, [N, width] for fixed-width ones)."""
+# How load_columns holds these columns, and the dtype the models read them in (widen). The values
+# are exact in both: vocabulary indices < 2^31, a multi-hot of 0s and 1s.
+HELD_DTYPES = {features.USER_IDX: np.int32, features.MOVIE_IDX: np.int32,
+               features.GENRES_XF: np.uint8}
+MODEL_DTYPES = {features.USER_IDX: tf.int64, features.MOVIE_IDX: tf.int64,
+                features.GENRES_XF: tf.float32}
+
+
+def read_batches(file_patterns: Iterable[str], feature_spec: dict, columns: Sequence[str],
+                 batch_size: int = 16384) -> Iterator[dict[str, np.ndarray]]:
+    """Gzipped TFRecords of tf.Examples, files in sorted order -> {column: array [B, ...]} per
+    batch of records, the HELD_DTYPES columns narrowed."""
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no transformed examples match {list(file_patterns)}")
@@ -24,11 +37,31 @@ def load_columns(file_patterns: Iterable[str], feature_spec: dict, columns: Sequ
     dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP")
                .batch(batch_size)
                .map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE))
-    chunks: dict[str, list[np.ndarray]] = {c: [] for c in columns}
     for batch in dataset:
+        yield {c: _held(c, batch[c].numpy()) for c in columns}
+
+
+def load_columns(file_patterns: Iterable[str], feature_spec: dict, columns: Sequence[str],
+                 batch_size: int = 16384) -> dict[str, np.ndarray]:
+    """Reads gzipped TFRecords of tf.Examples; returns {column: array [N, ...]} for dense columns
+    (shape [N] for scalar features, [N, width] for fixed-width ones), HELD_DTYPES narrowed."""
+    chunks: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for batch in read_batches(file_patterns, feature_spec, columns, batch_size):
         for c in columns:
-            chunks[c].append(batch[c].numpy())
+            chunks[c].append(batch[c])
     return {c: np.concatenate(v) for c, v in chunks.items()}
+
+
+def _held(column: str, values: np.ndarray) -> np.ndarray:
+    dtype = HELD_DTYPES.get(column)
+    return values if dtype is None else values.astype(dtype)
+
+
+def widen(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """A batch with the HELD_DTYPES columns cast to the dtypes the models read (MODEL_DTYPES);
+    the other columns as they are."""
+    return {k: (tf.cast(v, MODEL_DTYPES[k]) if k in MODEL_DTYPES and v.dtype != MODEL_DTYPES[k]
+                else v) for k, v in batch.items()}
 
 
 def sort_rows(data: dict[str, np.ndarray], keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -62,7 +95,7 @@ def to_dataset(data: dict[str, np.ndarray], batch_size: int, shuffle_seed: int |
     batches stays known, which Keras' steps_per_execution needs."""
     n = len(next(iter(data.values())))
     if shuffle_seed is None:
-        return tf.data.Dataset.from_tensor_slices(data).batch(batch_size).prefetch(
+        return tf.data.Dataset.from_tensor_slices(data).batch(batch_size).map(widen).prefetch(
             tf.data.AUTOTUNE)
     columns = {k: tf.constant(v) for k, v in data.items()}
 
@@ -70,8 +103,8 @@ def to_dataset(data: dict[str, np.ndarray], batch_size: int, shuffle_seed: int |
         order = tf.random.experimental.stateless_shuffle(
             tf.range(n, dtype=tf.int64), seed=tf.stack([epoch_seed, tf.constant(0, tf.int64)]))
         return tf.data.Dataset.range(0, n, batch_size).map(
-            lambda start: {k: tf.gather(v, order[start:start + batch_size])
-                           for k, v in columns.items()})
+            lambda start: widen({k: tf.gather(v, order[start:start + batch_size])
+                                 for k, v in columns.items()}))
 
     # Dataset.random draws again at each iteration (epoch): a new seed, hence order, per epoch.
     return (tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).take(1)

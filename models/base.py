@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from models import features, new_users
+from models import arrays, features, new_users
 from models.hparams import HParams
 
 
@@ -308,8 +308,7 @@ class RatingModel(tfrs.Model):
         training columns (features.MODEL_INPUTS and the label) rated at `timestamps` [N]."""
         self.user_drift = None
         inputs = {k: columns[k] for k in features.MODEL_INPUTS}
-        predicted = self.predict(tf.data.Dataset.from_tensor_slices(inputs).batch(8192),
-                                 verbose=0).reshape(-1)
+        predicted = self.predict(arrays.to_dataset(inputs, 8192), verbose=0).reshape(-1)
         self.user_drift = UserDrift(columns[features.USER_IDX], timestamps,
                                     columns[features.LABEL_XF] - predicted, num_users,
                                     window, shrinkage)

@@ -8,10 +8,11 @@ rated after the training cut-off are in it too (with the OOV index and their gen
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 
-from models import features
+from models import arrays, features
 
 COLUMNS = (features.MOVIE_ID_PASSTHROUGH, features.MOVIE_IDX, features.GENRES_XF,
            features.YEAR_XF, features.TITLE_PASSTHROUGH)
@@ -40,6 +41,23 @@ class Catalogue:
             years=columns[features.YEAR_XF].reshape(-1)[first].astype(np.float32),
             titles=columns[features.TITLE_PASSTHROUGH].reshape(-1)[first],
         )
+
+    @classmethod
+    def from_examples(cls, feature_spec: dict, *parts: Iterable[str]) -> Catalogue:
+        """Distinct movies of transformed examples, each part a list of file patterns read as
+        arrays.read_batches reads them, first occurrence wins (as from_columns of the parts'
+        columns); batch by batch, so memory grows with the movies, not the ratings."""
+        kept: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
+        seen = np.zeros(0, np.int64)
+        for patterns in parts:
+            for batch in arrays.read_batches(patterns, feature_spec, COLUMNS):
+                ids = batch[features.MOVIE_ID_PASSTHROUGH].reshape(-1)
+                _, first = np.unique(ids, return_index=True)
+                first = np.sort(first[~np.isin(ids[first], seen)])
+                seen = np.union1d(seen, ids[first])
+                for c in COLUMNS:
+                    kept[c].append(batch[c][first])
+        return cls.from_columns({c: np.concatenate(v) for c, v in kept.items()})
 
     def __len__(self) -> int:
         return len(self.movie_ids)

@@ -276,7 +276,7 @@ def choose_drift(model: RatingModel, hp: HParams, num_users: int,
         return float(np.sqrt(np.mean((predicted - stars) ** 2)))
 
     scores = {"off": rmse(base)}
-    users, times = tf.constant(val_data[features.USER_IDX]), tf.constant(val_times)
+    users, times = tf.constant(val_data[features.USER_IDX], tf.int64), tf.constant(val_times)
     for window in hp.drift_windows:
         for shrinkage in hp.drift_shrinkages:
             if time_split:
@@ -400,12 +400,10 @@ def run_fn(fn_args: FnArgs) -> None:
     _LOG.info("Hyper-parameters: %s", hp)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     spec = tf_transform_output.transformed_feature_spec()
-    wanted = sorted(set(TIME_COLUMNS) | set(catalogue.COLUMNS))
-    train_all = arrays.load_columns(fn_args.train_files, spec, wanted)
-    eval_all = arrays.load_columns(fn_args.eval_files, spec, wanted)
-    movies = catalogue.Catalogue.from_columns(train_all, eval_all)
-    train_data = arrays.sort_rows({c: train_all[c] for c in TIME_COLUMNS}, ROW_ORDER)
-    eval_data = {c: eval_all[c] for c in TIME_COLUMNS}
+    movies = catalogue.Catalogue.from_examples(spec, fn_args.train_files, fn_args.eval_files)
+    train_data = arrays.sort_rows(arrays.load_columns(fn_args.train_files, spec, TIME_COLUMNS),
+                                  ROW_ORDER)
+    eval_data = arrays.load_columns(fn_args.eval_files, spec, TIME_COLUMNS)
     user_vocabulary = [int(u) for u in
                        tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]
     movie_vocabulary = [int(m) for m in
