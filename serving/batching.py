@@ -6,6 +6,9 @@ lone request runs at once, on its own thread (no batching delay, no thread hand-
 the thread whose request is at the head of the queue runs the next batch and hands the
 duty on when its own request is done, so nobody runs other requests' batches for long.
 
+A merged run multiplies matrices of another shape than a lone request's, which may sum in another
+order: a row's output can differ from a lone run's in its last bit, as under TF Serving's batching.
+
 A request of more rows than `max_rows` is refused with INVALID_ARGUMENT, as TF Serving's batching
 refuses a task larger than its max_batch_size: it would not fit a batch, and it bounds what one
 client can make the server hold.
