@@ -1,8 +1,11 @@
 """Beam executor of the MovieLens ExampleGen: read, join, split (by time, at random or by each
 user's time), report.
 
-Extends TFX's `BaseExampleGenExecutor`, which writes the splits as gzipped TFRecords and records
-them on the Examples artifact; this class supplies the records and the MovieLens-specific split.
+Extends TFX's `BaseExampleGenExecutor`: this class supplies the records and the MovieLens-specific
+split, and writes the splits itself (write_splits) as the base class does but without its
+Reshuffle before each write, which the DirectRunner held in memory whole: four fifths of the
+ExampleGen's memory (docs/benchmarks.md, "ExampleGen memory"). Nothing downstream reads the
+records in order: the Trainer sorts its rows and shuffles each epoch.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import tensorflow as tf
 from apache_beam.coders import coders
 from apache_beam.io import textio
 from apache_beam.io.filesystem import CompressionTypes
-from tfx.components.example_gen import base_example_gen_executor, utils
+from tfx.components.example_gen import base_example_gen_executor, utils, write_split
+from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
@@ -380,7 +384,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
         exec_properties = dict(exec_properties, _examples_uri=examples.uri)
-        super().Do(input_dict, output_dict, exec_properties)
+        self._log_startup(input_dict, output_dict, exec_properties)
+        self.write_splits(examples, exec_properties)
 
         with tf.io.gfile.GFile(os.path.join(examples.uri, SUMMARY_FILE)) as f:
             summary = json.loads(f.read())
@@ -415,6 +420,30 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 f"be used (limit: {config.max_rejected_fraction:.1%}): lines {shown}{more}. "
                 f"Each line and why is in {rejects_path}; fix or delete those lines (or raise "
                 f"configs.SPLIT.max_rejected_fraction in pipeline/configs.py).")
+
+
+    def write_splits(self, examples, exec_properties: dict[str, Any]) -> None:
+        """BaseExampleGenExecutor.Do's writing, without the Reshuffle of TFX's WriteSplit: each
+        split's serialized records straight to `<split>/data_tfrecord-*.gz`, and the split names,
+        payload and file format recorded on the Examples artifact as the base class records them."""
+        input_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+        output_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output())
+        examples.split_names = artifact_utils.encode_split_names(
+            utils.generate_output_split_names(input_config, output_config))
+        with self._make_beam_pipeline() as pipeline:
+            for name, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                _ = records | f"WriteSplit[{name}]" >> beam.io.WriteToTFRecord(
+                    os.path.join(artifact_utils.get_split_uri([examples], name),
+                                 write_split.DEFAULT_FILE_NAME),
+                    file_name_suffix=".gz")
+        payload_format = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+        if payload_format:
+            examples_utils.set_payload_format(examples, payload_format)
+        file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY)
+        if file_format:
+            examples_utils.set_file_format(examples, write_split.to_file_format_str(file_format))
 
 
 def _line_of(message: str) -> tuple[str, int, str]:
