@@ -22,14 +22,19 @@ from models import features
 from pipeline import configs
 
 
-def run_example_gen(data_dir, out_dir, split=None, beam_args=("--runner=DirectRunner",)):
-    """Runs the executor as the orchestrator would; returns {split: [tf.train.Example]}."""
+def example_gen_props(data_dir, split=None) -> dict:
+    """The component's execution properties as the orchestrator passes them (protos as JSON)."""
     component = MovieLensExampleGen(
         str(data_dir), split=split or SplitConfig(),
         user_activity_edges=configs.EVAL.user_activity_edges,
         movie_popularity_edges=configs.EVAL.movie_popularity_edges)
-    props = {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
-             for k, v in component.exec_properties.items()}
+    return {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
+            for k, v in component.exec_properties.items()}
+
+
+def run_example_gen(data_dir, out_dir, split=None, beam_args=("--runner=DirectRunner",)):
+    """Runs the executor as the orchestrator would; returns {split: [tf.train.Example]}."""
+    props = example_gen_props(data_dir, split)
     examples = standard_artifacts.Examples()
     examples.uri = str(out_dir)
     context = base_beam_executor.BaseBeamExecutor.Context(
@@ -87,18 +92,14 @@ def test_splits_are_written_as_tfxs_base_executor_writes_them_less_its_shuffle(
         movielens_dir, tmp_path):
     ours, artifact = run_example_gen(movielens_dir, tmp_path / "ours")
     # The same executor through BaseExampleGenExecutor.Do: TFX's WriteSplit, Reshuffle included.
-    component = MovieLensExampleGen(
-        str(movielens_dir), split=SplitConfig(),
-        user_activity_edges=configs.EVAL.user_activity_edges,
-        movie_popularity_edges=configs.EVAL.movie_popularity_edges)
-    props = {k: proto_utils.proto_to_json(v) if isinstance(v, message.Message) else v
-             for k, v in component.exec_properties.items()}
     tfxs = standard_artifacts.Examples()
     tfxs.uri = str(tmp_path / "tfx")
     executor = executor_lib.Executor(base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=["--runner=DirectRunner"]))
     base_example_gen_executor.BaseExampleGenExecutor.Do(
-        executor, {}, {"examples": [tfxs]}, dict(props, _examples_uri=tfxs.uri))
+        executor, {}, {"examples": [tfxs]},
+        dict(example_gen_props(movielens_dir), _examples_uri=tfxs.uri))
+
     def records(uri, name):
         files = tf.io.gfile.glob(os.path.join(uri, f"Split-{name}", "*"))
         assert {os.path.basename(f).split("-")[0] for f in files} == {"data_tfrecord"}

@@ -558,6 +558,7 @@ def test_the_pushed_model_carries_warmup_requests_that_all_succeed(version_dir, 
 # wrong row is off by far more.
 MERGED_RTOL = 4 * float(np.finfo(np.float32).eps)
 
+
 def test_a_newly_pushed_version_is_served_without_failing_requests_in_flight(
         pushed_model, version_dir, tmp_path, model):
     base_path = tmp_path / MODEL

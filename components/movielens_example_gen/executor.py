@@ -421,7 +421,6 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 f"Each line and why is in {rejects_path}; fix or delete those lines (or raise "
                 f"configs.SPLIT.max_rejected_fraction in pipeline/configs.py).")
 
-
     def write_splits(self, examples, exec_properties: dict[str, Any]) -> None:
         """BaseExampleGenExecutor.Do's writing, without the Reshuffle of TFX's WriteSplit: each
         split's serialized records straight to `<split>/data_tfrecord-*.gz`, and the split names,
