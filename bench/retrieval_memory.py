@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -27,19 +26,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import accuracy, docs, throughput  # noqa: E402
+from bench.process_memory import rss_mib  # noqa: E402
 from models import arrays, features  # noqa: E402
 from pipeline import fetch_data  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "retrieval_memory.json"
 TRAIN_STEPS = 20
 BATCH_SIZES = (1024, 8192)  # retrieval_training.train_retrieval's validation batch now, and before
-
-
-def rss_mib() -> tuple[int, int]:
-    """(current, peak) RSS of this process in MiB."""
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return current // 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def measure(data_dir: Path) -> dict:

@@ -1,7 +1,7 @@
 """Where the Trainer's memory goes: runs the TFX Trainer's run_fn (models/trainer.py) in this
-process on a finished run's Transform outputs, samples the process's RSS every 0.1 s, and
-prints the RSS and the peak so far at each step: reading the catalogue and the columns, sorting,
-training, the item-item stage, exporting.
+process on a finished run's Transform outputs and prints the process's RSS and its peak so far
+(the kernel's high-water mark, bench/process_memory.py) after each step: reading the catalogue
+and the columns, sorting, training, the item-item stage, exporting.
 
     .venv/bin/python -m bench.trainer_memory --run tfx_output/movielens-tfx [--baseline]
 
@@ -16,14 +16,13 @@ import functools
 import logging
 import os
 import tempfile
-import threading
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import psutil  # noqa: E402
 from tfx.components.trainer.fn_args_utils import FnArgs  # noqa: E402
 
+from bench.process_memory import rss_mib  # noqa: E402
 from models import arrays, catalogue, contract, trainer  # noqa: E402
 from pipeline import configs  # noqa: E402
 
@@ -31,32 +30,18 @@ STEPS = ((arrays, "load_columns"), (arrays, "sort_rows"), (trainer, "train"),
          (trainer, "train_item_item"))
 
 
-class Sampler:
-    """The process's RSS every `interval` seconds in a daemon thread; `peak` since the start."""
-
-    def __init__(self, interval: float = 0.1):
-        self.process, self.peak = psutil.Process(), 0
-        threading.Thread(target=self._run, args=(interval,), daemon=True).start()
-
-    def _run(self, interval: float) -> None:
-        while True:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(interval)
-
-    def line(self, what: str) -> str:
-        rss = self.process.memory_info().rss
-        self.peak = max(self.peak, rss)
-        return (f"{time.strftime('%H:%M:%S')} rss {rss / 2**20:6,.0f} MiB, "
-                f"peak {self.peak / 2**20:6,.0f} MiB  {what}")
+def line(what: str) -> str:
+    current, peak = rss_mib()
+    return f"{time.strftime('%H:%M:%S')} rss {current:6,} MiB, peak {peak:6,} MiB  {what}"
 
 
-def mark_steps(sampler: Sampler) -> None:
+def mark_steps() -> None:
     """Prints a line after each of STEPS and after the catalogue is built."""
     def marked(function, name):
         @functools.wraps(function)
         def call(*args, **kwargs):
             result = function(*args, **kwargs)
-            print(sampler.line(f"after {name}"), flush=True)
+            print(line(f"after {name}"), flush=True)
             return result
         return call
 
@@ -76,9 +61,8 @@ def main() -> None:
                         help="a pipeline's folder: <tfx_output>/movielens-tfx")
     parser.add_argument("--baseline", action="store_true", help="the bias baseline's settings")
     args = parser.parse_args()
-    sampler = Sampler()
-    mark_steps(sampler)
-    print(sampler.line("start (TensorFlow and TFX imported)"), flush=True)
+    mark_steps()
+    print(line("start (TensorFlow and TFX imported)"), flush=True)
     hp = configs.BASELINE_HPARAMS if args.baseline else configs.HPARAMS
     examples = latest(os.path.join(args.run, "Transform", "transformed_examples"))
     with tempfile.TemporaryDirectory() as out:
@@ -88,7 +72,7 @@ def main() -> None:
             transform_output=latest(os.path.join(args.run, "Transform", "transform_graph")),
             serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
             custom_config={contract.HPARAMS_KEY: hp.to_config()}))
-        print(sampler.line("exported"), flush=True)
+        print(line("exported"), flush=True)
     logging.shutdown()
 
 
