@@ -14,9 +14,10 @@ movie, each shrunk toward the global mean mu where the movie has few ratings:
     alternating least squares as Surprise's BaselineOnly (movie_biases); best where raters
     are a random draw of harsh and lenient users (synthetic data with few users).
 
-The Trainer picks the kind and the shrinkage per run (`choose`) and adds the table to the model
-after training (`RatingModel.fit_new_users`, models/base.py); the choice goes in the run record
-with the user drift's (trainer.training_choices).
+The Trainer picks the kind and the shrinkage per run (`choose`, by the mean absolute error on
+the training data's own new users; docs/benchmarks.md "New users" says why MAE) and adds the
+table to the model after training (`RatingModel.fit_new_users`, models/base.py); the choice
+goes in the run record with the user drift's (trainer.training_choices).
 """
 
 from __future__ import annotations
@@ -107,12 +108,14 @@ class NewUserRatings(tf.keras.layers.Layer):
 @dataclasses.dataclass(frozen=True)
 class NewUserChoice:
     """The kind of table and the shrinkage the Trainer chose, what they were validated on, and
-    the validation RMSE in stars of each candidate ("kind/shrinkage")."""
+    the validation RMSE and MAE in stars of each candidate ("kind/shrinkage"). Records written
+    before the choice was made by MAE have no validation_mae."""
 
     kind: str
     shrinkage: float
     validated_on: str
     validation_rmse: dict[str, float]
+    validation_mae: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -120,9 +123,19 @@ class NewUserChoice:
 
     def describe(self) -> str:
         what = "mean rating" if self.kind == "mean" else "bias net of its raters' biases"
-        chosen = self.validation_rmse.get(self.key, float("nan"))
-        return (f"each movie's {what} shrunk by {self.shrinkage:g} (validation RMSE "
-                f"{chosen:.4f} on {self.validated_on})")
+        return (f"each movie's {what} shrunk by {self.shrinkage:g} ("
+                f"{validation_errors(dataclasses.asdict(self))} on {self.validated_on})")
+
+
+def validation_errors(choice: dict) -> str:
+    """"validation MAE m, RMSE r" of a NewUserChoice's record (its dataclasses.asdict), the
+    RMSE alone for records older than validation_mae."""
+    key = f"{choice['kind']}/{choice['shrinkage']:g}"
+    rmse = choice["validation_rmse"].get(key, float("nan"))
+    mae = choice.get("validation_mae", {}).get(key)
+    if mae is None:
+        return f"validation RMSE {rmse:.4f}"
+    return f"validation MAE {mae:.4f}, RMSE {rmse:.4f}"
 
 
 def new_user_holdout(users: np.ndarray, times: np.ndarray | None, fraction: float,
@@ -151,19 +164,25 @@ def new_user_holdout(users: np.ndarray, times: np.ndarray | None, fraction: floa
 def choose(users: np.ndarray, movies: np.ndarray, labels: np.ndarray, times: np.ndarray | None,
            num_movies: int, shrinkages: tuple[float, ...], fraction: float, min_ratings: int,
            seed: int) -> NewUserChoice:
-    """The kind (KINDS) and shrinkage of `table` with the lowest RMSE (stars, clipped) on the
+    """The kind (KINDS) and shrinkage of `table` with the lowest MAE (stars, clipped) on the
     new users of new_user_holdout, the table fitted on the other rows. Columns are the training
-    split's [N]: user and movie indices, scaled labels and (optional) timestamps."""
+    split's [N]: user and movie indices, scaled labels and (optional) timestamps.
+
+    MAE rather than RMSE: the two pick the same table or neighbours (shrinkage 2 or 5), and
+    where they differ MAE's pick cost little RMSE and gained more MAE (docs/benchmarks.md,
+    "New users")."""
     rows, described = new_user_holdout(users, times, fraction, min_ratings, seed)
     stars = features.unscale_rating(labels[rows])
-    scores = {}
+    rmse, mae = {}, {}
     for kind in KINDS:
         for shrinkage in shrinkages:
             fitted = table(kind, users[~rows], movies[~rows], labels[~rows], num_movies,
                            shrinkage)
-            predicted = np.clip(features.unscale_rating(fitted[movies[rows]]),
-                                features.RATING_MIN, features.RATING_MAX)
-            scores[f"{kind}/{shrinkage:g}"] = float(np.sqrt(np.mean((predicted - stars) ** 2)))
-    best = min(scores, key=scores.get)
+            errors = np.clip(features.unscale_rating(fitted[movies[rows]]),
+                             features.RATING_MIN, features.RATING_MAX) - stars
+            key = f"{kind}/{shrinkage:g}"
+            rmse[key] = float(np.sqrt(np.mean(errors ** 2)))
+            mae[key] = float(np.mean(np.abs(errors)))
+    best = min(mae, key=mae.get)
     kind, shrinkage = best.split("/")
-    return NewUserChoice(kind, float(shrinkage), described, scores)
+    return NewUserChoice(kind, float(shrinkage), described, rmse, mae)

@@ -26,7 +26,8 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
     drift = trainer.DriftChoice(25, 20.0, {"off": 0.91234, "10/5": 0.9101, "25/20": 0.90111})
     new_user = new_users.NewUserChoice("mean", 5.0, "700 ratings by 12 users new in the last "
                                        "10% of the training period",
-                                       {"mean/2": 1.02, "mean/5": 1.01234, "debiased/5": 1.03})
+                                       {"mean/2": 1.02, "mean/5": 1.01234, "debiased/5": 1.03},
+                                       {"mean/2": 0.79, "mean/5": 0.78772, "debiased/5": 0.80})
     serving = tmp_path / "Format-Serving"
     dropouts = {"0.5": 0.16094, "0.7": 0.1559}
     item = item_item_training.ItemItemChoice(
@@ -43,9 +44,9 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
                        "history_dropout_ndcg": dropouts, "item_item": item.record()}
     choices = report_gen.load_training_choices(str(tmp_path))
     assert report_gen.format_choices(choices) == (
-        "Trainer's choices on its validation data: user drift window 25, shrinkage 20 "
-        "(validation RMSE 0.9011, 0.9123 without); new users get each movie's mean rating "
-        "shrunk by 5 (validation RMSE 1.0123 on 700 ratings by 12 users new in the last 10% of "
+        "Trainer's choices on its validation data: user drift window 25, shrinkage 20 (validation"
+        " RMSE 0.9011, 0.9123 without); new users get each movie's mean rating shrunk by 5 "
+        "(validation MAE 0.7877, RMSE 1.0123 on 700 ratings by 12 users new in the last 10% of "
         "the training period); recommend's popularity weight 0.2; retrieval history dropout 0.5 "
         "(validation NDCG@10 0.1609; 0.7: 0.1559); item-item stage l2 400, popularity exponent "
         "-0.1, user weight 0.25 (validation NDCG@10 0.1697); rating model warm-started from the "
@@ -53,6 +54,14 @@ def test_the_choices_round_trip_through_the_model_folder_into_one_summary_line(t
     assert report_gen.load_training_choices(str(tmp_path / "elsewhere")) is None
     summary = run_summary.RunSummary(run_id="r", training_choices=choices)
     assert report_gen.format_choices(choices) in run_summary.format_summary(summary).split("\n")
+
+
+def test_a_new_user_choice_recorded_before_validation_mae_still_reads():
+    record = {"kind": "debiased", "shrinkage": 2.0, "validated_on": "55 users",
+              "validation_rmse": {"debiased/2": 1.0374}}
+    assert report_gen.format_choices({"new_users": record}).endswith(
+        "new users get each movie's bias net of its raters' biases shrunk by 2 (validation "
+        "RMSE 1.0374 on 55 users)")
 
 
 def test_two_stages_chosen_alike_in_other_times_write_the_same_choices(tmp_path):

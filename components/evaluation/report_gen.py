@@ -38,7 +38,7 @@ from components.evaluation.metrics import (  # noqa: E402
     RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
 )
 from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
-from models import contract, features, warm_start  # noqa: E402
+from models import contract, features, new_users, warm_start  # noqa: E402
 
 REPORT_FILE = "report.md"
 TOPK_PLOT_FILE = f"ndcg_by_{features.USER_ACTIVITY}.png"
@@ -302,12 +302,10 @@ def format_choices(choices: dict) -> str:
             text = f"no user drift (validation RMSE {off:.4f} without; no window did better)"
     new_user = choices.get("new_users")
     if new_user is not None:
-        key = f"{new_user['kind']}/{new_user['shrinkage']:g}"
         what = ("mean rating" if new_user["kind"] == "mean"
                 else "bias net of its raters' biases")
         text += (f"; new users get each movie's {what} shrunk by {new_user['shrinkage']:g} "
-                 f"(validation RMSE {new_user['validation_rmse'].get(key, math.nan):.4f} on "
-                 f"{new_user['validated_on']})")
+                 f"({new_users.validation_errors(new_user)} on {new_user['validated_on']})")
     weight = choices.get("popularity_weight")
     if weight is not None:
         text += f"; recommend's popularity weight {weight:g}"
