@@ -5,7 +5,9 @@ Extends TFX's `BaseExampleGenExecutor`: this class supplies the records and the 
 split, and writes the splits itself (write_splits) as the base class does but without its
 Reshuffle before each write, which the DirectRunner held in memory whole: four fifths of the
 ExampleGen's memory (docs/benchmarks.md, "ExampleGen memory"). Nothing downstream reads the
-records in order: the Trainer sorts its rows and shuffles each epoch.
+records in order: the Trainer sorts its rows and shuffles each epoch. The ratings files are
+read three times (the split's cutoff, the train split's counts, the examples) so that no Beam
+stage waits on a side input computed from its own input, which the DirectRunner would hold.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import logging
 import os
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -114,6 +117,50 @@ class _UserTimeCutoff(_Timestamps):
 def _user_time_split(row: tuple, n: int, cutoffs: dict[int, int | None]) -> int:
     cutoff = cutoffs.get(row[0])
     return _EVAL if cutoff is not None and row[3] >= cutoff else _TRAIN
+
+
+def _time_split(row: tuple, n: int, cutoff: float) -> int:
+    # Everything strictly before the cutoff trains; the rest (the newest) evaluates.
+    return _TRAIN if row[3] < cutoff else _EVAL
+
+
+def _read(pipeline: beam.Pipeline, paths: list[str], movies_path: str, stage: str
+          ) -> tuple[list, beam.PCollection]:
+    """Every ratings file read and parsed: (the parse outputs per file, with their REJECTED
+    rows; the valid ratings of all files). One read per file: offsets, and so the numbers of
+    rejected lines, are per file. `stage` prefixes the labels (each read is its own)."""
+    parsed = [
+        pipeline
+        | f"{stage}ReadRatings{i or ''}" >> beam.io.Read(_LinesWithOffsets(path))
+        | f"{stage}Parse{i or ''}" >> beam.ParDo(_ParseRatings(movies_path)).with_outputs(
+            _ParseRatings.REJECTED, main="ratings")
+        for i, path in enumerate(paths)]
+    ratings = (parsed[0].ratings if len(parsed) == 1 else
+               [p.ratings for p in parsed] | f"{stage}AllRatings" >> beam.Flatten())
+    return parsed, ratings
+
+
+def _split_rule(pipeline: beam.Pipeline, config: SplitConfig, read: Callable[[], Any]
+                ) -> tuple[Callable, tuple, beam.PCollection]:
+    """How a rating row is assigned a split: (the Partition function, its side inputs, the time
+    cutoff for the summary: a one-element PCollection, None unless the split is by time).
+    `read()` gives the ratings to compute a cutoff from, read for it alone."""
+    if config.method == "time":
+        cutoff = (read()
+                  | "Timestamps" >> beam.Map(lambda row: row[3])
+                  | "Cutoff" >> beam.CombineGlobally(
+                      _TimestampQuantile(1.0 - config.eval_fraction)))
+        return _time_split, (beam.pvalue.AsSingleton(cutoff),), cutoff
+    no_cutoff = pipeline | "NoCutoff" >> beam.Create([None])
+    if config.method == "user_time":
+        user_cutoffs = (read()
+                        | "UserTimestamps" >> beam.Map(lambda row: (row[0], row[3]))
+                        | "UserCutoffs" >> beam.CombinePerKey(
+                            _UserTimeCutoff(config.eval_fraction)))
+        return _user_time_split, (beam.pvalue.AsDict(user_cutoffs),), no_cutoff
+    seed, fraction = config.seed, config.eval_fraction
+    return (lambda row, n: _EVAL if random_bucket(parsing.Rating(*row), seed) < fraction
+            else _TRAIN), (), no_cutoff
 
 
 def random_bucket(rating: parsing.Rating, seed: int) -> float:
@@ -297,39 +344,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         n_movies = len(movies)
         del movies  # workers read their own copy (see _ParseRatings)
 
-        # One read per file (offsets are per file: rejected lines are numbered in their own).
-        parsed = [
-            pipeline
-            | f"ReadRatings{i or ''}" >> beam.io.Read(_LinesWithOffsets(path))
-            | f"Parse{i or ''}" >> beam.ParDo(_ParseRatings(movies_path)).with_outputs(
-                _ParseRatings.REJECTED, main="ratings")
-            for i, path in enumerate(paths)]
-        ratings = (parsed[0].ratings if len(parsed) == 1 else
-                   [p.ratings for p in parsed] | "AllRatings" >> beam.Flatten())
-        if config.method == "time":
-            cutoff = (
-                ratings
-                | "Timestamps" >> beam.Map(lambda row: row[3])
-                | "Cutoff" >> beam.CombineGlobally(_TimestampQuantile(1.0 - config.eval_fraction))
-            )
-            # Everything strictly before the cutoff trains; the rest (the newest) evaluates.
-            splits = ratings | "SplitByTime" >> beam.Partition(
-                lambda row, n, c: _TRAIN if row[3] < c else _EVAL,
-                2, beam.pvalue.AsSingleton(cutoff))
-        elif config.method == "user_time":
-            cutoff = pipeline | "NoCutoff" >> beam.Create([None])
-            user_cutoffs = (
-                ratings
-                | "UserTimestamps" >> beam.Map(lambda row: (row[0], row[3]))
-                | "UserCutoffs" >> beam.CombinePerKey(_UserTimeCutoff(config.eval_fraction)))
-            splits = ratings | "SplitByUserTime" >> beam.Partition(
-                _user_time_split, 2, beam.pvalue.AsDict(user_cutoffs))
-        else:
-            cutoff = pipeline | "NoCutoff" >> beam.Create([None])
-            seed, fraction = config.seed, config.eval_fraction
-            splits = ratings | "SplitRandom" >> beam.Partition(
-                lambda row, n: _EVAL if random_bucket(parsing.Rating(*row), seed) < fraction
-                else _TRAIN, 2)
+        # The ratings are read three times: for the split's cutoff, for the train split's
+        # counts (which need the cutoff), and for the examples (which need both). A stage that
+        # takes a side input computed from its own main input makes the DirectRunner hold that
+        # input whole; separate reads stream, so memory is O(users + movies) (the time cutoff's
+        # timestamps aside: 8 bytes a rating). docs/benchmarks.md, "ExampleGen memory".
+        rule, side, cutoff = _split_rule(pipeline, config, lambda: _read(
+            pipeline, paths, movies_path, "ForCutoff")[1])
+        counted = _read(pipeline, paths, movies_path, "ForCounts")[1] | (
+            "SplitForCounts" >> beam.Partition(rule, 2, *side))
+        parsed, ratings = _read(pipeline, paths, movies_path, "")
+        splits = ratings | "Split" >> beam.Partition(rule, 2, *side)
 
         # All rejected ratings in one list to number their lines: few by design (the run fails
         # beyond max_rejected_fraction of the rows); a file of garbage fails at its header.
@@ -368,7 +393,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         # Activity of users and movies, from the train split only: what was known at training.
         user_counts, movie_counts = (
             beam.pvalue.AsDict(
-                splits[_TRAIN]
+                counted[_TRAIN]
                 | f"{name}Ids" >> beam.Map(lambda row, i=index: (row[i], None))
                 | f"CountPer{name}" >> beam.combiners.Count.PerKey())
             for name, index in (("User", 0), ("Movie", 1)))
