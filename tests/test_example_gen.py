@@ -116,6 +116,32 @@ def test_splits_are_written_as_tfxs_base_executor_writes_them_less_its_shuffle(
     assert artifact.get_string_custom_property("file_format") == "tfrecords_gzip"
 
 
+@pytest.mark.parametrize("method", ["time", "user_time", "random"])
+def test_three_reads_of_large_files_give_what_one_read_gives(movielens_dir, tmp_path, method,
+                                                             monkeypatch, caplog):
+    """Above STREAMING_READS_ABOVE_BYTES the cutoff, the train counts and the examples each
+    come from their own read of the files: the same examples and summary as one read."""
+    split = SplitConfig(method=method)
+    runs = {}
+    for name, threshold in (("once", 1 << 40), ("three times", 0)):
+        monkeypatch.setattr(executor_lib, "STREAMING_READS_ABOVE_BYTES", threshold)
+        caplog.clear()
+        with caplog.at_level("INFO", logger=executor_lib.__name__):
+            runs[name] = run_example_gen(movielens_dir, tmp_path / name.replace(" ", "_"), split)
+        assert f"of ratings {name}" in caplog.text
+
+    def canonical(examples):
+        return sorted(e.SerializeToString(deterministic=True) for e in examples)
+
+    (once, once_artifact), (three, three_artifact) = runs["once"], runs["three times"]
+    for name in ("train", "eval"):
+        assert canonical(three[name]) == canonical(once[name])
+        assert len(once[name]) > 0
+    summaries = [json.loads(open(os.path.join(a.uri, executor_lib.SUMMARY_FILE)).read())
+                 for a in (once_artifact, three_artifact)]
+    assert summaries[0] == summaries[1]
+
+
 def test_random_split_is_seeded_and_stable(movielens_dir, tmp_path):
     split = SplitConfig(method="random", eval_fraction=0.1, seed=7)
     first, _ = run_example_gen(movielens_dir, tmp_path / "a", split)

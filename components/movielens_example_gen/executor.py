@@ -5,7 +5,7 @@ Extends TFX's `BaseExampleGenExecutor`: this class supplies the records and the 
 split, and writes the splits itself (write_splits) as the base class does but without its
 Reshuffle before each write, which the DirectRunner held in memory whole: four fifths of the
 ExampleGen's memory (docs/benchmarks.md, "ExampleGen memory"). Nothing downstream reads the
-records in order: the Trainer sorts its rows and shuffles each epoch. The ratings files are
+records in order: the Trainer sorts its rows and shuffles each epoch. Large ratings files are
 read three times (the split's cutoff, the train split's counts, the examples) so that no Beam
 stage waits on a side input computed from its own input, which the DirectRunner would hold.
 """
@@ -46,6 +46,10 @@ _MAX_LOGGED_REJECTS = 20
 _NAMED_IN_ERROR = 5
 _SCAN_CHUNK = 1 << 20
 _TRAIN, _EVAL, _REJECTED = 0, 1, 2
+# Ratings files larger than this (together) are read three times, smaller ones once: one read
+# holds every parsed rating in memory (about 220 bytes each), three cost two more parses
+# (docs/benchmarks.md, "ExampleGen memory"). 64 MiB is about 2.5M ratings.
+STREAMING_READS_ABOVE_BYTES = 64 * 2**20
 # Execution parameters: JSON lists of bucket edges (see slicing.py).
 USER_ACTIVITY_EDGES_KEY = "user_activity_edges"
 MOVIE_POPULARITY_EDGES_KEY = "movie_popularity_edges"
@@ -344,17 +348,28 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         n_movies = len(movies)
         del movies  # workers read their own copy (see _ParseRatings)
 
-        # The ratings are read three times: for the split's cutoff, for the train split's
-        # counts (which need the cutoff), and for the examples (which need both). A stage that
-        # takes a side input computed from its own main input makes the DirectRunner hold that
-        # input whole; separate reads stream, so memory is O(users + movies) (the time cutoff's
-        # timestamps aside: 8 bytes a rating). docs/benchmarks.md, "ExampleGen memory".
-        rule, side, cutoff = _split_rule(pipeline, config, lambda: _read(
-            pipeline, paths, movies_path, "ForCutoff")[1])
-        counted = _read(pipeline, paths, movies_path, "ForCounts")[1] | (
-            "SplitForCounts" >> beam.Partition(rule, 2, *side))
-        parsed, ratings = _read(pipeline, paths, movies_path, "")
+        # Above STREAMING_READS_ABOVE_BYTES the ratings are read three times: for the split's
+        # cutoff, for the train split's counts (which need the cutoff), and for the examples
+        # (which need both). A stage that takes a side input computed from its own main input
+        # makes the DirectRunner hold that input whole; separate reads stream, at the cost of
+        # two more parses (docs/benchmarks.md, "ExampleGen memory").
+        size = sum(tf.io.gfile.stat(path).length for path in paths)
+        streaming = size > STREAMING_READS_ABOVE_BYTES
+        _LOG.info("Reading %d MB of ratings %s", size // 10**6,
+                  "three times (cutoff, counts, examples)" if streaming else "once")
+        reads: dict[str, tuple] = {}
+
+        def read(stage: str) -> tuple[list, beam.PCollection]:
+            stage = stage if streaming else ""
+            if stage not in reads:
+                reads[stage] = _read(pipeline, paths, movies_path, stage)
+            return reads[stage]
+
+        rule, side, cutoff = _split_rule(pipeline, config, lambda: read("ForCutoff")[1])
+        parsed, ratings = read("")
         splits = ratings | "Split" >> beam.Partition(rule, 2, *side)
+        counted = (read("ForCounts")[1] | "SplitForCounts" >> beam.Partition(rule, 2, *side)
+                   if streaming else splits)
 
         # All rejected ratings in one list to number their lines: few by design (the run fails
         # beyond max_rejected_fraction of the rows); a file of garbage fails at its header.
