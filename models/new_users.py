@@ -122,20 +122,21 @@ class NewUserChoice:
         return f"{self.kind}/{self.shrinkage:g}"
 
     def describe(self) -> str:
-        what = "mean rating" if self.kind == "mean" else "bias net of its raters' biases"
-        return (f"each movie's {what} shrunk by {self.shrinkage:g} ("
-                f"{validation_errors(dataclasses.asdict(self))} on {self.validated_on})")
+        return describe(dataclasses.asdict(self))
 
 
-def validation_errors(choice: dict) -> str:
-    """"validation MAE m, RMSE r" of a NewUserChoice's record (its dataclasses.asdict), the
-    RMSE alone for records older than validation_mae."""
+def describe(choice: dict) -> str:
+    """What a NewUserChoice's record (its dataclasses.asdict, as the run record stores it) serves
+    and its validation errors: MAE and RMSE, the RMSE alone for records older than
+    validation_mae."""
+    what = "mean rating" if choice["kind"] == "mean" else "bias net of its raters' biases"
     key = f"{choice['kind']}/{choice['shrinkage']:g}"
     rmse = choice["validation_rmse"].get(key, float("nan"))
     mae = choice.get("validation_mae", {}).get(key)
-    if mae is None:
-        return f"validation RMSE {rmse:.4f}"
-    return f"validation MAE {mae:.4f}, RMSE {rmse:.4f}"
+    errors = (f"validation RMSE {rmse:.4f}" if mae is None
+              else f"validation MAE {mae:.4f}, RMSE {rmse:.4f}")
+    return (f"each movie's {what} shrunk by {choice['shrinkage']:g} ({errors} on "
+            f"{choice['validated_on']})")
 
 
 def new_user_holdout(users: np.ndarray, times: np.ndarray | None, fraction: float,

@@ -302,10 +302,7 @@ def format_choices(choices: dict) -> str:
             text = f"no user drift (validation RMSE {off:.4f} without; no window did better)"
     new_user = choices.get("new_users")
     if new_user is not None:
-        what = ("mean rating" if new_user["kind"] == "mean"
-                else "bias net of its raters' biases")
-        text += (f"; new users get each movie's {what} shrunk by {new_user['shrinkage']:g} "
-                 f"({new_users.validation_errors(new_user)} on {new_user['validated_on']})")
+        text += f"; new users get {new_users.describe(new_user)}"
     weight = choices.get("popularity_weight")
     if weight is not None:
         text += f"; recommend's popularity weight {weight:g}"
