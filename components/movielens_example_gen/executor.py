@@ -357,18 +357,15 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         streaming = size > STREAMING_READS_ABOVE_BYTES
         _LOG.info("Reading %d MB of ratings %s", size // 10**6,
                   "three times (cutoff, counts, examples)" if streaming else "once")
-        reads: dict[str, tuple] = {}
+        parsed, ratings = _read(pipeline, paths, movies_path, "")
 
-        def read(stage: str) -> tuple[list, beam.PCollection]:
-            stage = stage if streaming else ""
-            if stage not in reads:
-                reads[stage] = _read(pipeline, paths, movies_path, stage)
-            return reads[stage]
+        def ratings_for(stage: str) -> beam.PCollection:
+            """The ratings a side input is computed from: a read of their own if streaming."""
+            return _read(pipeline, paths, movies_path, stage)[1] if streaming else ratings
 
-        rule, side, cutoff = _split_rule(pipeline, config, lambda: read("ForCutoff")[1])
-        parsed, ratings = read("")
+        rule, side, cutoff = _split_rule(pipeline, config, lambda: ratings_for("ForCutoff"))
         splits = ratings | "Split" >> beam.Partition(rule, 2, *side)
-        counted = (read("ForCounts")[1] | "SplitForCounts" >> beam.Partition(rule, 2, *side)
+        counted = (ratings_for("ForCounts") | "SplitForCounts" >> beam.Partition(rule, 2, *side)
                    if streaming else splits)
 
         # All rejected ratings in one list to number their lines: few by design (the run fails
