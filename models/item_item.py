@@ -7,6 +7,11 @@ Shapes (M movies of the model's vocabulary, U users, H <= max_dense head movies,
   head       int64 [H]       the movies with >= min_count ratings, at most max_dense of the most
                              rated (ties: the lower index); the dense solve only sees these
   G          float32 [H, H]  X_head' X_head, the co-occurrence (Gram) matrix
+  S          float32 [M, F]  side features of each movie (sparse multi-hot: genres, genre
+                             combination, release-year buckets); with side weight w > 0,
+                             G += w S_head S_head': each feature acts as w pseudo-users who
+                             rated every movie having it (Jeunen et al. 2020's collective
+                             EASE), which links movies that share features but few raters
   Lambda     float32 [H]     lambda + p / (1 - p) * diag(G)   (Steck 2020, "Autoencoders that
                              don't overfit towards the identity": dropout p emphasised on the
                              dropped-out inputs; p = 0 is Steck 2019's EASE)
@@ -26,9 +31,9 @@ unsorted_segment_sum (what an exported signature can run).
 
 Cost and scale: building G is O(sum over users of their head ratings squared) with one sparse
 product; the solve is O(H^3) time and 2 H^2 float32 memory (G, overwritten by its factor and by
-P, then B); pruning reads B in blocks of rows. H is capped at max_dense (default 20,000: 1.6 GB
-a matrix, about a minute of LAPACK on two cores), so at ml-32m scale (87k movies) the solve is
-restricted to the 20,000 most rated movies (> 97% of ratings there); the rest of the movies
+P, then B); pruning reads B in blocks of rows. H is capped at max_dense (DEFAULT_MAX_DENSE,
+12,000: 576 MB a matrix, well under a minute of LAPACK on two cores), so at ml-32m scale (87k
+movies) the solve is restricted to the 12,000 most rated movies; the rest of the movies
 gets no neighbours (scores 0 from this stage, so a caller blends another signal to rank them).
 The served model is 8 N bytes a movie (int32 index + float32 weight): 87k movies at N = 100 is
 70 MB; ml-latest-small (9.7k) at N = 100 is 7.8 MB. Serving cost per user is O(L N) gathers
@@ -216,14 +221,29 @@ def popularity_scale(counts: np.ndarray, exponent: float) -> np.ndarray:
     return ((np.asarray(counts, np.float64) + 1.0) ** exponent).astype(np.float32)
 
 
+def add_side(g: np.ndarray, side_head: sp.spmatrix, weight: float) -> None:
+    """G [H, H] += weight * S_head S_head' in place (S_head [H, F] sparse, the head movies'
+    side features), a block of rows at a time: no second [H, H] matrix."""
+    side_head = sp.csr_matrix(side_head, dtype=np.float32)
+    transposed = sp.csc_matrix(side_head.T)
+    for start in range(0, g.shape[0], PRUNE_BLOCK):
+        stop = min(start + PRUNE_BLOCK, g.shape[0])
+        g[start:stop] += np.float32(weight) * (side_head[start:stop] @ transposed).toarray()
+
+
 def regularised_solve(x: sp.spmatrix, head: np.ndarray, l2: float, dropout: float,
-                      user_weight: float) -> np.ndarray:
-    """B [H, H] of the head movies from binary X [U, M]: `solve` of the user-weighted Gram
-    matrix, l2 rescaled by the weighting's shrinkage of the diagonal so that its grid means
-    the same with and without it."""
+                      user_weight: float, side: sp.spmatrix | None = None,
+                      side_weight: float = 0.0) -> np.ndarray:
+    """B [H, H] of the head movies from binary X [U, M] and side features S [M, F] (sparse,
+    rows indexable by head): `solve`
+    of the user-weighted Gram matrix plus side_weight S_head S_head', l2 and the side weight
+    rescaled by the weighting's shrinkage of the diagonal so that their grids mean the same
+    with and without it."""
     g = gram(x, head, user_weight)
     plain = float(np.asarray((x != 0).sum(axis=0)).reshape(-1)[head].mean()) if len(head) else 1.0
     shrink = float(np.mean(np.diag(g))) / plain if len(head) and plain else 1.0
+    if side_weight and side is not None and len(head):
+        add_side(g, sp.csr_matrix(side)[head], side_weight * shrink)
     return solve(g, l2 * shrink, dropout)
 
 

@@ -3,12 +3,15 @@
 models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set:
 a random holdout of the training interactions; on the rest, one closed-form solve per l2 of
 ItemItemHParams.l2s (with the first user weight), then one per other user weight at the best
-l2, each on the ItemItemHParams.choice_dense most rated movies and scored with every popularity
-exponent by the holdout's NDCG@10 of all-movie top-10 lists (seen movies excluded, as
-`recommend` serves them); then the best solved on every interaction and the max_dense most
-rated movies, cut to each movie's N neighbours plus a rank-r residual (item_item.SparseLowRank).
-The choice and its validation NDCGs go to the run record. A warm start chooses again: the
-serving model's choice, reused, cost top-k NDCG (docs/benchmarks.md, "Warm start").
+l2, then, when the movies' side features are given (genres, genre combination, release-year
+buckets: `side_features`), one per other side weight at the best l2 and the next larger one (side
+features favour more shrinkage); each on the ItemItemHParams.choice_dense most rated movies
+and scored with every popularity exponent by the holdout's NDCG@10 of all-movie top-10 lists
+(seen movies excluded, as `recommend` serves them); then the best solved on every interaction
+and the max_dense most rated movies, cut to each movie's N neighbours plus a rank-r residual
+(item_item.SparseLowRank). The choice and its validation NDCGs go to the run record. A warm
+start chooses again: the serving model's choice, reused, cost top-k NDCG (docs/benchmarks.md,
+"Warm start").
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models import arrays, features, item_item, progress, ranking_metrics
+from models.catalogue import Catalogue
 from models.hparams import ItemItemHParams
 
 _LOG = logging.getLogger(__name__)
@@ -31,10 +35,10 @@ USERS_PER_CHUNK = 1024  # validation users scored at a time: a dense [users, mov
 
 @dataclasses.dataclass(frozen=True)
 class ItemItemChoice:
-    """What train_item_item chose: l2, the popularity exponent, the user weight, and the holdout
-    NDCG@10 of every "l2/exponent/user weight" tried; `interactions`: how many training
-    interactions they were chosen for; `seconds`: the whole stage, `choice_seconds` of it the
-    choice."""
+    """What train_item_item chose: l2, the popularity exponent, the user weight, the side
+    weight, and the holdout NDCG@10 of every "l2/exponent/user weight/side weight" tried
+    (`key`); `interactions`: how many training interactions they were chosen for; `seconds`:
+    the whole stage, `choice_seconds` of it the choice."""
 
     l2: float
     popularity_exponent: float
@@ -43,6 +47,7 @@ class ItemItemChoice:
     seconds: float
     interactions: int = 0
     choice_seconds: float = 0.0
+    side_weight: float = 0.0
 
     def record(self) -> dict:
         """The choice without its wall-clock seconds, for the exported model's training choices:
@@ -50,6 +55,37 @@ class ItemItemChoice:
         must be the same model for the Pusher."""
         return {k: v for k, v in dataclasses.asdict(self).items()
                 if k not in ("seconds", "choice_seconds")}
+
+
+def record_key(record: dict) -> str:
+    """The validation_ndcg key of a recorded choice (ItemItemChoice.record); records written
+    before the side weight existed have "l2/exponent/user weight" keys."""
+    key = _key(record["l2"], record["popularity_exponent"], record.get("user_weight", 0.0),
+               record.get("side_weight", 0.0))
+    return key if "side_weight" in record else key.rsplit("/", 1)[0]
+
+
+def side_features(movies: Catalogue, num_movies: int, year_buckets: tuple[float, ...]
+                  ) -> sp.csr_matrix:
+    """float32 [num_movies, F] sparse, by movie index, one-hot groups side by side: each
+    vocabulary movie's genres (multi-hot, "(no genres listed)" left out: it is no likeness),
+    its genre combination (movies with the very same genres), and its release-year bucket at
+    each width of `year_buckets` (the z-scored year // width; an unknown year is z 0, the
+    mean's bucket); empty rows for indices the catalogue lacks."""
+    known = (movies.movie_idx >= 0) & (movies.movie_idx < num_movies)
+    index = movies.movie_idx[known]
+    genres = np.delete(movies.genres[known], features.GENRE_NAMES.index(features.NO_GENRES),
+                       axis=1) > 0
+    groups = [sp.csr_matrix(genres, dtype=np.float32)]
+    codes = [np.unique(genres, axis=0, return_inverse=True)[1].reshape(-1)]
+    codes += [np.unique(np.floor(movies.years[known] / width), return_inverse=True)[1]
+              for width in year_buckets]
+    groups += [sp.csr_matrix((np.ones(len(c), np.float32), (np.arange(len(c)), c)),
+                             shape=(len(c), c.max() + 1 if len(c) else 0)) for c in codes]
+    rows = sp.hstack(groups, format="csr")
+    placed = sp.csr_matrix((np.ones(len(index), np.float32), (index, np.arange(len(index)))),
+                           shape=(num_movies, len(index)))
+    return sp.csr_matrix(placed @ rows)
 
 
 def interactions(users: np.ndarray, movies: np.ndarray, num_users: int, num_movies: int
@@ -105,14 +141,16 @@ def _ordered(scores: np.ndarray, best: np.ndarray) -> np.ndarray:
     return np.take_along_axis(best, order, axis=1)
 
 
-def _key(l2: float, exponent: float, user_weight: float) -> str:
-    return f"{l2:g}/{exponent:g}/{user_weight:g}"
+def _key(l2: float, exponent: float, user_weight: float, side_weight: float) -> str:
+    return f"{l2:g}/{exponent:g}/{user_weight:g}/{side_weight:g}"
 
 
 def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
-            num_movies: int) -> tuple[float, float, float, dict[str, float]]:
-    """(l2, exponent, user weight, NDCG of each tried) on a holdout of the interactions; the
-    first of each list when the holdout has no user with a history left (tiny data)."""
+            num_movies: int, side: sp.csr_matrix | None
+            ) -> tuple[tuple[float, float, float, float], dict[str, float]]:
+    """((l2, exponent, user weight, side weight), NDCG of each tried) on a holdout of the
+    interactions; the first of each list when the holdout has no user with a history left
+    (tiny data). Without side features only the first side weight is tried."""
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     x = interactions(fit[features.USER_IDX], fit[features.MOVIE_IDX], num_users, num_movies)
     relevant: dict[int, set[int]] = {}
@@ -122,48 +160,60 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
             relevant.setdefault(int(user), set()).add(int(movie))
     users = np.array(sorted(relevant), np.int64)
     if not len(users) or num_movies < K:
-        return hp.l2s[0], hp.popularity_exponents[0], hp.user_weights[0], {}
+        return (hp.l2s[0], hp.popularity_exponents[0], hp.user_weights[0],
+                hp.side_weights[0]), {}
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
     head = item_item.head_movies(counts, max_dense=min(hp.max_dense, hp.choice_dense))
     ndcg: dict[str, float] = {}
-    tried: dict[str, tuple[float, float, float]] = {}
+    tried: dict[str, tuple[float, float, float, float]] = {}
     scales = [item_item.popularity_scale(counts, e) for e in hp.popularity_exponents]
     wanted = [relevant[u] for u in users]
 
-    def score(l2: float, user_weight: float) -> None:
-        b = item_item.regularised_solve(x, head, l2, hp.dropout, user_weight)
+    def score(l2: float, user_weight: float, side_weight: float) -> None:
+        b = item_item.regularised_solve(x, head, l2, hp.dropout, user_weight, side, side_weight)
         values = holdout_ndcg(b, head, scales, x, users, wanted)
         for exponent, value in zip(hp.popularity_exponents, values, strict=True):
-            key = _key(l2, exponent, user_weight)
-            tried[key] = (l2, exponent, user_weight)
+            key = _key(l2, exponent, user_weight, side_weight)
+            tried[key] = (l2, exponent, user_weight, side_weight)
             ndcg[key] = value
 
+    def best() -> tuple[float, float, float, float]:
+        return tried[max(ndcg, key=ndcg.get)]  # the first of equals: the order tried
+
     for l2 in hp.l2s:
-        score(l2, hp.user_weights[0])
-    best_l2 = tried[max(ndcg, key=ndcg.get)][0]
+        score(l2, hp.user_weights[0], hp.side_weights[0])
+    best_l2 = best()[0]
     for user_weight in hp.user_weights[1:]:
-        score(best_l2, user_weight)
-    best = max(ndcg, key=ndcg.get)  # the first of equals: the order tried
-    return (*tried[best], ndcg)
+        score(best_l2, user_weight, hp.side_weights[0])
+    if side is not None:
+        user_weight = best()[2]
+        for side_weight in hp.side_weights[1:]:
+            for l2 in (best_l2, *[v for v in sorted(hp.l2s) if v > best_l2][:1]):
+                score(l2, user_weight, side_weight)
+    return best(), ndcg
 
 
 def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
-                    train_data: dict[str, np.ndarray]
+                    train_data: dict[str, np.ndarray], movies: Catalogue | None = None
                     ) -> tuple[item_item.SparseLowRank, ItemItemChoice]:
     """The item-item stage of the training interactions (USER_IDX, MOVIE_IDX columns) and what
-    was chosen for it on the holdout."""
+    was chosen for it on the holdout; with the catalogue, its side features are tried."""
     start = time.time()
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    l2, exponent, user_weight, ndcg = _choose(hp, pairs, num_users, num_movies)
+    side = (None if movies is None or len(hp.side_weights) < 2
+            else side_features(movies, num_movies, hp.year_buckets))
+    (l2, exponent, user_weight, side_weight), ndcg = _choose(hp, pairs, num_users, num_movies,
+                                                            side)
     choice_seconds = time.time() - start
-    _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g chosen on the "
-              "holdout (NDCG@10 of l2/exponent/user weight: %s) in %.1f s", l2, exponent,
-              user_weight, ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items())
-              or "not measured: no holdout", choice_seconds)
+    _LOG.info("Item-item stage: l2 %g, popularity exponent %g, user weight %g, side weight %g "
+              "chosen on the holdout (NDCG@10 of l2/exponent/user weight/side weight: %s) in "
+              "%.1f s", l2, exponent, user_weight, side_weight,
+              ", ".join(f"{k}: {v:.4f}" for k, v in ndcg.items()) or "not measured: no holdout",
+              choice_seconds)
     x = interactions(pairs[features.USER_IDX], pairs[features.MOVIE_IDX], num_users, num_movies)
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
     head = item_item.head_movies(counts, max_dense=hp.max_dense)
-    b = item_item.regularised_solve(x, head, l2, hp.dropout, user_weight)
+    b = item_item.regularised_solve(x, head, l2, hp.dropout, user_weight, side, side_weight)
     stage = item_item.sparse_low_rank(b, head, item_item.popularity_scale(counts, exponent),
                                       hp.neighbours, hp.rank, hp.seed)
     seconds = time.time() - start
@@ -171,4 +221,4 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
                     f"{num_movies} movies solved, in {seconds:.1f} s ({stage.nbytes / 1e6:.1f} "
                     "MB served)", throttle=False)
     return stage, ItemItemChoice(l2, exponent, user_weight, ndcg, seconds,
-                                 len(pairs[features.USER_IDX]), choice_seconds)
+                                 len(pairs[features.USER_IDX]), choice_seconds, side_weight)

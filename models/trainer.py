@@ -319,7 +319,7 @@ def fit_serving_module(hp: HParams, train_data: dict[str, np.ndarray],
                  else train_retrieval(hp.retrieval, num_users, num_movies, train_data, verbose=0))
     item_stage, item_choice = (
         (None, None) if hp.item_item is None
-        else train_item_item(hp.item_item, num_users, num_movies, train_data))
+        else train_item_item(hp.item_item, num_users, num_movies, train_data, movies))
     history = user_history(train_data[features.USER_IDX], train_data[features.MOVIE_IDX],
                            num_users)
     module = export.ServingModule(model, user_vocabulary, num_movies, movies, history,

@@ -13,7 +13,7 @@ from models import contract, export, features, trainer, warm_start
 from models.base import user_history
 from models.hparams import HParams, ItemItemHParams
 
-ITEM_ITEM = ItemItemHParams(l2s=(50.0, 100.0), user_weights=(0.0,),
+ITEM_ITEM = ItemItemHParams(l2s=(50.0, 100.0), user_weights=(0.0,), side_weights=(0.0,),
                             popularity_exponents=(0.0, 0.25), neighbours=20, rank=8)
 HPARAMS = HParams(model_type="neural", embedding_dim=8, hidden_units=(8,), implicit=True,
                   learning_rate=1e-2, reduce_lr_patience=0, batch_size=256, max_epochs=3,

@@ -38,7 +38,7 @@ from components.evaluation.metrics import (  # noqa: E402
     RMSE_CHANGE_LOWER_IF_ENOUGH_EXAMPLES,
 )
 from components.movielens_example_gen.slicing import bucket_labels  # noqa: E402
-from models import contract, features, new_users, warm_start  # noqa: E402
+from models import contract, features, item_item_training, new_users, warm_start  # noqa: E402
 
 REPORT_FILE = "report.md"
 TOPK_PLOT_FILE = f"ndcg_by_{features.USER_ACTIVITY}.png"
@@ -314,11 +314,10 @@ def format_choices(choices: dict) -> str:
                  + (f"; {others}" if others else "") + ")")
     item = choices.get("item_item")
     if item is not None:
-        key = (f"{item['l2']:g}/{item['popularity_exponent']:g}/"
-               f"{item.get('user_weight', 0.0):g}")
-        ndcg = item["validation_ndcg"].get(key)
+        ndcg = item["validation_ndcg"].get(item_item_training.record_key(item))
         text += (f"; item-item stage l2 {item['l2']:g}, popularity exponent "
                  f"{item['popularity_exponent']:g}, user weight {item.get('user_weight', 0.0):g}"
+                 f", side weight {item.get('side_weight', 0.0):g}"
                  + (f" (validation NDCG@10 {ndcg:.4f})" if ndcg is not None
                     else " (the serving model's)" if choices.get("warm_start") else ""))
     start = choices.get("warm_start")
