@@ -346,7 +346,7 @@ def fit_svd(train: pd.DataFrame, seed: int, params: dict[str, Any]) -> Recommend
     return recommend
 
 
-def _catalogue(train: pd.DataFrame, movies: pd.DataFrame):
+def encoded_catalogue(train: pd.DataFrame, movies: pd.DataFrame):
     """(encoded train columns, user vocabulary, movie vocabulary size, Catalogue of every movie
     of movies.csv): bench.accuracy.encode's Transform mirror applied to the train split and to
     one row per movie, so movies without training ratings get the OOV index."""
@@ -374,7 +374,7 @@ def _ours(hp, train: pd.DataFrame, movies: pd.DataFrame):
     its recommend signature."""
     from models import trainer
 
-    columns, user_vocabulary, num_movies, catalogue = _catalogue(train, movies)
+    columns, user_vocabulary, num_movies, catalogue = encoded_catalogue(train, movies)
     return trainer.fit_serving_module(hp, columns, user_vocabulary, num_movies, catalogue,
                                       verbose=0)
 

@@ -80,7 +80,7 @@ def test_the_catalogue_has_every_movie_and_unrated_ones_are_out_of_vocabulary(ra
     movie_ids = sorted(ratings.movieId.unique()) + [999]  # 999: in movies.csv, never rated
     movies = pd.DataFrame({"movieId": movie_ids, "title": [f"M {m} (2001)" for m in movie_ids],
                            "genres": "Drama"})
-    columns, users, num_movies, catalogue = ranking._catalogue(ratings, movies)
+    columns, users, num_movies, catalogue = ranking.encoded_catalogue(ratings, movies)
     assert len(users) == len(COUNTS) and num_movies == ratings.movieId.nunique()
     assert len(columns[features.USER_IDX]) == len(ratings)
     assert list(catalogue.movie_ids) == movie_ids
