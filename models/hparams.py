@@ -132,16 +132,20 @@ class ItemItemHParams:
     # are for small data, where popularity is most of what there is to know (a 1,500-rating
     # span of a test fixture ranked below the most-rated list without them).
     popularity_exponents: tuple[float, ...] = (0.0, -0.1, -0.2, 0.25, 0.5)
-    # Each side feature of the movies (genres, genre combination, release-year buckets) counts
-    # as this many pseudo-users who rated every movie having it (item_item.add_side); the
-    # first is used while l2 and the user weight are chosen, the others are then tried at the
-    # chosen l2 and the next larger (2 solves each). Validation splits of ml-latest-small and
-    # synthetic data gained up to 4% NDCG@10 with weights 1-10 (docs/benchmarks.md, "Item-item
-    # settings on validation data"); (0.0,) turns side features off.
+    # Each side feature of the movies (genres, genre combination, release-year buckets, title
+    # words) counts as this many pseudo-users who rated every movie having it
+    # (item_item.add_side); the first is used while l2 and the user weight are chosen, the
+    # others are then tried at the chosen l2 and the next larger (2 solves each). Validation
+    # splits of ml-latest-small and synthetic data gained up to 4% NDCG@10 with weights 1-10
+    # (docs/benchmarks.md, "Item-item settings on validation data"); (0.0,) turns side features
+    # off.
     side_weights: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
     # Widths of the release-year buckets, each a group of side features, in standard
     # deviations of the z-scored year (MovieLens: about a decade and about five years).
     year_buckets: tuple[float, ...] = (0.5, 0.25)
+    # Title words shared by at most this share of the movies (at least 2) are side features
+    # too: a series' or franchise's words (ml-latest-small: 30 of 9.7k movies); 0: none.
+    title_max_share: float = 0.003
     neighbours: int = 200  # per movie, kept exactly (N)
     rank: int = 128  # of the approximation of the rest of B
     # Movies in the dense solve: the most rated ones; the rest score 0 from this stage.
@@ -165,6 +169,8 @@ class ItemItemHParams:
         object.__setattr__(self, "user_weights", tuple(float(v) for v in self.user_weights))
         object.__setattr__(self, "side_weights", tuple(float(v) for v in self.side_weights))
         object.__setattr__(self, "year_buckets", tuple(float(v) for v in self.year_buckets))
+        if not 0.0 <= self.title_max_share < 1.0:
+            raise ValueError(f"title_max_share must be in [0, 1), got {self.title_max_share}")
         if not self.side_weights or min(self.side_weights) < 0 or min(self.year_buckets,
                                                                      default=1.0) <= 0:
             raise ValueError(f"side_weights needs at least one value, all >= 0, and "

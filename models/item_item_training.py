@@ -1,23 +1,25 @@
 """Fitting the item-item stage of `recommend` (models/item_item.py) in the Trainer.
 
-models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set:
-a random holdout of the training interactions; on the rest, one closed-form solve per l2 of
-ItemItemHParams.l2s (with the first user weight), then one per other user weight at the best
-l2, then, when the movies' side features are given (genres, genre combination, release-year
-buckets: `side_features`), one per other side weight at the best l2 and the next larger one (side
-features favour more shrinkage); each on the ItemItemHParams.choice_dense most rated movies
-and scored with every popularity exponent by the holdout's NDCG@10 of all-movie top-10 lists
-(seen movies excluded, as `recommend` serves them); then the best solved on every interaction
-and the max_dense most rated movies, cut to each movie's N neighbours plus a rank-r residual
-(item_item.SparseLowRank). The choice and its validation NDCGs go to the run record. A warm
-start chooses again: the serving model's choice, reused, cost top-k NDCG (docs/benchmarks.md,
-"Warm start").
+models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set: a
+random holdout of the training interactions; on the rest, one closed-form solve per l2 of
+ItemItemHParams.l2s (with the first user weight), then one per other user weight at the best l2,
+then, when the movies' side features are given (genres, genre combination, release-year buckets,
+rarer title words: `side_features`), one per other side weight at the best l2 and the next
+larger one (side features favour more shrinkage); each on the ItemItemHParams.choice_dense most
+rated movies and scored with every popularity exponent by the holdout's NDCG@10 of all-movie
+top-10 lists (seen movies excluded, as `recommend` serves them); then the best solved on every
+interaction and the max_dense most rated movies, cut to each movie's N neighbours plus a rank-r
+residual (item_item.SparseLowRank). The choice and its validation NDCGs go to the run record. A
+warm start chooses again: the serving model's choice, reused, cost top-k NDCG
+(docs/benchmarks.md, "Warm start").
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import re
 import time
 
 import numpy as np
@@ -30,6 +32,8 @@ from models.hparams import ItemItemHParams
 _LOG = logging.getLogger(__name__)
 
 K = 10
+_WORD = re.compile(r"[^\W_]{3,}")
+_YEAR_SUFFIX = re.compile(r"\(\d{4}\)\s*$")
 USERS_PER_CHUNK = 1024  # validation users scored at a time: a dense [users, movies] block
 
 
@@ -65,13 +69,30 @@ def record_key(record: dict) -> str:
     return key if "side_weight" in record else key.rsplit("/", 1)[0]
 
 
-def side_features(movies: Catalogue, num_movies: int, year_buckets: tuple[float, ...]
-                  ) -> sp.csr_matrix:
-    """float32 [num_movies, F] sparse, by movie index, one-hot groups side by side: each
-    vocabulary movie's genres (multi-hot, "(no genres listed)" left out: it is no likeness),
-    its genre combination (movies with the very same genres), and its release-year bucket at
-    each width of `year_buckets` (the z-scored year // width; an unknown year is z 0, the
-    mean's bucket); empty rows for indices the catalogue lacks."""
+def title_words(titles: np.ndarray, max_share: float) -> sp.csr_matrix:
+    """float32 [len(titles), W] sparse multi-hot of the words (3+ letters or digits, lower
+    case, the trailing "(year)" left out) that 2 to max(2, max_share x the titles) of the
+    titles share: a series' or franchise's words, not the common ones ("the", "love")."""
+    words = [set(_WORD.findall(_YEAR_SUFFIX.sub("", t.decode("utf-8", "replace")).lower()))
+             for t in titles]
+    counts = collections.Counter(w for title in words for w in title)
+    limit = max(2, int(max_share * len(titles)))
+    column: dict[str, int] = {}
+    for word in sorted(w for w, n in counts.items() if 2 <= n <= limit):
+        column[word] = len(column)
+    rows = [(r, column[w]) for r, title in enumerate(words) for w in title if w in column]
+    r, c = np.array(rows, np.int64).reshape(-1, 2).T
+    return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(titles), len(column)))
+
+
+def side_features(movies: Catalogue, num_movies: int, year_buckets: tuple[float, ...],
+                  title_max_share: float) -> sp.csr_matrix:
+    """float32 [num_movies, F] sparse, by movie index, groups side by side: each vocabulary
+    movie's genres (multi-hot, "(no genres listed)" left out: it is no likeness), its genre
+    combination (movies with the very same genres), its release-year bucket at each width of
+    `year_buckets` (the z-scored year // width; an unknown year is z 0, the mean's bucket),
+    and its title's rarer words (`title_words`; none when title_max_share is 0); empty rows
+    for indices the catalogue lacks."""
     known = (movies.movie_idx >= 0) & (movies.movie_idx < num_movies)
     index = movies.movie_idx[known]
     genres = np.delete(movies.genres[known], features.GENRE_NAMES.index(features.NO_GENRES),
@@ -82,6 +103,8 @@ def side_features(movies: Catalogue, num_movies: int, year_buckets: tuple[float,
               for width in year_buckets]
     groups += [sp.csr_matrix((np.ones(len(c), np.float32), (np.arange(len(c)), c)),
                              shape=(len(c), c.max() + 1 if len(c) else 0)) for c in codes]
+    if title_max_share > 0:
+        groups.append(title_words(movies.titles[known], title_max_share))
     rows = sp.hstack(groups, format="csr")
     placed = sp.csr_matrix((np.ones(len(index), np.float32), (index, np.arange(len(index)))),
                            shape=(num_movies, len(index)))
@@ -201,7 +224,7 @@ def train_item_item(hp: ItemItemHParams, num_users: int, num_movies: int,
     start = time.time()
     pairs = {c: train_data[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
     side = (None if movies is None or len(hp.side_weights) < 2
-            else side_features(movies, num_movies, hp.year_buckets))
+            else side_features(movies, num_movies, hp.year_buckets, hp.title_max_share))
     (l2, exponent, user_weight, side_weight), ndcg = _choose(hp, pairs, num_users, num_movies,
                                                             side)
     choice_seconds = time.time() - start

@@ -130,7 +130,8 @@ def test_side_features_are_genres_their_combination_and_year_buckets_by_movie_in
     genres[1, 0] = 1.0  # movie 1: genres 0 and 1
     movies = catalogue(genres, [-1.2, -0.1, 0.3, 0.4], oov=1)
     movies.genres[2, features.GENRE_NAMES.index(features.NO_GENRES)] = 1.0
-    side = item_item_training.side_features(movies, 3, year_buckets=(0.5, 1.0)).toarray()
+    side = item_item_training.side_features(movies, 3, year_buckets=(0.5, 1.0),
+                                            title_max_share=0.0).toarray()
     genre_count = len(features.GENRE_NAMES) - 1  # "(no genres listed)" is no likeness
     # 3 distinct combinations; buckets of -1.2, -0.1, 0.3 by 0.5: -3, -1, 0; by 1: -2, -1, 0
     # (the OOV movie's 0.4 is not a row).
@@ -140,6 +141,21 @@ def test_side_features_are_genres_their_combination_and_year_buckets_by_movie_in
     assert sorted(map(tuple, combos)) == sorted(map(tuple, np.eye(3)))
     np.testing.assert_array_equal(by_half, np.eye(3))
     np.testing.assert_array_equal(by_one, np.eye(3))
+
+
+def test_title_words_are_the_rarer_words_that_titles_share():
+    titles = np.array([t.encode() for t in (
+        "Star Wars: Episode IV - A New Hope (1977)", "Star Wars: Episode V (1980)",
+        "The Empire of the Sun (1987)", "Sun, The (2001)", "Amélie (2001)", "Amélie Poulain",
+        "Up (2009)", "The Matrix (1999)", "Matrix, The (1999)", "The End (1999)")])
+    words = item_item_training.title_words(titles, max_share=0.3)
+    # "the" is in 5 titles (> 0.3 x 10); "up" is too short; "(1999)" is no word; each of the
+    # rest in 2 titles.
+    shared = {"amélie": [4, 5], "episode": [0, 1], "matrix": [7, 8], "star": [0, 1],
+              "sun": [2, 3], "wars": [0, 1]}
+    assert words.shape == (10, len(shared))
+    for column, rows in enumerate(shared.values()):  # columns in word order
+        assert list(words[:, column].nonzero()[0]) == rows
 
 
 def test_side_features_link_movies_that_no_user_rated_together():
