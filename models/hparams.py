@@ -136,9 +136,8 @@ class ItemItemHParams:
     # words) counts as this many pseudo-users who rated every movie having it
     # (item_item.add_side); the first is used while l2 and the user weight are chosen, the
     # others are then tried at the chosen l2 and the next larger (2 solves each). Validation
-    # splits of ml-latest-small and synthetic data gained up to 4% NDCG@10 with weights 1-10
-    # (docs/benchmarks.md, "Item-item settings on validation data"); (0.0,) turns side features
-    # off.
+    # splits of ml-latest-small gained 3.7-7.2% NDCG@10, synthetic data 0-6% (docs/benchmarks.md,
+    # "Side features"); (0.0,) turns side features off.
     side_weights: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
     # Widths of the release-year buckets, each a group of side features, in standard
     # deviations of the z-scored year (MovieLens: about a decade and about five years).
