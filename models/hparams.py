@@ -106,15 +106,15 @@ class RetrievalHParams:
 @dataclasses.dataclass(frozen=True)
 class ItemItemHParams:
     """The item-item stage of `recommend` (models/item_item.py, fitted by
-    models/item_item_training.py): EDLAE in closed form on the binary training interactions,
-    served as each movie's strongest neighbours plus a low-rank residual. An alternative to the
-    two-tower RetrievalHParams that ranked 3-4 NDCG@10 points better on ml-latest-small
-    (docs/benchmarks.md, "Ranking").
+    models/item_item_training.py): EDLAE in closed form on the binary training interactions and
+    the movies' side features (as pseudo-users), served as each movie's strongest neighbours
+    plus a low-rank residual. An alternative to the two-tower RetrievalHParams that ranked 3-4
+    NDCG@10 points better on ml-latest-small (docs/benchmarks.md, "Ranking").
 
     dropout was chosen on validation splits of ml-latest-small and synthetic data
-    (docs/benchmarks.md, "Item-item settings on validation data"); l2, the popularity exponent
-    and the user weight differ between data sets, so the Trainer chooses them per run on a
-    holdout (item_item_training.train_item_item).
+    (docs/benchmarks.md, "Item-item settings on validation data"); l2, the popularity exponent,
+    the user weight and the side weight differ between data sets, so the Trainer chooses them
+    per run on a holdout (item_item_training.train_item_item).
     """
 
     # Candidates for the ridge penalty of the solve (in ratings: a movie's weights shrink as if
