@@ -9,7 +9,9 @@ each full window of 4 consecutive spans, as the pipeline's span window sees them
 folder, e.g. bench/synthetic.py output): models/item_item_training.py's `_choose` on its 10%
 holdout of the interactions with every movie in the solves, then with the H most rated; the
 H-head's choice is scored by its NDCG@10 at the full head, against the full head's best (an
-in-sample best: the loss is if anything overstated). Prints one line a set.
+in-sample best: the loss is if anything overstated). Ratings only, no catalogue: the choice
+without side features (the side weight stays 0), as when the evidence was taken. Prints one
+line a set.
 """
 
 from __future__ import annotations
@@ -58,14 +60,14 @@ def compare(users: np.ndarray, movies: np.ndarray, heads: list[int]) -> str:
     pairs, num_users, num_movies = indexed_pairs(users, movies)
     hp = ItemItemHParams(choice_dense=num_movies)
     start = time.time()
-    *chosen, ndcg = item_item_training._choose(hp, pairs, num_users, num_movies)
+    chosen, ndcg = item_item_training._choose(hp, pairs, num_users, num_movies, None)
     best = max(ndcg.values())
     line = [f"{len(users)} ratings, {num_movies} movies: all {item_item_training._key(*chosen)} "
             f"{best:.4f} ({time.time() - start:.0f} s)"]
     for head in (h for h in heads if h < num_movies):
         start = time.time()
-        *small, _ = item_item_training._choose(dataclasses.replace(hp, choice_dense=head), pairs,
-                                               num_users, num_movies)
+        small, _ = item_item_training._choose(dataclasses.replace(hp, choice_dense=head), pairs,
+                                              num_users, num_movies, None)
         key = item_item_training._key(*small)
         line.append(f"{head}: {key} {ndcg[key] - best:+.4f} ({time.time() - start:.1f} s)")
     return " | ".join(line)

@@ -8,10 +8,11 @@ Shapes (M movies of the model's vocabulary, U users, H <= max_dense head movies,
                              rated (ties: the lower index); the dense solve only sees these
   G          float32 [H, H]  X_head' X_head, the co-occurrence (Gram) matrix
   S          float32 [M, F]  side features of each movie (sparse multi-hot: genres, genre
-                             combination, release-year buckets); with side weight w > 0,
-                             G += w S_head S_head': each feature acts as w pseudo-users who
-                             rated every movie having it (Jeunen et al. 2020's collective
-                             EASE), which links movies that share features but few raters
+                             combination, release-year buckets, rarer title words); with
+                             side weight w > 0, G += w S_head S_head': each feature acts as
+                             w pseudo-users who rated every movie having it (Jeunen et al.
+                             2020's collective EASE), which links movies that share features
+                             but few raters
   Lambda     float32 [H]     lambda + p / (1 - p) * diag(G)   (Steck 2020, "Autoencoders that
                              don't overfit towards the identity": dropout p emphasised on the
                              dropped-out inputs; p = 0 is Steck 2019's EASE)
@@ -234,11 +235,10 @@ def add_side(g: np.ndarray, side_head: sp.spmatrix, weight: float) -> None:
 def regularised_solve(x: sp.spmatrix, head: np.ndarray, l2: float, dropout: float,
                       user_weight: float, side: sp.spmatrix | None = None,
                       side_weight: float = 0.0) -> np.ndarray:
-    """B [H, H] of the head movies from binary X [U, M] and side features S [M, F] (sparse,
-    rows indexable by head): `solve`
-    of the user-weighted Gram matrix plus side_weight S_head S_head', l2 and the side weight
-    rescaled by the weighting's shrinkage of the diagonal so that their grids mean the same
-    with and without it."""
+    """B [H, H] of the head movies from binary X [U, M] and side features S [M, F] (sparse):
+    `solve` of the user-weighted Gram matrix plus side_weight S_head S_head', l2 and the side
+    weight rescaled by the weighting's shrinkage of the diagonal so that their grids mean the
+    same with and without it."""
     g = gram(x, head, user_weight)
     plain = float(np.asarray((x != 0).sum(axis=0)).reshape(-1)[head].mean()) if len(head) else 1.0
     shrink = float(np.mean(np.diag(g))) / plain if len(head) and plain else 1.0

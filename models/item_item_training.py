@@ -41,7 +41,7 @@ USERS_PER_CHUNK = 1024  # validation users scored at a time: a dense [users, mov
 class ItemItemChoice:
     """What train_item_item chose: l2, the popularity exponent, the user weight, the side
     weight, and the holdout NDCG@10 of every "l2/exponent/user weight/side weight" tried
-    (`key`); `interactions`: how many training interactions they were chosen for; `seconds`:
+    (`record_key`); `interactions`: how many training interactions they were chosen for; `seconds`:
     the whole stage, `choice_seconds` of it the choice."""
 
     l2: float
