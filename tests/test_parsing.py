@@ -200,6 +200,29 @@ def test_serialize_joined_parses_as_the_joined_example():
         features.USER_ID].int64_list.value == [7]
 
 
+@pytest.mark.parametrize("user_id, movie_id, rating, timestamp", [
+    (1, 1, 0.5, 0), (127, 128, 5.0, 127), (16_383, 16_384, 3.5, 2**31),
+    (2**31 - 1, 2**40, 0.7, 2**63 - 1)])
+def test_rating_bytes_are_the_rating_example_serialized(user_id, movie_id, rating, timestamp):
+    # Varints of 1 to 9 bytes; a rating that float32 rounds.
+    r = parsing.Rating(user_id, movie_id, rating, timestamp)
+    assert tf.train.Example.FromString(parsing.rating_bytes(r)) == parsing.rating_example(r)
+    # TensorFlow's own parser, which TFX's readers use, reads the joined bytes too.
+    movie = parsing.Movie(movie_id, "Heat (1995)", ("Action",), 1995)
+    joined = parsing.serialize_joined(r, parsing.movie_example(movie).SerializeToString())
+    parsed = tf.io.parse_single_example(joined, {
+        features.USER_ID: tf.io.FixedLenFeature([], tf.int64),
+        features.MOVIE_ID: tf.io.FixedLenFeature([], tf.int64),
+        features.RATING: tf.io.FixedLenFeature([], tf.float32),
+        features.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
+        features.YEAR: tf.io.FixedLenFeature([], tf.int64),
+        features.GENRES: tf.io.VarLenFeature(tf.string)})
+    assert [int(parsed[k]) for k in (features.USER_ID, features.MOVIE_ID, features.TIMESTAMP,
+                                     features.YEAR)] == [user_id, movie_id, timestamp, 1995]
+    assert float(parsed[features.RATING]) == pytest.approx(rating, rel=1e-6)
+    assert parsed[features.GENRES].values.numpy().tolist() == [b"Action"]
+
+
 def test_to_example_joins_rating_and_movie():
     movie = parsing.Movie(29, "Cité (1995)", ("Adventure", "Sci-Fi"), 1995)
     example = parsing.to_example(parsing.Rating(7, 29, 4.5, 1000), movie)

@@ -16,6 +16,7 @@ import csv
 import io
 import math
 import re
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -196,7 +197,51 @@ def serialize_joined(rating: Rating, movie_bytes: bytes) -> bytes:
     Concatenated protobuf messages parse as their merge, so the movie's part is built once per
     movie instead of once per rating (a large share of the ExampleGen's time otherwise).
     """
-    return rating_example(rating).SerializeToString() + movie_bytes
+    return rating_bytes(rating) + movie_bytes
+
+
+def rating_bytes(rating: Rating) -> bytes:
+    """`rating_example(rating).SerializeToString()`, up to field order, written directly in
+    protobuf's wire format: building the message costs about 3x as much, and this runs once a
+    rating (tests/test_parsing.py parses both and compares)."""
+    user, movie, time = (_varint(rating.user_id), _varint(rating.movie_id),
+                         _varint(rating.timestamp))
+    body = (_USER_ENTRY[len(user)] + user + _MOVIE_ENTRY[len(movie)] + movie
+            + _RATING_ENTRY + _FLOAT32.pack(rating.rating) + _TIME_ENTRY[len(time)] + time)
+    return b"\x0a" + _varint(len(body)) + body  # Example.features
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of an int in 0 .. 2**64 - 1."""
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _int64_entry(key: str) -> list[bytes]:
+    """The bytes before an int64 feature's varint in Features.feature, by the varint's length:
+    entry {key, value: Feature{int64_list: Int64List{value: [varint]}}}, lengths prefixed."""
+    k = key.encode()
+    return [bytes((0x0A, 8 + len(k) + n, 0x0A, len(k))) + k
+            + bytes((0x12, 4 + n, 0x1A, 2 + n, 0x0A, n)) for n in range(11)]
+
+
+def _float_entry(key: str) -> bytes:
+    """The bytes before a one-value float feature's 4 little-endian bytes in Features.feature."""
+    k = key.encode()
+    return (bytes((0x0A, 12 + len(k), 0x0A, len(k))) + k
+            + bytes((0x12, 8, 0x12, 6, 0x0A, 4)))
+
+
+_USER_ENTRY, _MOVIE_ENTRY, _TIME_ENTRY = (
+    _int64_entry(k) for k in (features.USER_ID, features.MOVIE_ID, features.TIMESTAMP))
+_RATING_ENTRY = _float_entry(features.RATING)
+_FLOAT32 = struct.Struct("<f")
 
 
 def _int64(values: list[int]) -> tf.train.Feature:
