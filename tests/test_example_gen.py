@@ -14,8 +14,8 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
+from components.movielens_example_gen import batches, slicing
 from components.movielens_example_gen import executor as executor_lib
-from components.movielens_example_gen import slicing
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.config import SplitConfig
 from models import features
@@ -216,7 +216,8 @@ def _line_numbers(path, rows):
 
 
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
-def test_bad_rows_are_named_by_file_and_line_and_good_rows_kept(tmp_path, mode):
+def test_bad_rows_are_named_by_file_and_line_and_good_rows_kept(tmp_path, mode, monkeypatch):
+    monkeypatch.setattr(batches, "BATCH_LINES", 16)  # bad rows in several batches
     folder = write_movielens_fixture(tmp_path / "data", extra_rating_rows=BAD_ROWS[:4])
     ratings_csv = folder / "ratings.csv"
     # A UTF-8 BOM before the header, bad rows in the middle of the file, one not UTF-8: CRLF.
@@ -318,11 +319,13 @@ def test_offsets_survive_the_reader_splitting_the_file(tmp_path):
         f"{i},3,4.0,{1200000000 + i}".encode() for i in range(1, 200)]
     data = b"\r\n".join(lines[:100]) + b"\n" + b"\n".join(lines[100:]) + b"\n"  # CRLF, then LF
     path.write_bytes(data)
-    source = executor_lib._LinesWithOffsets(str(path))
+    source = executor_lib._LineBatches(str(path), batch_lines=3)
     bundles = list(source.split(desired_bundle_size=256))
     assert len(bundles) > 10
-    records = [r for b in bundles for r in source_test_utils.read_from_source(
+    read = [batch for b in bundles for batch in source_test_utils.read_from_source(
         b.source, b.start_position, b.stop_position)]
+    assert max(len(lines) for _, lines in read) == 3
+    records = [record for offsets, lines in read for record in zip(offsets, lines, strict=True)]
     assert [line for _, line in records] == lines[1:]
     assert all(data[offset:].startswith(line) for offset, line in records)
     numbered = list(executor_lib._number_rejects(

@@ -206,7 +206,8 @@ def test_serialize_joined_parses_as_the_joined_example():
 def test_rating_bytes_are_the_rating_example_serialized(user_id, movie_id, rating, timestamp):
     # Varints of 1 to 9 bytes; a rating that float32 rounds.
     r = parsing.Rating(user_id, movie_id, rating, timestamp)
-    assert tf.train.Example.FromString(parsing.rating_bytes(r)) == parsing.rating_example(r)
+    assert (tf.train.Example.FromString(parsing.rating_bytes(user_id, movie_id, rating, timestamp))
+            == parsing.rating_example(r))
     # TensorFlow's own parser, which TFX's readers use, reads the joined bytes too.
     movie = parsing.Movie(movie_id, "Heat (1995)", ("Action",), 1995)
     joined = parsing.serialize_joined(r, parsing.movie_example(movie).SerializeToString())

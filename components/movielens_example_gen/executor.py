@@ -8,12 +8,14 @@ ExampleGen's memory (docs/benchmarks.md, "ExampleGen memory"). Nothing downstrea
 records in order: the Trainer sorts its rows and shuffles each epoch. Large ratings files are
 read three times (the split's cutoff, the train split's counts, the examples) so that no Beam
 stage waits on a side input computed from its own input, which the DirectRunner would hold.
+Ratings travel between the stages in batches of numpy columns (batches.py), a few thousand lines
+to a Beam element: the DirectRunner's cost per element was about half the ExampleGen's time.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
+import collections
 import heapq
 import json
 import logging
@@ -34,7 +36,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.movielens_example_gen import parsing, slicing
+from components.movielens_example_gen import batches, parsing, slicing
 from components.movielens_example_gen.config import SPAN_DIR, SplitConfig
 from models import features
 
@@ -45,7 +47,7 @@ _MAX_LOGGED_REJECTS = 20
 # Line numbers of the first rejected rows named in the error when there are too many.
 _NAMED_IN_ERROR = 5
 _SCAN_CHUNK = 1 << 20
-_TRAIN, _EVAL, _REJECTED = 0, 1, 2
+_TRAIN, _EVAL = "train", "eval"
 # Ratings files larger than this (together) are read three times, smaller ones once: one read
 # holds every parsed rating in memory (about 220 bytes each), three cost two more parses
 # (docs/benchmarks.md, "ExampleGen memory"). 64 MiB is about 2.5M ratings.
@@ -79,8 +81,8 @@ class _Timestamps(beam.CombineFn):
     def create_accumulator(self) -> array:
         return array("q")
 
-    def add_input(self, acc: array, ts: int) -> array:
-        acc.append(ts)
+    def add_input(self, acc: array, times: np.ndarray) -> array:
+        acc.frombytes(np.ascontiguousarray(times, dtype=np.int64).tobytes())
         return acc
 
     def merge_accumulators(self, accs) -> array:
@@ -118,24 +120,14 @@ class _UserTimeCutoff(_Timestamps):
         return cutoff if cutoff > times[0] else None  # one time for all: the user only trains
 
 
-def _user_time_split(row: tuple, n: int, cutoffs: dict[int, int | None]) -> int:
-    cutoff = cutoffs.get(row[0])
-    return _EVAL if cutoff is not None and row[3] >= cutoff else _TRAIN
-
-
-def _time_split(row: tuple, n: int, cutoff: float) -> int:
-    # Everything strictly before the cutoff trains; the rest (the newest) evaluates.
-    return _TRAIN if row[3] < cutoff else _EVAL
-
-
 def _read(pipeline: beam.Pipeline, paths: list[str], movies_path: str, stage: str
           ) -> tuple[list, beam.PCollection]:
     """Every ratings file read and parsed: (the parse outputs per file, with their REJECTED
-    rows; the valid ratings of all files). One read per file: offsets, and so the numbers of
-    rejected lines, are per file. `stage` prefixes the labels (each read is its own)."""
+    rows; the valid ratings of all files, in batches). One read per file: offsets, and so the
+    numbers of rejected lines, are per file. `stage` prefixes the labels (each read is its own)."""
     parsed = [
         pipeline
-        | f"{stage}ReadRatings{i or ''}" >> beam.io.Read(_LinesWithOffsets(path))
+        | f"{stage}ReadRatings{i or ''}" >> beam.io.Read(_LineBatches(path))
         | f"{stage}Parse{i or ''}" >> beam.ParDo(_ParseRatings(movies_path)).with_outputs(
             _ParseRatings.REJECTED, main="ratings")
         for i, path in enumerate(paths)]
@@ -146,31 +138,58 @@ def _read(pipeline: beam.Pipeline, paths: list[str], movies_path: str, stage: st
 
 def _split_rule(pipeline: beam.Pipeline, config: SplitConfig, read: Callable[[], Any]
                 ) -> tuple[Callable, tuple, beam.PCollection]:
-    """How a rating row is assigned a split: (the Partition function, its side inputs, the time
-    cutoff for the summary: a one-element PCollection, None unless the split is by time).
-    `read()` gives the ratings to compute a cutoff from, read for it alone."""
+    """How a batch of ratings is split: (its eval mask given the side inputs, the side inputs,
+    the time cutoff for the summary: a one-element PCollection, None unless the split is by
+    time). `read()` gives the ratings to compute a cutoff from, read for it alone."""
     if config.method == "time":
         cutoff = (read()
-                  | "Timestamps" >> beam.Map(lambda row: row[3])
+                  | "Timestamps" >> beam.Map(lambda batch: batch.times)
                   | "Cutoff" >> beam.CombineGlobally(
                       _TimestampQuantile(1.0 - config.eval_fraction)))
-        return _time_split, (beam.pvalue.AsSingleton(cutoff),), cutoff
+        return batches.time_eval_mask, (beam.pvalue.AsSingleton(cutoff),), cutoff
     no_cutoff = pipeline | "NoCutoff" >> beam.Create([None])
     if config.method == "user_time":
         user_cutoffs = (read()
-                        | "UserTimestamps" >> beam.Map(lambda row: (row[0], row[3]))
+                        | "UserTimestamps" >> beam.FlatMap(batches.user_times)
                         | "UserCutoffs" >> beam.CombinePerKey(
                             _UserTimeCutoff(config.eval_fraction)))
-        return _user_time_split, (beam.pvalue.AsDict(user_cutoffs),), no_cutoff
-    seed, fraction = config.seed, config.eval_fraction
-    return (lambda row, n: _EVAL if random_bucket(parsing.Rating(*row), seed) < fraction
-            else _TRAIN), (), no_cutoff
+        return batches.user_time_eval_mask, (beam.pvalue.AsDict(user_cutoffs),), no_cutoff
+    return batches.random_eval_mask, (config.seed, config.eval_fraction), no_cutoff
 
 
-def random_bucket(rating: parsing.Rating, seed: int) -> float:
-    """A stable uniform number in [0, 1) for a rating: same seed, same split, on any runner."""
-    key = f"{seed}:{rating.user_id}:{rating.movie_id}:{rating.timestamp}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2.0**64
+class _SplitBatches(beam.DoFn):
+    """A batch of ratings -> its train rows and its eval rows, on outputs named so."""
+
+    def __init__(self, eval_mask: Callable[..., np.ndarray]):
+        self._eval_mask = eval_mask
+
+    def process(self, batch: batches.RatingBatch, *side):
+        evaluates = self._eval_mask(batch, *side)
+        for name, rows in ((_TRAIN, ~evaluates), (_EVAL, evaluates)):
+            if rows.any():
+                yield beam.pvalue.TaggedOutput(name, batch.take(rows))
+
+
+class _CountIds(beam.CombineFn):
+    """Batches of ratings -> (ratings per user id, ratings per movie id)."""
+
+    def create_accumulator(self) -> tuple[collections.Counter, collections.Counter]:
+        return collections.Counter(), collections.Counter()
+
+    def add_input(self, acc, batch: batches.RatingBatch):
+        for total, counts in zip(acc, batches.id_counts(batch), strict=True):
+            total.update(counts)
+        return acc
+
+    def merge_accumulators(self, accs):
+        users, movies = self.create_accumulator()
+        for more_users, more_movies in accs:
+            users.update(more_users)
+            movies.update(more_movies)
+        return users, movies
+
+    def extract_output(self, acc):
+        return acc
 
 
 class _ClaimRecorder:
@@ -190,30 +209,40 @@ class _ClaimRecorder:
         return getattr(self._tracker, name)
 
 
-class _LinesWithOffsets(textio._TextSource):  # Beam's text reader with one hook added
-    """A text file as (byte offset of the line, line bytes), header skipped.
+class _LineBatches(textio._TextSource):  # Beam's text reader with one hook added
+    """A text file as batches of lines: (byte offsets of the lines, the lines' bytes), at most
+    batches.BATCH_LINES lines each, header skipped.
 
     Splittable and streaming like ReadFromText (its bundles are read in parallel), so a line's
     number is not known where it is read; its offset is, and names it exactly: the rejected rows'
     offsets become line numbers in one pass over the file (`_number_rejects`). Lines end in \n or
     \r\n, as for `ReadFromText`. Bytes, not text: a line that is not UTF-8 is a bad row, not a
-    crash of the read.
+    crash of the read. Batches, not lines: one Beam element per line cost more than the parse.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, batch_lines: int | None = None):
         super().__init__(path, 0, CompressionTypes.UNCOMPRESSED, True, coders.BytesCoder(),
                          skip_header_lines=1)
+        self._batch_lines = batch_lines or batches.BATCH_LINES  # pickled with the source
 
     def read_records(self, file_name, range_tracker):
         tracker = _ClaimRecorder(range_tracker)
+        offsets, lines = [], []
         for line in super().read_records(file_name, tracker):
-            yield tracker.last_claimed, line
+            offsets.append(tracker.last_claimed)
+            lines.append(line)
+            if len(lines) == self._batch_lines:
+                yield offsets, lines
+                offsets, lines = [], []
+        if lines:
+            yield offsets, lines
 
     def default_output_coder(self):
-        return coders.TupleCoder((coders.VarIntCoder(), coders.BytesCoder()))
+        return coders.TupleCoder((coders.ListCoder(coders.VarIntCoder()),
+                                  coders.ListCoder(coders.BytesCoder())))
 
     def output_type_hint(self):
-        return beam.typehints.Tuple[int, bytes]
+        return beam.typehints.Tuple[beam.typehints.List[int], beam.typehints.List[bytes]]
 
 
 def _number_rejects(rejects: list[tuple[int, str]], path: str):
@@ -233,7 +262,8 @@ def _number_rejects(rejects: list[tuple[int, str]], path: str):
 
 
 class _ParseRatings(beam.DoFn):
-    """(offset, ratings.csv line) -> Rating, or (offset, why) on the REJECTED output.
+    """A batch of (offsets, ratings.csv lines) -> a RatingBatch of the good ones, and
+    (offset, why) for each bad one on the REJECTED output.
 
     Each worker reads movies.csv itself in setup(), rather than receiving the movies pickled
     with the DoFn: it is small, and a pickled dict is re-sent for every bundle.
@@ -247,31 +277,39 @@ class _ParseRatings(beam.DoFn):
     def setup(self):
         self._movie_ids = set(parsing.read_movies_file(self._movies_path)[0])
 
-    def process(self, element: tuple[int, bytes]):
-        offset, raw = element
-        try:
+    def process(self, element: tuple[list[int], list[bytes]]):
+        good = []
+        for offset, raw in zip(*element, strict=True):
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise parsing.BadRowError(f"not UTF-8 text (row {raw!r})") from None
-            if not line.strip():
-                return
-            rating = parsing.parse_rating(line)
-            if rating.movie_id not in self._movie_ids:
-                raise parsing.BadRowError(
-                    f"field 'movieId': {rating.movie_id} is not in {parsing.MOVIES_FILE} "
-                    f"(row {line.rstrip()!r})")
-        except parsing.BadRowError as e:
-            beam.metrics.Metrics.counter("movielens", "rejected_rows").inc()
-            yield beam.pvalue.TaggedOutput(self.REJECTED, (offset, str(e)))
-            return
-        # A plain tuple: Beam encodes it much faster than a dataclass between stages.
-        yield (rating.user_id, rating.movie_id, rating.rating, rating.timestamp)
+                rating = self._parse(raw)
+            except parsing.BadRowError as e:
+                beam.metrics.Metrics.counter("movielens", "rejected_rows").inc()
+                yield beam.pvalue.TaggedOutput(self.REJECTED, (offset, str(e)))
+                continue
+            if rating is not None:
+                good.append(rating)
+        if good:
+            yield batches.RatingBatch.of(good)
+
+    def _parse(self, raw: bytes) -> parsing.Rating | None:
+        """One line's rating; None for a blank line."""
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise parsing.BadRowError(f"not UTF-8 text (row {raw!r})") from None
+        if not line.strip():
+            return None
+        rating = parsing.parse_rating(line)
+        if rating.movie_id not in self._movie_ids:
+            raise parsing.BadRowError(
+                f"field 'movieId': {rating.movie_id} is not in {parsing.MOVIES_FILE} "
+                f"(row {line.rstrip()!r})")
+        return rating
 
 
 class _JoinToExample(beam.DoFn):
-    """(user_id, movie_id, rating, timestamp) -> serialized tf.Example joined with its movie and
-    the activity buckets of its user and movie (from their numbers of train-split ratings)."""
+    """A batch of ratings -> for each, its serialized tf.Example joined with its movie and the
+    activity buckets of its user and movie (from their numbers of train-split ratings)."""
 
     def __init__(self, movies_path: str, user_edges: tuple[int, ...],
                  movie_edges: tuple[int, ...]):
@@ -291,14 +329,15 @@ class _JoinToExample(beam.DoFn):
             for key, edges in ((features.USER_ACTIVITY, self._user_edges),
                                (features.MOVIE_POPULARITY, self._movie_edges))}
 
-    def process(self, row: tuple, user_counts: dict[int, int], movie_counts: dict[int, int]):
-        rating = parsing.Rating(*row)
-        user_bucket = bisect.bisect_right(self._user_edges, user_counts.get(rating.user_id, 0))
-        movie_bucket = bisect.bisect_right(self._movie_edges,
-                                           movie_counts.get(rating.movie_id, 0))
-        yield (parsing.serialize_joined(rating, self._movie_bytes[rating.movie_id])
-               + self._bucket_bytes[features.USER_ACTIVITY][user_bucket]
-               + self._bucket_bytes[features.MOVIE_POPULARITY][movie_bucket])
+    def process(self, batch: batches.RatingBatch, counts: tuple[dict, dict]):
+        user_counts, movie_counts = counts
+        users, movies = (self._bucket_bytes[features.USER_ACTIVITY],
+                         self._bucket_bytes[features.MOVIE_POPULARITY])
+        for user_id, movie_id, rating, timestamp in batch.rows():
+            user_bucket = bisect.bisect_right(self._user_edges, user_counts.get(user_id, 0))
+            movie_bucket = bisect.bisect_right(self._movie_edges, movie_counts.get(movie_id, 0))
+            yield (parsing.rating_bytes(user_id, movie_id, rating, timestamp)
+                   + self._movie_bytes[movie_id] + users[user_bucket] + movies[movie_bucket])
 
 
 def _bytes_feature_example(key: str, value: str) -> bytes:
@@ -364,9 +403,10 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             return _read(pipeline, paths, movies_path, stage)[1] if streaming else ratings
 
         rule, side, cutoff = _split_rule(pipeline, config, lambda: ratings_for("ForCutoff"))
-        splits = ratings | "Split" >> beam.Partition(rule, 2, *side)
-        counted = (ratings_for("ForCounts") | "SplitForCounts" >> beam.Partition(rule, 2, *side)
-                   if streaming else splits)
+        splits = ratings | "Split" >> beam.ParDo(_SplitBatches(rule), *side).with_outputs(
+            _TRAIN, _EVAL)
+        counted = (ratings_for("ForCounts") | "SplitForCounts" >> beam.ParDo(
+            _SplitBatches(rule), *side).with_outputs(_TRAIN, _EVAL) if streaming else splits)
 
         # All rejected ratings in one list to number their lines: few by design (the run fails
         # beyond max_rejected_fraction of the rows); a file of garbage fails at its header.
@@ -383,10 +423,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         _ = rejected | "WriteRejects" >> beam.io.WriteToText(
             os.path.join(output_dir, REJECTED_FILE), shard_name_template="")
         counts = [
-            pcoll | f"Count{name}" >> beam.combiners.Count.Globally()
-            for name, pcoll in (("Train", splits[_TRAIN]), ("Eval", splits[_EVAL]),
-                                ("Rejected", rejected))
-        ]
+            splits[split] | f"Count{name}" >> beam.Map(len) | f"Sum{name}" >> beam.CombineGlobally(
+                sum) for name, split in (("Train", _TRAIN), ("Eval", _EVAL))
+        ] + [rejected | "CountRejected" >> beam.combiners.Count.Globally()]
         summary_base = {"method": config.method, "eval_fraction": config.eval_fraction,
                         "seed": config.seed, "movies": n_movies, "ratings_files": paths,
                         "movie_rows_rejected": len(movie_rejects)}
@@ -403,18 +442,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 os.path.join(output_dir, SUMMARY_FILE), shard_name_template="")
         )
         # Activity of users and movies, from the train split only: what was known at training.
-        user_counts, movie_counts = (
-            beam.pvalue.AsDict(
-                counted[_TRAIN]
-                | f"{name}Ids" >> beam.Map(lambda row, i=index: (row[i], None))
-                | f"CountPer{name}" >> beam.combiners.Count.PerKey())
-            for name, index in (("User", 0), ("Movie", 1)))
+        id_counts = beam.pvalue.AsSingleton(
+            counted[_TRAIN] | "CountPerId" >> beam.CombineGlobally(_CountIds()))
         join = _JoinToExample(movies_path, *_slice_edges(exec_properties))
         return {
-            split_names[0]: splits[_TRAIN] | "ToExampleTrain" >> beam.ParDo(
-                join, user_counts, movie_counts),
-            split_names[1]: splits[_EVAL] | "ToExampleEval" >> beam.ParDo(
-                join, user_counts, movie_counts),
+            split_names[0]: splits[_TRAIN] | "ToExampleTrain" >> beam.ParDo(join, id_counts),
+            split_names[1]: splits[_EVAL] | "ToExampleEval" >> beam.ParDo(join, id_counts),
         }
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
