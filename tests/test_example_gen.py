@@ -331,3 +331,17 @@ def test_offsets_survive_the_reader_splitting_the_file(tmp_path):
     numbered = list(executor_lib._number_rejects(
         [(offset, "x") for offset, _ in records[::-1]], str(path)))
     assert numbered == [f"{path} line {n}: x" for n in range(2, 201)]
+
+
+@pytest.mark.parametrize("high", [2**31, 2**40])
+def test_the_time_cutoff_is_numpys_quantile_of_every_timestamp(high):
+    """The cutoff's combine keeps timestamps in 4 bytes where they fit: the same quantile."""
+    rng = np.random.default_rng(0)
+    times = rng.integers(0, high, 10_001)
+    times[::7] = times[3]  # ties
+    quantile = executor_lib._TimestampQuantile(0.8)
+    accs = [quantile.add_input(quantile.create_accumulator(), chunk)
+            for chunk in np.array_split(times, 7)]
+    merged = quantile.merge_accumulators([quantile.merge_accumulators(accs[:3]), *accs[3:]])
+    assert quantile.extract_output(merged) == float(np.quantile(times.astype(np.int64), 0.8))
+    assert quantile.extract_output(quantile.create_accumulator()) is None

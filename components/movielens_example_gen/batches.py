@@ -2,9 +2,8 @@
 
 The executor reads ratings.csv a few thousand lines at a time and keeps them together through
 parsing, splitting and counting, down to the example writer: one Beam element a batch instead of
-one a rating, because the DirectRunner's cost per element was most of the ExampleGen's time
-(docs/benchmarks.md, "ExampleGen time"). Pure numpy, no Beam; tests/test_example_gen.py runs the
-executor over them.
+one a rating, which the DirectRunner charges for (docs/benchmarks.md, "ExampleGen time"). Pure
+numpy, no Beam; tests/test_rating_batches.py and the executor's tests run them.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import numpy as np
 
 from components.movielens_example_gen import parsing
 
-# Lines read into one batch: large enough that Beam's cost per element vanishes, small enough
+# Lines read into one batch: large enough that Beam's cost per element is small, small enough
 # that a bundle's batches stay a few MB.
 BATCH_LINES = 4096
 _NEVER = np.iinfo(np.int64).max
