@@ -48,8 +48,8 @@ _NAMED_IN_ERROR = 5
 _SCAN_CHUNK = 1 << 20
 _TRAIN, _EVAL = "train", "eval"
 # Ratings files larger than this (together) are read three times, smaller ones once: one read
-# holds every parsed rating in memory (about 220 bytes each), three cost two more parses
-# (docs/benchmarks.md, "ExampleGen memory"). 64 MiB is about 2.5M ratings.
+# holds the parsed ratings in memory, three cost two more parses (docs/benchmarks.md,
+# "ExampleGen memory" and "ExampleGen time"). 64 MiB is about 2.5M ratings.
 STREAMING_READS_ABOVE_BYTES = 64 * 2**20
 # Execution parameters: JSON lists of bucket edges (see slicing.py).
 USER_ACTIVITY_EDGES_KEY = "user_activity_edges"
