@@ -1,7 +1,8 @@
 """Where the Trainer's memory goes: runs the TFX Trainer's run_fn (models/trainer.py) in this
-process on a finished run's Transform outputs and prints the process's RSS and its peak so far
-(the kernel's high-water mark, bench/process_memory.py) after each step: reading the catalogue
-and the columns, sorting, training, the item-item stage, exporting.
+process on a finished run's examples and Transform graph and prints the process's RSS and its
+peak so far (the kernel's high-water mark, bench/process_memory.py) after each step: reading and
+transforming the columns (the catalogue with them), sorting, training, the item-item stage,
+exporting.
 
     .venv/bin/python -m bench.trainer_memory --run tfx_output/movielens-tfx [--baseline]
 
@@ -23,10 +24,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from tfx.components.trainer.fn_args_utils import FnArgs  # noqa: E402
 
 from bench.process_memory import rss_mib  # noqa: E402
-from models import arrays, catalogue, contract, trainer  # noqa: E402
+from models import arrays, contract, trainer  # noqa: E402
 from pipeline import configs  # noqa: E402
 
-STEPS = ((arrays, "load_columns"), (arrays, "sort_rows"), (trainer, "train"),
+STEPS = ((trainer, "read_split"), (arrays, "sort_rows"), (trainer, "train"),
          (trainer, "train_item_item"))
 
 
@@ -36,7 +37,7 @@ def line(what: str) -> str:
 
 
 def mark_steps() -> None:
-    """Prints a line after each of STEPS and after the catalogue is built."""
+    """Prints a line after each of STEPS."""
     def marked(function, name):
         @functools.wraps(function)
         def call(*args, **kwargs):
@@ -47,8 +48,6 @@ def mark_steps() -> None:
 
     for module, name in STEPS:
         setattr(module, name, marked(getattr(module, name), name))
-    from_examples = catalogue.Catalogue.from_examples.__func__
-    catalogue.Catalogue.from_examples = classmethod(marked(from_examples, "the catalogue"))
 
 
 def latest(folder: str) -> str:
@@ -64,7 +63,7 @@ def main() -> None:
     mark_steps()
     print(line("start (TensorFlow and TFX imported)"), flush=True)
     hp = configs.BASELINE_HPARAMS if args.baseline else configs.HPARAMS
-    examples = latest(os.path.join(args.run, "Transform", "transformed_examples"))
+    examples = latest(os.path.join(args.run, "MovieLensExampleGen", "examples"))
     with tempfile.TemporaryDirectory() as out:
         trainer.run_fn(FnArgs(
             train_files=[os.path.join(examples, "Split-train", "*")],

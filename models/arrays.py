@@ -1,6 +1,10 @@
 """Transformed examples as in-memory arrays, one per column: reading them from the TFRecords,
 holding out a validation set, and batching them into a tf.data.Dataset for Keras.
 
+The pipeline's Transform does not write transformed examples (its Beam pass over every rating
+cost twice its analysis); the Trainer reads the ExampleGen's raw examples and applies
+Transform's graph here, in TensorFlow, batch by batch (`transform`).
+
 Training from arrays is several times faster than re-parsing TFRecords every epoch. The columns
 are held narrow (HELD_DTYPES: int32 ids, the genre multi-hot as uint8: 28 bytes a rating
 instead of 96) and widened per batch to what the models read (widen): with the year, label and
@@ -11,7 +15,7 @@ models/trainer.py (run_fn, train), models/catalogue.py and the first stages' tra
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -26,30 +30,59 @@ MODEL_DTYPES = {features.USER_IDX: tf.int64, features.MOVIE_IDX: tf.int64,
                 features.GENRES_XF: tf.float32}
 
 
+# Raw features parsed -> transformed features, on a batch (Transform's graph as a Keras layer:
+# tft.TFTransformOutput.transform_features_layer()).
+Transform = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
+
+
 def read_batches(file_patterns: Iterable[str], feature_spec: dict, columns: Sequence[str],
-                 batch_size: int = 16384) -> Iterator[dict[str, np.ndarray]]:
+                 batch_size: int = 16384, transform: Transform | None = None
+                 ) -> Iterator[dict[str, np.ndarray]]:
     """Gzipped TFRecords of tf.Examples, files in sorted order -> {column: array [B, ...]} per
-    batch of records, the HELD_DTYPES columns narrowed."""
+    batch of records, the HELD_DTYPES columns narrowed.
+
+    Without `transform` the examples are transformed ones, parsed for `columns` of
+    `feature_spec`; with it they are raw, parsed with `feature_spec` (every raw feature) and
+    transformed, in the tf.data pipeline's parallel map."""
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"no transformed examples match {list(file_patterns)}")
-    spec = {c: feature_spec[c] for c in columns}
+        raise FileNotFoundError(f"no examples match {list(file_patterns)}")
+    if transform is None:
+        spec = {c: feature_spec[c] for c in columns}
+
+        def parse(records: tf.Tensor) -> dict[str, tf.Tensor]:
+            return tf.io.parse_example(records, spec)
+    else:
+        def parse(records: tf.Tensor) -> dict[str, tf.Tensor]:
+            transformed = transform(tf.io.parse_example(records, feature_spec))
+            return {c: transformed[c] for c in columns}
+
     dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP")
                .batch(batch_size)
-               .map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE))
+               .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(1))
     for batch in dataset:
         yield {c: _held(c, batch[c].numpy()) for c in columns}
 
 
-def load_columns(file_patterns: Iterable[str], feature_spec: dict, columns: Sequence[str],
-                 batch_size: int = 16384) -> dict[str, np.ndarray]:
-    """Reads gzipped TFRecords of tf.Examples; returns {column: array [N, ...]} for dense columns
-    (shape [N] for scalar features, [N, width] for fixed-width ones), HELD_DTYPES narrowed."""
+def collect(batches: Iterable[dict[str, np.ndarray]], columns: Sequence[str]
+            ) -> dict[str, np.ndarray]:
+    """{column: array [B, ...]} per batch -> {column: array [N, ...]}, the `columns` only."""
     chunks: dict[str, list[np.ndarray]] = {c: [] for c in columns}
-    for batch in read_batches(file_patterns, feature_spec, columns, batch_size):
+    for batch in batches:
         for c in columns:
             chunks[c].append(batch[c])
     return {c: np.concatenate(v) for c, v in chunks.items()}
+
+
+def load_columns(file_patterns: Iterable[str], feature_spec: dict, columns: Sequence[str],
+                 batch_size: int = 16384, transform: Transform | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Reads gzipped TFRecords of tf.Examples as read_batches does; returns {column: array
+    [N, ...]} for dense columns (shape [N] for scalar features, [N, width] for fixed-width
+    ones), HELD_DTYPES narrowed."""
+    return collect(read_batches(file_patterns, feature_spec, columns, batch_size, transform),
+                   columns)
 
 
 def _held(column: str, values: np.ndarray) -> np.ndarray:

@@ -1,14 +1,16 @@
 """The movie catalogue the exported model carries: clients send ids, the model knows the rest.
 
-Built by the Trainer from the transformed train and eval examples (Transform passes the raw movie
-id and title through), so it holds every movie that has a rating in either split: movies first
-rated after the training cut-off are in it too (with the OOV index and their genres and year).
+Built by the Trainer from the train and eval examples as it transforms them (Transform's graph
+passes the raw movie id and title through), so it holds every movie that has a rating in either
+split: movies first rated after the training cut-off are in it too (with the OOV index and their
+genres and year). `Collector` keeps each movie's first row batch by batch while the Trainer reads
+its columns, so the examples are read once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -43,21 +45,46 @@ class Catalogue:
         )
 
     @classmethod
-    def from_examples(cls, feature_spec: dict, *parts: Iterable[str]) -> Catalogue:
-        """Distinct movies of transformed examples, each part a list of file patterns read as
+    def from_examples(cls, feature_spec: dict, *parts: Iterable[str],
+                      transform: arrays.Transform | None = None) -> Catalogue:
+        """Distinct movies of examples, each part a list of file patterns read as
         arrays.read_batches reads them, first occurrence wins (as from_columns of the parts'
         columns); batch by batch, so memory grows with the movies, not the ratings."""
-        kept: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
-        seen = np.zeros(0, np.int64)
+        collector = Collector()
         for patterns in parts:
-            for batch in arrays.read_batches(patterns, feature_spec, COLUMNS):
-                ids = batch[features.MOVIE_ID_PASSTHROUGH].reshape(-1)
-                _, first = np.unique(ids, return_index=True)
-                first = np.sort(first[~np.isin(ids[first], seen)])
-                seen = np.union1d(seen, ids[first])
-                for c in COLUMNS:
-                    kept[c].append(batch[c][first])
-        return cls.from_columns({c: np.concatenate(v) for c, v in kept.items()})
+            for _ in collector.watch(arrays.read_batches(patterns, feature_spec, COLUMNS,
+                                                         transform=transform)):
+                pass
+        return collector.catalogue()
 
     def __len__(self) -> int:
         return len(self.movie_ids)
+
+
+class Collector:
+    """Each movie's first row of batches of transformed columns (COLUMNS among them), in the
+    order they come; memory grows with the movies, not the ratings."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
+        self._seen = np.zeros(0, np.int64)
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        """Keeps the rows of movies not seen in earlier batches, one per movie."""
+        ids = batch[features.MOVIE_ID_PASSTHROUGH].reshape(-1)
+        _, first = np.unique(ids, return_index=True)
+        first = np.sort(first[~np.isin(ids[first], self._seen)])
+        self._seen = np.union1d(self._seen, ids[first])
+        for c in COLUMNS:
+            self._kept[c].append(batch[c][first])
+
+    def watch(self, batches: Iterable[dict[str, np.ndarray]]
+              ) -> Iterator[dict[str, np.ndarray]]:
+        """The batches unchanged, each added on its way through."""
+        for batch in batches:
+            self.add(batch)
+            yield batch
+
+    def catalogue(self) -> Catalogue:
+        """The movies kept so far (Catalogue.from_columns of their first rows)."""
+        return Catalogue.from_columns({c: np.concatenate(v) for c, v in self._kept.items()})

@@ -1,8 +1,9 @@
-"""The Trainer's `run_fn`: trains the configured rating model on transformed examples, then the
-first stage of `recommend` (models/item_item_training.py or models/retrieval_training.py), and
-exports both. Given TFX's `base_model` (the serving model, in continuous training), the rating
-model starts from its weights (models/warm_start.py); the item-item stage is closed form and
-chooses its settings again.
+"""The Trainer's `run_fn`: trains the configured rating model on the ExampleGen's examples as
+Transform's graph transforms them (read once, models/arrays.py), then the first stage of
+`recommend` (models/item_item_training.py or models/retrieval_training.py), and exports both.
+Given TFX's `base_model` (the serving model, in continuous training), the rating model starts
+from its weights (models/warm_start.py); the item-item stage is closed form and chooses its
+settings again.
 
 Deterministic: the same data, code, configuration and seed give bit-identical weights (rows in a
 canonical order, seeded holdouts and shuffles, TensorFlow's op determinism;
@@ -393,17 +394,32 @@ def write_choices(export_dir: str, module: export.ServingModule, time_split: boo
         f.write(json.dumps(training_choices(module, time_split), indent=2) + "\n")
 
 
+def read_split(file_patterns: list[str], transform_output: tft.TFTransformOutput,
+               collector: catalogue.Collector) -> dict[str, np.ndarray]:
+    """Raw examples -> TIME_COLUMNS as arrays (arrays.HELD_DTYPES), transformed by Transform's
+    graph; each batch's movies go to `collector` on the way."""
+    columns = tuple(dict.fromkeys((*TIME_COLUMNS, *catalogue.COLUMNS)))
+    batches = arrays.read_batches(file_patterns, transform_output.raw_feature_spec(), columns,
+                                  transform=transform_output.transform_features_layer())
+    return arrays.collect(collector.watch(batches), TIME_COLUMNS)
+
+
 # TFX Trainer will call this function.
 def run_fn(fn_args: FnArgs) -> None:
     """TFX Trainer entry point (referenced by dotted name from pipeline/pipeline.py)."""
     hp = HParams.from_config((fn_args.custom_config or {}).get(HPARAMS_KEY))
     _LOG.info("Hyper-parameters: %s", hp)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    spec = tf_transform_output.transformed_feature_spec()
-    movies = catalogue.Catalogue.from_examples(spec, fn_args.train_files, fn_args.eval_files)
-    train_data = arrays.sort_rows(arrays.load_columns(fn_args.train_files, spec, TIME_COLUMNS),
-                                  ROW_ORDER)
-    eval_data = arrays.load_columns(fn_args.eval_files, spec, TIME_COLUMNS)
+    started = time.time()
+    collector = catalogue.Collector()
+    train_data, eval_data = (
+        read_split(files, tf_transform_output, collector)
+        for files in (fn_args.train_files, fn_args.eval_files))
+    train_data = arrays.sort_rows(train_data, ROW_ORDER)
+    movies = collector.catalogue()
+    _LOG.info("Read and transformed %d train and %d eval ratings in %.1f s",
+              len(train_data[features.LABEL_XF]), len(eval_data[features.LABEL_XF]),
+              time.time() - started)
     user_vocabulary = [int(u) for u in
                        tf_transform_output.vocabulary_by_name(features.USER_VOCAB)]
     movie_vocabulary = [int(m) for m in

@@ -1,13 +1,16 @@
-"""`preprocessing_fn` with TensorFlow Transform on a small in-memory dataset."""
+"""`preprocessing_fn` with TensorFlow Transform on a small in-memory dataset, and the Trainer's
+read (models/trainer.py read_split: raw TFRecords through Transform's graph in TensorFlow) giving
+what TFT's Beam transform gives."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import dataset_metadata
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx.utils import io_utils
 
-from models import features
+from models import catalogue, features, trainer
 from models.preprocessing import preprocessing_fn
 from pipeline import configs
 
@@ -42,6 +45,8 @@ def transformed(tmp_path_factory):
         eval_out, _ = ((EVAL, metadata), transform_fn) | tft_beam.TransformDataset()
         out_dir = temp / "transform_fn"
         _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir))
+    # The raw features' spec, as TFX's Transform executor writes it beside the graph.
+    metadata_io.write_metadata(metadata, str(out_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
     return train_out, eval_out, tft.TFTransformOutput(str(out_dir))
 
 
@@ -104,3 +109,36 @@ def test_evaluation_slices_are_not_model_inputs(transformed):
     train, _, output = transformed
     assert not set(features.SLICE_FEATURES) & set(output.transformed_feature_spec())
     assert not set(features.SLICE_FEATURES) & set(train[0])
+
+
+def _write_raw(path, rows: list[dict]) -> None:
+    """Raw rows as the ExampleGen writes them: gzipped TFRecords of tf.Examples."""
+    def feature(values):
+        if values and isinstance(values[0], bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        if values and isinstance(values[0], float):
+            return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for row in rows:
+            writer.write(tf.train.Example(features=tf.train.Features(
+                feature={k: feature(v) for k, v in row.items()})).SerializeToString())
+
+
+def test_the_trainers_read_transforms_raw_examples_as_beam_does(transformed, tmp_path):
+    train, evals, output = transformed
+    _write_raw(tmp_path / "train.gz", TRAIN)
+    _write_raw(tmp_path / "eval.gz", EVAL)
+    collector = catalogue.Collector()
+    read = [trainer.read_split([str(tmp_path / name)], output, collector)
+            for name in ("train.gz", "eval.gz")]
+    for columns, rows in zip(read, (train, evals), strict=True):
+        assert set(columns) == set(trainer.TIME_COLUMNS)
+        for c in trainer.TIME_COLUMNS:
+            expected = np.array([row[c] for row in rows])
+            np.testing.assert_array_equal(columns[c].astype(expected.dtype), expected, err_msg=c)
+    movies = collector.catalogue()
+    assert movies.movie_ids.tolist() == [10, 20, 30]
+    assert movies.movie_idx.tolist() == [train[i][features.MOVIE_IDX] for i in (0, 1, 3)]
+    assert movies.titles.tolist() == [b"t"] * 3
