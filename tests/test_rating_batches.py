@@ -38,3 +38,30 @@ def test_user_times_group_each_users_timestamps():
 def test_id_counts_count_ratings_per_user_and_movie():
     users, movies = batches.id_counts(batch())
     assert users == {3: 3, 1: 1, 2: 1} and movies == {10: 2, 11: 1, 12: 2}
+
+
+MOVIES = np.array([10, 11, 12, 193609], dtype=np.int64)
+
+
+def line_by_line(lines: list[bytes]) -> list[tuple]:
+    return list(batches.RatingBatch.of([parsing.parse_rating(line.decode())
+                                        for line in lines]).rows())
+
+
+def test_plain_lines_parse_a_column_at_a_time_to_the_line_by_lines_values():
+    lines = [b"1,10,4.0,964982703", b"610,193609,0.5,1493846415\r", b"7,11,5,0",
+             b"3,12,3.25,100", b"123456789012345,10,2.999999999999999,999999999999999"]
+    parsed = batches.parse_plain(lines, MOVIES)
+    assert parsed is not None and parsed.users.dtype == np.int64
+    assert list(parsed.rows()) == line_by_line(lines)
+
+
+def test_any_other_line_sends_its_batch_to_the_line_by_line_parse():
+    good = b"1,10,4.0,964982703"
+    for odd in [b"", b" 1,10,4.0,5", b"+1,10,4.0,5", b"1,10,4e0,5", b'"1",10,4.0,5',
+                b"1,10,4.0", b"1,10,4.0,5,6", b"0,10,4.0,5", b"1,0,4.0,5", b"1,13,4.0,5",
+                b"1,10,0.4,5", b"1,10,5.5,5", b"1,10,4.0,-5", b"1,10,4.0,5\n",
+                b"1,10,4.\xff,5", b"1234567890123456,10,4.0,5", b"1,10,.5,5"]:
+        assert batches.parse_plain([good, odd, good], MOVIES) is None, odd
+    assert batches.parse_plain([], MOVIES) is None
+    assert batches.parse_plain([good], np.array([], dtype=np.int64)) is None

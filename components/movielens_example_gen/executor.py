@@ -277,8 +277,13 @@ class _ParseRatings(beam.DoFn):
 
     def setup(self):
         self._movie_ids = set(parsing.read_movies_file(self._movies_path)[0])
+        self._sorted_ids = np.array(sorted(self._movie_ids), dtype=np.int64)
 
     def process(self, element: tuple[list[int], list[bytes]]):
+        plain = batches.parse_plain(element[1], self._sorted_ids)
+        if plain is not None:  # every line plain and valid: no rejects, one pass per column
+            yield plain
+            return
         good = []
         for offset, raw in zip(*element, strict=True):
             try:
