@@ -365,6 +365,14 @@ class RatingModel(tfrs.Model):
                          predictions=predictions[:, None], training=training)
 
 
+def row_ids(ragged: tf.RaggedTensor) -> np.ndarray:
+    """The row of each value of a ragged tensor, [values], in numpy: RaggedTensor.value_rowids()
+    goes through tf.repeat, which builds a [rows, longest row] block (17 GiB for the users'
+    histories at 25M ratings, docs/benchmarks.md "Trainer memory")."""
+    splits = ragged.row_splits.numpy()
+    return np.repeat(np.arange(len(splits) - 1), np.diff(splits))
+
+
 def user_history(users: np.ndarray, movies: np.ndarray, num_users: int) -> tf.RaggedTensor:
     """The distinct movies each user index rated: ragged int64 [num_users + OOV, None]."""
     pairs = np.unique(np.stack([users, movies], axis=1), axis=0)

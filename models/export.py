@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from models import contract, features, item_item, warmup
+from models import base, contract, features, item_item, warmup
 from models import retrieval as retrieval_stage
 from models.catalogue import Catalogue
 from models.hparams import ItemItemHParams, RetrievalHParams
@@ -110,12 +110,8 @@ class ServingModule(tf.Module):
         row_of_idx[catalogue.movie_idx] = np.arange(len(catalogue))
         seen_rows = row_of_idx[history.flat_values.numpy()]
         self.seen_values = tf.constant(seen_rows[seen_rows >= 0], tf.int64)
-        # Row ids in numpy: RaggedTensor.value_rowids() goes through tf.repeat, which builds a
-        # [users, longest history] block (17 GiB at 25M ratings, docs/benchmarks.md "Trainer
-        # memory").
-        splits = history.row_splits.numpy()
-        rowids = np.repeat(np.arange(len(splits) - 1), np.diff(splits))
-        lengths = np.bincount(rowids[seen_rows >= 0], minlength=len(splits) - 1)
+        lengths = np.bincount(base.row_ids(history)[seen_rows >= 0],
+                              minlength=history.nrows().numpy())
         self.seen_splits = tf.constant(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
         # Of the two-tower model, serving needs the query tower and the movies' vectors only (not
         # its training histories, top-k index and metrics).

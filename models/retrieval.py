@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from models import features
+from models import base, features
 
 
 def ragged_rows(values: tf.Tensor, row_splits: tf.Tensor, rows: tf.Tensor) -> tf.RaggedTensor:
@@ -133,7 +133,7 @@ class RetrievalModel(tfrs.Model):
         # (user, movie) of every history entry as one sorted key, to find a training pair's
         # entry (base.user_history sorts by user, then movie).
         self.history_keys = tf.constant(
-            history.value_rowids().numpy() * num_movies + history.flat_values.numpy(), tf.int64)
+            base.row_ids(history) * num_movies + history.flat_values.numpy(), tf.int64)
         log_pop = np.log1p(np.asarray(movie_counts, np.float64))
         # The boost serving adds to the logits: popularity_weight * log(1 + training ratings),
         # popularity_weight chosen on validation after training

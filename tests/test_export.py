@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from models import contract, export, features, retrieval, trainer
-from models.base import UserDrift, user_history
+from models.base import UserDrift, row_ids, user_history
 from models.catalogue import Catalogue
 from models.hparams import HParams, RetrievalHParams
 
@@ -118,3 +118,8 @@ def test_an_example_without_a_timestamp_takes_the_users_drift_now():
     # 0.5 + 0.1 - 0.1 = 0.5, then -0.1 now (0.4) or +0.1 at t = 0 (0.6).
     np.testing.assert_allclose(module.serve_examples(examples)[contract.RATING].numpy(),
                                stars([0.4, 0.6]), rtol=1e-6)
+
+
+def test_row_ids_are_tensorflows_value_rowids_without_its_block():
+    history = user_history(np.array([2, 0, 2, 2, 4]), np.array([5, 1, 3, 5, 0]), 5)
+    assert row_ids(history).tolist() == history.value_rowids().numpy().tolist() == [0, 2, 2, 4]
