@@ -76,13 +76,11 @@ def collect(batches: Iterable[dict[str, np.ndarray]], columns: Sequence[str]
 
 
 def load_columns(file_patterns: Iterable[str], feature_spec: dict, columns: Sequence[str],
-                 batch_size: int = 16384, transform: Transform | None = None
-                 ) -> dict[str, np.ndarray]:
+                 batch_size: int = 16384) -> dict[str, np.ndarray]:
     """Reads gzipped TFRecords of tf.Examples as read_batches does; returns {column: array
     [N, ...]} for dense columns (shape [N] for scalar features, [N, width] for fixed-width
     ones), HELD_DTYPES narrowed."""
-    return collect(read_batches(file_patterns, feature_spec, columns, batch_size, transform),
-                   columns)
+    return collect(read_batches(file_patterns, feature_spec, columns, batch_size), columns)
 
 
 def _held(column: str, values: np.ndarray) -> np.ndarray:

@@ -45,15 +45,13 @@ class Catalogue:
         )
 
     @classmethod
-    def from_examples(cls, feature_spec: dict, *parts: Iterable[str],
-                      transform: arrays.Transform | None = None) -> Catalogue:
+    def from_examples(cls, feature_spec: dict, *parts: Iterable[str]) -> Catalogue:
         """Distinct movies of examples, each part a list of file patterns read as
         arrays.read_batches reads them, first occurrence wins (as from_columns of the parts'
         columns); batch by batch, so memory grows with the movies, not the ratings."""
         collector = Collector()
         for patterns in parts:
-            for _ in collector.watch(arrays.read_batches(patterns, feature_spec, COLUMNS,
-                                                         transform=transform)):
+            for _ in collector.watch(arrays.read_batches(patterns, feature_spec, COLUMNS)):
                 pass
         return collector.catalogue()
 
