@@ -9,7 +9,7 @@ Training from arrays is several times faster than re-parsing TFRecords every epo
 are held narrow (HELD_DTYPES: int32 ids, the genre multi-hot as uint8: 28 bytes a rating
 instead of 96) and widened per batch to what the models read (widen): with the year, label and
 timestamp a training row is 44 bytes, ml-32m's training columns about 1.4 GB. Called by
-models/trainer.py (run_fn, train), models/catalogue.py and the first stages' training
+models/trainer.py (run_fn, train) and the first stages' training
 (models/item_item_training.py, models/retrieval_training.py).
 """
 
@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from models import features
 
-# How load_columns holds these columns, and the dtype the models read them in (widen). The values
+# How read_batches holds these columns, and the dtype the models read them in (widen). The values
 # are exact in both: vocabulary indices < 2^31, a multi-hot of 0s and 1s.
 HELD_DTYPES = {features.USER_IDX: np.int32, features.MOVIE_IDX: np.int32,
                features.GENRES_XF: np.uint8}
@@ -73,14 +73,6 @@ def collect(batches: Iterable[dict[str, np.ndarray]], columns: Sequence[str]
         for c in columns:
             chunks[c].append(batch[c])
     return {c: np.concatenate(v) for c, v in chunks.items()}
-
-
-def load_columns(file_patterns: Iterable[str], feature_spec: dict, columns: Sequence[str],
-                 batch_size: int = 16384) -> dict[str, np.ndarray]:
-    """Reads gzipped TFRecords of tf.Examples as read_batches does; returns {column: array
-    [N, ...]} for dense columns (shape [N] for scalar features, [N, width] for fixed-width
-    ones), HELD_DTYPES narrowed."""
-    return collect(read_batches(file_patterns, feature_spec, columns, batch_size), columns)
 
 
 def _held(column: str, values: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from models import arrays, features
+from models import features
 
 COLUMNS = (features.MOVIE_ID_PASSTHROUGH, features.MOVIE_IDX, features.GENRES_XF,
            features.YEAR_XF, features.TITLE_PASSTHROUGH)
@@ -43,17 +43,6 @@ class Catalogue:
             years=columns[features.YEAR_XF].reshape(-1)[first].astype(np.float32),
             titles=columns[features.TITLE_PASSTHROUGH].reshape(-1)[first],
         )
-
-    @classmethod
-    def from_examples(cls, feature_spec: dict, *parts: Iterable[str]) -> Catalogue:
-        """Distinct movies of examples, each part a list of file patterns read as
-        arrays.read_batches reads them, first occurrence wins (as from_columns of the parts'
-        columns); batch by batch, so memory grows with the movies, not the ratings."""
-        collector = Collector()
-        for patterns in parts:
-            for _ in collector.watch(arrays.read_batches(patterns, feature_spec, COLUMNS)):
-                pass
-        return collector.catalogue()
 
     def __len__(self) -> int:
         return len(self.movie_ids)

@@ -1,13 +1,13 @@
-"""models/arrays.py and Catalogue.from_examples on real gzipped TFRecords: the training columns
-are held narrow with their values unchanged, the catalogue read batch by batch is the one built
-from every row, and a model trained on narrow columns is the model trained on wide ones."""
+"""models/arrays.py and catalogue.Collector on real gzipped TFRecords: the training columns
+are held narrow with their values unchanged, the catalogue collected batch by batch is the one
+built from every row, and a model trained on narrow columns is the model trained on wide ones."""
 
 import numpy as np
 import tensorflow as tf
 
 from models import arrays, features, trainer
 from models.catalogue import COLUMNS as CATALOGUE_COLUMNS
-from models.catalogue import Catalogue
+from models.catalogue import Catalogue, Collector
 from models.hparams import HParams
 
 GENRES = len(features.GENRE_NAMES)
@@ -55,12 +55,13 @@ def write(path, columns: dict[str, np.ndarray]) -> None:
             writer.write(example.SerializeToString())
 
 
-def test_load_columns_holds_ids_and_genres_narrow_with_their_values(tmp_path):
+def test_read_batches_holds_ids_and_genres_narrow_with_their_values(tmp_path):
     parts = [rows(300, 1), rows(200, 2)]
     for i, part in enumerate(parts):
         write(tmp_path / f"part-{i}.gz", part)
-    loaded = arrays.load_columns([str(tmp_path / "part-*.gz")], SPEC, trainer.TIME_COLUMNS,
-                                 batch_size=64)
+    loaded = arrays.collect(arrays.read_batches([str(tmp_path / "part-*.gz")], SPEC,
+                                                trainer.TIME_COLUMNS, batch_size=64),
+                            trainer.TIME_COLUMNS)
     for column in trainer.TIME_COLUMNS:
         expected = np.concatenate([p[column] for p in parts])
         assert loaded[column].dtype == arrays.HELD_DTYPES.get(column, expected.dtype), column
@@ -76,8 +77,13 @@ def test_the_catalogue_read_batch_by_batch_is_the_one_built_from_every_row(tmp_p
         (tmp_path / name).mkdir()
         write(tmp_path / name / "part-0.gz", {k: v[:200] for k, v in part.items()})
         write(tmp_path / name / "part-1.gz", {k: v[200:] for k, v in part.items()})
-    streamed = Catalogue.from_examples(SPEC, [str(tmp_path / "train" / "*")],
-                                       [str(tmp_path / "eval" / "*")])
+    collector = Collector()
+    for split in ("train", "eval"):
+        batches = arrays.read_batches([str(tmp_path / split / "*")], SPEC, CATALOGUE_COLUMNS,
+                                      batch_size=64)
+        for _ in collector.watch(batches):
+            pass
+    streamed = collector.catalogue()
     whole = Catalogue.from_columns({c: train[c] for c in CATALOGUE_COLUMNS},
                                    {c: eval_[c] for c in CATALOGUE_COLUMNS})
     assert len(streamed) == len(whole) > 30
