@@ -1,17 +1,21 @@
 """How much the item-item choice loses when its holdout solves take only the most rated movies
-(ItemItemHParams.choice_dense): the evidence for that setting, on validation data only.
+(ItemItemHParams.choice_dense), or when only a sample of the holdout's users scores them
+(ItemItemHParams.choice_users): the evidence for those settings, on validation data only.
 
     .venv/bin/python -m bench.item_item_choice --data-dir ../shared/movielens/ml-latest-small \
         --windows 8 --extra /tmp/syn-a /tmp/syn-b [--heads 1000 2000 3000]
+    .venv/bin/python -m bench.item_item_choice --data-dir /tmp/syn-5m --users 2500 5000 10000
 
 For each data set (the folder's ratings; with --windows W, the ratings cut by time into W spans,
 each full window of 4 consecutive spans, as the pipeline's span window sees them; each --extra
 folder, e.g. bench/synthetic.py output): models/item_item_training.py's `_choose` on its 10%
 holdout of the interactions with every movie in the solves, then with the H most rated; the
 H-head's choice is scored by its NDCG@10 at the full head, against the full head's best (an
-in-sample best: the loss is if anything overstated). Ratings only, no catalogue: the choice
-without side features (the side weight stays 0), as when the evidence was taken. Prints one
-line a set.
+in-sample best: the loss is if anything overstated); ratings only, no catalogue: the choice
+without side features (the side weight stays 0), as when the evidence was taken. With --users
+(folders with a movies.csv, no windows): the Trainer's choice, side features included, scored
+by every holdout user, then by a seeded sample of N of them, each sample's choice scored by
+every user's NDCG@10, against the best. Prints one line a set.
 """
 
 from __future__ import annotations
@@ -73,14 +77,48 @@ def compare(users: np.ndarray, movies: np.ndarray, heads: list[int]) -> str:
     return " | ".join(line)
 
 
+def compare_users(folder: Path, samples: list[int]) -> str:
+    """One line: the choice (side features included, as the Trainer's) scored by every holdout
+    user, and each sample's choice with its loss by every user's NDCG@10, with seconds."""
+    from bench import ranking
+
+    columns, user_vocabulary, num_movies, movies = ranking.encoded_catalogue(
+        pd.read_csv(folder / "ratings.csv"), pd.read_csv(folder / "movies.csv"))
+    pairs = {c: columns[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
+    num_users = len(user_vocabulary)
+    hp = ItemItemHParams(choice_users=num_users)
+    side = item_item_training.side_features(movies, num_movies, hp.year_buckets,
+                                            hp.title_max_share)
+    start = time.time()
+    chosen, ndcg = item_item_training._choose(hp, pairs, num_users, num_movies, side)
+    best = max(ndcg.values())
+    line = [f"{len(pairs[features.USER_IDX])} ratings, {num_users} users: all "
+            f"{item_item_training._key(*chosen)} {best:.4f} ({time.time() - start:.0f} s)"]
+    for sample in (n for n in samples if n < num_users):
+        start = time.time()
+        small, _ = item_item_training._choose(dataclasses.replace(hp, choice_users=sample),
+                                              pairs, num_users, num_movies, side)
+        key = item_item_training._key(*small)
+        line.append(f"{sample}: {key} {ndcg[key] - best:+.4f} ({time.time() - start:.1f} s)")
+    ranked = sorted(ndcg.items(), key=lambda kv: -kv[1])[:4]
+    line.append("all's top 4: " + ", ".join(f"{k} {v:.4f}" for k, v in ranked))
+    return " | ".join(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--windows", type=int, default=0, help="cut into this many spans")
     parser.add_argument("--extra", type=Path, nargs="*", default=[])
     parser.add_argument("--heads", type=int, nargs="+", default=[1000, 2000, 3000])
+    parser.add_argument("--users", type=int, nargs="+",
+                        help="compare samples of this many holdout users instead of heads")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.users:  # folders with their movies.csv: the side features need the catalogue
+        for folder in (args.data_dir, *args.extra):
+            print(f"{folder.name}: {compare_users(folder, args.users)}", flush=True)
+        return
     for name, users, movies in data_sets(args.data_dir, args.windows, args.extra):
         print(f"{name}: {compare(users, movies, args.heads)}", flush=True)
 

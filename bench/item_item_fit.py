@@ -3,7 +3,7 @@
 the served solve, the neighbour + low-rank cut), as the Trainer runs it, with the default
 ItemItemHParams and the movies' side features.
 
-    .venv/bin/python -m bench.item_item_fit /tmp/syn-1m [more folders]
+    .venv/bin/python -m bench.item_item_fit /tmp/syn-1m [more folders] [--choice-users N]
 
 Each folder holds a ratings.csv and a movies.csv (MovieLens or bench/synthetic.py output; every
 rating counts as an interaction, as in the Trainer's training split; the columns and catalogue
@@ -27,14 +27,13 @@ from models import features, item_item, item_item_training
 from models.hparams import ItemItemHParams
 
 
-def fit_line(folder: Path) -> str:
+def fit_line(folder: Path, hp: ItemItemHParams) -> str:
     """One line: the folder's size and what train_item_item took and chose there."""
     ratings = pd.read_csv(folder / "ratings.csv")
     columns, users, num_movies, movies = ranking.encoded_catalogue(
         ratings, pd.read_csv(folder / "movies.csv"))
     pairs = {c: columns[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
     num_users = len(users)
-    hp = ItemItemHParams()
     load = os.getloadavg()[0]
     start = time.time()
     stage, choice = item_item_training.train_item_item(hp, num_users, num_movies, pairs, movies)
@@ -44,7 +43,8 @@ def fit_line(folder: Path) -> str:
     solved = len(item_item.head_movies(np.asarray(x.sum(axis=0)).reshape(-1),
                                           max_dense=hp.max_dense))
     chosen = item_item_training.record_key(choice.record())
-    return (f"{folder}: {len(ratings):,} ratings, {num_users:,} users, {num_movies:,} movies: "
+    return (f"{folder}: {len(ratings):,} ratings, {num_users:,} users, {num_movies:,} movies, "
+            f"choice by <= {hp.choice_users:,} holdout users: "
             f"{seconds:.1f} s, the choice {choice.choice_seconds:.1f} s of it (l2/exponent/user "
             f"weight/side weight {chosen}); {solved:,} movies solved, "
             f"{stage.nbytes / 1e6:.0f} MB served; "
@@ -54,9 +54,12 @@ def fit_line(folder: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("--choice-users", type=int, default=ItemItemHParams.choice_users,
+                        help="holdout users scoring the choice (default: the Trainer's)")
     args = parser.parse_args()
+    hp = ItemItemHParams(choice_users=args.choice_users)
     for folder in args.folders:
-        print(fit_line(folder), flush=True)
+        print(fit_line(folder, hp), flush=True)
 
 
 if __name__ == "__main__":

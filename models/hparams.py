@@ -154,6 +154,10 @@ class ItemItemHParams:
     # (validation: ml-latest-small and its time windows, two bench.synthetic shapes), at a
     # tenth of the time (docs/benchmarks.md, "Item-item settings on validation data").
     choice_dense: int = 2_000
+    # Holdout users whose top 10 score each of those solves: a seeded sample when the holdout
+    # has more (ml-25m: 162k users, the choice's cost grew with them; docs/benchmarks.md,
+    # "Item-item settings on validation data").
+    choice_users: int = 10_000
     validation_fraction: float = 0.1  # of the training interactions, for l2 and the exponent
     # As RetrievalHParams': the ranking stage orders the top num_candidates by score +
     # rating_weight * predicted stars (0: the item-item order).
@@ -184,6 +188,8 @@ class ItemItemHParams:
             raise ValueError("popularity_exponents needs at least one value (0.0: none)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.choice_users < 1:
+            raise ValueError(f"choice_users must be >= 1, got {self.choice_users}")
         if self.neighbours < 1 or self.rank < 0 or self.num_candidates < 1:
             raise ValueError(f"neighbours and num_candidates must be >= 1 and rank >= 0, got "
                              f"{self.neighbours}, {self.num_candidates}, {self.rank}")

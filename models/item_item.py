@@ -232,19 +232,34 @@ def add_side(g: np.ndarray, side_head: sp.spmatrix, weight: float) -> None:
         g[start:stop] += np.float32(weight) * (side_head[start:stop] @ transposed).toarray()
 
 
+def weighted_gram(x: sp.spmatrix, head: np.ndarray, user_weight: float
+                  ) -> tuple[np.ndarray, float]:
+    """(G [H, H] = `gram` of the head movies, shrink): shrink is how much the user weighting
+    shrank G's diagonal (mean diagonal / mean plain count of the head movies; 1 unweighted),
+    by which the l2 and side weight of `solve_weighted` are rescaled so that their grids mean
+    the same with and without it. One G serves every l2 and side weight at this user weight."""
+    g = gram(x, head, user_weight)
+    plain = float(np.asarray((x != 0).sum(axis=0)).reshape(-1)[head].mean()) if len(head) else 1.0
+    shrink = float(np.mean(np.diag(g))) / plain if len(head) and plain else 1.0
+    return g, shrink
+
+
+def solve_weighted(g: np.ndarray, shrink: float, head: np.ndarray, l2: float, dropout: float,
+                   side: sp.spmatrix | None = None, side_weight: float = 0.0) -> np.ndarray:
+    """B [H, H] of a `weighted_gram` (G is overwritten) plus side_weight S_head S_head' of the
+    side features S [M, F] (sparse), l2 and the side weight times the shrink."""
+    if side_weight and side is not None and len(head):
+        add_side(g, sp.csr_matrix(side)[head], side_weight * shrink)
+    return solve(g, l2 * shrink, dropout)
+
+
 def regularised_solve(x: sp.spmatrix, head: np.ndarray, l2: float, dropout: float,
                       user_weight: float, side: sp.spmatrix | None = None,
                       side_weight: float = 0.0) -> np.ndarray:
     """B [H, H] of the head movies from binary X [U, M] and side features S [M, F] (sparse):
-    `solve` of the user-weighted Gram matrix plus side_weight S_head S_head', l2 and the side
-    weight rescaled by the weighting's shrinkage of the diagonal so that their grids mean the
-    same with and without it."""
-    g = gram(x, head, user_weight)
-    plain = float(np.asarray((x != 0).sum(axis=0)).reshape(-1)[head].mean()) if len(head) else 1.0
-    shrink = float(np.mean(np.diag(g))) / plain if len(head) and plain else 1.0
-    if side_weight and side is not None and len(head):
-        add_side(g, sp.csr_matrix(side)[head], side_weight * shrink)
-    return solve(g, l2 * shrink, dropout)
+    `solve_weighted` of the user-weighted Gram matrix (`weighted_gram`)."""
+    return solve_weighted(*weighted_gram(x, head, user_weight), head, l2, dropout, side,
+                          side_weight)
 
 
 def sparse_low_rank(b: np.ndarray, head: np.ndarray, scale: np.ndarray, n: int, rank: int,

@@ -1,13 +1,15 @@
 """Fitting the item-item stage of `recommend` (models/item_item.py) in the Trainer.
 
 models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set: a
-random holdout of the training interactions; on the rest, one closed-form solve per l2 of
-ItemItemHParams.l2s (with the first user weight), then one per other user weight at the best l2,
+random holdout of the training interactions; on the rest (its Gram matrix X'WX computed once
+per user weight), one closed-form solve per l2 of ItemItemHParams.l2s (with the first user
+weight), then one per other user weight at the best l2,
 then, when the movies' side features are given (genres, genre combination, release-year buckets,
 rarer title words: `side_features`), one per other side weight at the best l2 and the next
 larger one (side features favour more shrinkage); each on the ItemItemHParams.choice_dense most
 rated movies and scored with every popularity exponent by the holdout's NDCG@10 of all-movie
-top-10 lists (seen movies excluded, as `recommend` serves them); then the best solved on every
+top-10 lists (seen movies excluded, as `recommend` serves them; at most choice_users holdout
+users, a seeded sample); then the best solved on every
 interaction and the max_dense most rated movies, cut to each movie's N neighbours plus a rank-r
 residual (item_item.SparseLowRank). The choice and its validation NDCGs go to the run record. A
 warm start chooses again: the serving model's choice, reused, cost top-k NDCG
@@ -172,8 +174,9 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
             num_movies: int, side: sp.csr_matrix | None
             ) -> tuple[tuple[float, float, float, float], dict[str, float]]:
     """((l2, exponent, user weight, side weight), NDCG of each tried) on a holdout of the
-    interactions; the first of each list when the holdout has no user with a history left
-    (tiny data). Without side features only the first side weight is tried."""
+    interactions, scored by at most hp.choice_users of its users (a seeded sample); the first
+    of each list when the holdout has no user with a history left (tiny data). Without side
+    features only the first side weight is tried."""
     fit, val = arrays.holdout(pairs, hp.validation_fraction, hp.seed)
     x = interactions(fit[features.USER_IDX], fit[features.MOVIE_IDX], num_users, num_movies)
     relevant: dict[int, set[int]] = {}
@@ -182,6 +185,9 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
         if has_history[user]:
             relevant.setdefault(int(user), set()).add(int(movie))
     users = np.array(sorted(relevant), np.int64)
+    if len(users) > hp.choice_users:
+        users = np.sort(np.random.default_rng(hp.seed).choice(users, hp.choice_users,
+                                                              replace=False))
     if not len(users) or num_movies < K:
         return (hp.l2s[0], hp.popularity_exponents[0], hp.user_weights[0],
                 hp.side_weights[0]), {}
@@ -192,8 +198,13 @@ def _choose(hp: ItemItemHParams, pairs: dict[str, np.ndarray], num_users: int,
     scales = [item_item.popularity_scale(counts, e) for e in hp.popularity_exponents]
     wanted = [relevant[u] for u in users]
 
+    grams: dict[float, tuple[np.ndarray, float]] = {}  # by user weight: one X'WX each
+
     def score(l2: float, user_weight: float, side_weight: float) -> None:
-        b = item_item.regularised_solve(x, head, l2, hp.dropout, user_weight, side, side_weight)
+        if user_weight not in grams:
+            grams[user_weight] = item_item.weighted_gram(x, head, user_weight)
+        g, shrink = grams[user_weight]
+        b = item_item.solve_weighted(g.copy(), shrink, head, l2, hp.dropout, side, side_weight)
         values = holdout_ndcg(b, head, scales, x, users, wanted)
         for exponent, value in zip(hp.popularity_exponents, values, strict=True):
             key = _key(l2, exponent, user_weight, side_weight)

@@ -2,6 +2,8 @@
 its fit and choice on a holdout (models/item_item_training.py), and the exported recommend
 against the same computation in numpy (models/export.py). Small planted data: seconds."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -70,20 +72,52 @@ def test_train_item_item_chooses_on_the_holdout_and_recommends_the_users_block()
 def test_the_choice_solves_the_choice_dense_most_rated_movies_and_the_fit_max_dense(monkeypatch):
     x, _, _ = planted(users=300, blocks=3, per_block=10, noise=0.0)
     counts = np.asarray(x.sum(axis=0)).reshape(-1)
-    solved, solve = [], item_item.regularised_solve
+    solved, grams = [], []
+    solve, weighted_gram = item_item.solve_weighted, item_item.weighted_gram
 
-    def recording(x, head, *args):
+    def recording_solve(g, shrink, head, *args):
         solved.append(head)
-        return solve(x, head, *args)
+        return solve(g, shrink, head, *args)
 
-    monkeypatch.setattr(item_item_training.item_item, "regularised_solve", recording)
-    hp = ItemItemHParams(l2s=(1.0, 30.0), user_weights=(0.0,), neighbours=5, rank=4,
+    def recording_gram(x, head, user_weight):
+        grams.append((len(head), user_weight))
+        return weighted_gram(x, head, user_weight)
+
+    monkeypatch.setattr(item_item_training.item_item, "solve_weighted", recording_solve)
+    monkeypatch.setattr(item_item_training.item_item, "weighted_gram", recording_gram)
+    hp = ItemItemHParams(l2s=(1.0, 30.0), user_weights=(0.0, 0.5), neighbours=5, rank=4,
                          choice_dense=12, max_dense=25)
     item_item_training.train_item_item(hp, x.shape[0], x.shape[1], pairs(x))
-    assert [len(head) for head in solved] == [12, 12, 25]
+    assert [len(head) for head in solved] == [12, 12, 12, 25]
+    # X'WX once per user weight in the choice (its l2s share it), once for the fit.
+    assert grams[:2] == [(12, 0.0), (12, 0.5)] and len(grams) == 3 and grams[2][0] == 25
     # The fit's: the most rated of all the interactions (the choice's: of the holdout's rest).
     left_out = np.setdiff1d(np.arange(x.shape[1]), solved[-1])
     assert counts[left_out].max() <= counts[solved[-1]].min()
+
+
+def test_the_choice_scores_a_seeded_sample_of_at_most_choice_users_holdout_users(monkeypatch):
+    x, _, _ = planted(users=300, blocks=3, per_block=10, noise=0.0)
+    scored, score = [], item_item_training.holdout_ndcg
+
+    def recording(b, head, scales, seen, users, relevant):
+        scored.append(users.copy())
+        return score(b, head, scales, seen, users, relevant)
+
+    monkeypatch.setattr(item_item_training, "holdout_ndcg", recording)
+    hp = ItemItemHParams(l2s=(1.0,), user_weights=(0.0,), neighbours=5, rank=4)
+    item_item_training.train_item_item(hp, x.shape[0], x.shape[1], pairs(x))
+    every = scored.pop()
+    assert len(every) > 100  # the whole holdout: fewer users than choice_users
+    for _ in range(2):
+        item_item_training.train_item_item(dataclasses.replace(hp, choice_users=100),
+                                           x.shape[0], x.shape[1], pairs(x))
+    first, again = scored
+    assert len(first) == 100 and np.all(np.diff(first) > 0)
+    assert set(first) <= set(every)
+    np.testing.assert_array_equal(first, again)  # seeded: a rerun scores the same users
+    with pytest.raises(ValueError, match="choice_users"):
+        ItemItemHParams(choice_users=0)
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
