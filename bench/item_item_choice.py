@@ -59,22 +59,37 @@ def indexed_pairs(users: np.ndarray, movies: np.ndarray
             int(user_idx.max()) + 1, int(movie_idx.max()) + 1)
 
 
+def against_every(hp: ItemItemHParams, field: str, values: list[int], pairs: dict,
+                  num_users: int, num_movies: int, side) -> tuple[list[str], dict[str, float]]:
+    """(parts of a line, NDCG of each tried): `_choose` with hp, then with hp's `field` set to
+    each of `values`, each of those choices' loss against hp's best (scored with hp), with
+    seconds."""
+    start = time.time()
+    chosen, ndcg = item_item_training._choose(hp, pairs, num_users, num_movies, side)
+    best = max(ndcg.values())
+    line = [f"all {item_item_training._key(*chosen)} {best:.4f} ({time.time() - start:.0f} s)"]
+    for value in values:
+        start = time.time()
+        small, _ = item_item_training._choose(dataclasses.replace(hp, **{field: value}), pairs,
+                                              num_users, num_movies, side)
+        seconds, key = time.time() - start, item_item_training._key(*small)
+        if key not in ndcg:  # a point hp's own choice did not reach: score it with hp
+            l2, _, user_weight, side_weight = small
+            ndcg.update(item_item_training._choose(
+                dataclasses.replace(hp, l2s=(l2,), user_weights=(user_weight,),
+                                    side_weights=(side_weight,)),
+                pairs, num_users, num_movies, side)[1])
+        line.append(f"{value}: {key} {ndcg[key] - best:+.4f} ({seconds:.1f} s)")
+    return line, ndcg
+
+
 def compare(users: np.ndarray, movies: np.ndarray, heads: list[int]) -> str:
     """One line: the full head's choice and each smaller head's loss, with seconds."""
     pairs, num_users, num_movies = indexed_pairs(users, movies)
-    hp = ItemItemHParams(choice_dense=num_movies)
-    start = time.time()
-    chosen, ndcg = item_item_training._choose(hp, pairs, num_users, num_movies, None)
-    best = max(ndcg.values())
-    line = [f"{len(users)} ratings, {num_movies} movies: all {item_item_training._key(*chosen)} "
-            f"{best:.4f} ({time.time() - start:.0f} s)"]
-    for head in (h for h in heads if h < num_movies):
-        start = time.time()
-        small, _ = item_item_training._choose(dataclasses.replace(hp, choice_dense=head), pairs,
-                                              num_users, num_movies, None)
-        key = item_item_training._key(*small)
-        line.append(f"{head}: {key} {ndcg[key] - best:+.4f} ({time.time() - start:.1f} s)")
-    return " | ".join(line)
+    line, _ = against_every(ItemItemHParams(choice_dense=num_movies), "choice_dense",
+                            [h for h in heads if h < num_movies], pairs, num_users, num_movies,
+                            None)
+    return f"{len(users)} ratings, {num_movies} movies: " + " | ".join(line)
 
 
 def compare_users(folder: Path, samples: list[int]) -> str:
@@ -89,20 +104,11 @@ def compare_users(folder: Path, samples: list[int]) -> str:
     hp = ItemItemHParams(choice_users=num_users)
     side = item_item_training.side_features(movies, num_movies, hp.year_buckets,
                                             hp.title_max_share)
-    start = time.time()
-    chosen, ndcg = item_item_training._choose(hp, pairs, num_users, num_movies, side)
-    best = max(ndcg.values())
-    line = [f"{len(pairs[features.USER_IDX])} ratings, {num_users} users: all "
-            f"{item_item_training._key(*chosen)} {best:.4f} ({time.time() - start:.0f} s)"]
-    for sample in (n for n in samples if n < num_users):
-        start = time.time()
-        small, _ = item_item_training._choose(dataclasses.replace(hp, choice_users=sample),
-                                              pairs, num_users, num_movies, side)
-        key = item_item_training._key(*small)
-        line.append(f"{sample}: {key} {ndcg[key] - best:+.4f} ({time.time() - start:.1f} s)")
+    line, ndcg = against_every(hp, "choice_users", [n for n in samples if n < num_users], pairs,
+                               num_users, num_movies, side)
     ranked = sorted(ndcg.items(), key=lambda kv: -kv[1])[:4]
     line.append("all's top 4: " + ", ".join(f"{k} {v:.4f}" for k, v in ranked))
-    return " | ".join(line)
+    return f"{len(pairs[features.USER_IDX])} ratings, {num_users} users: " + " | ".join(line)
 
 
 def main() -> None:
