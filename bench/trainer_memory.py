@@ -4,9 +4,11 @@ peak so far (the kernel's high-water mark, bench/process_memory.py) after each s
 transforming the columns (the catalogue with them), sorting, training, the item-item stage,
 exporting.
 
-    .venv/bin/python -m bench.trainer_memory --run tfx_output/movielens-tfx [--baseline]
+    .venv/bin/python -m bench.trainer_memory --run tfx_output/movielens-tfx [--baseline] \
+        [--keep DIR]
 
---baseline trains the bias baseline (configs.BASELINE_HPARAMS) instead of the pipeline's model.
+--baseline trains the bias baseline (configs.BASELINE_HPARAMS) instead of the pipeline's model;
+--keep leaves the export in DIR/serving (to load it in a server, say).
 Results in docs/benchmarks.md, "Trainer memory".
 """
 
@@ -59,12 +61,15 @@ def main() -> None:
     parser.add_argument("--run", required=True,
                         help="a pipeline's folder: <tfx_output>/movielens-tfx")
     parser.add_argument("--baseline", action="store_true", help="the bias baseline's settings")
+    parser.add_argument("--keep", help="export into this folder and keep it (default: a "
+                        "temporary one)")
     args = parser.parse_args()
     mark_steps()
     print(line("start (TensorFlow and TFX imported)"), flush=True)
     hp = configs.BASELINE_HPARAMS if args.baseline else configs.HPARAMS
     examples = latest(os.path.join(args.run, "MovieLensExampleGen", "examples"))
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as temporary:
+        out = args.keep or temporary
         trainer.run_fn(FnArgs(
             train_files=[os.path.join(examples, "Split-train", "*")],
             eval_files=[os.path.join(examples, "Split-eval", "*")],

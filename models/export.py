@@ -36,6 +36,7 @@ checks that it gives exactly Transform's features for every vocabulary entry.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -55,6 +56,14 @@ def _table(keys: np.ndarray, values: np.ndarray, default: int | bytes
             tf.constant(keys, tf.int64),
             tf.constant(values, tf.string if isinstance(default, bytes) else tf.int64)),
         default_value=default)
+
+
+def _held(value: Any, dtype: tf.DType | None = None) -> tf.Variable:
+    """A served array as a non-trainable variable: saved in the checkpoint, not in the graph.
+    As graph constants, ml-25m's histories and item-item lists made a 476 MB saved_model.pb,
+    which a TF1 session (TF Serving's loader) imports and optimises with every signature's
+    graph: 7.8 GiB and 56 s to load and warm up (docs/benchmarks.md, "Scaling")."""
+    return tf.Variable(value, dtype=dtype, trainable=False)
 
 
 def _check(ok: tf.Tensor, message: str, bad: Callable[[], tf.Tensor]) -> tf.Operation:
@@ -93,26 +102,26 @@ class ServingModule(tf.Module):
                                  np.arange(num_users, dtype=np.int64), default=num_users)
         self.movie_row = _table(catalogue.movie_ids, np.arange(len(catalogue), dtype=np.int64),
                                 default=-1)
-        self.movie_ids = tf.constant(catalogue.movie_ids, tf.int64)
-        self.movie_idx = tf.constant(catalogue.movie_idx, tf.int64)
-        self.genres = tf.constant(catalogue.genres, tf.float32)
-        self.years = tf.constant(catalogue.years, tf.float32)
+        self.movie_ids = _held(catalogue.movie_ids, tf.int64)
+        self.movie_idx = _held(catalogue.movie_idx, tf.int64)
+        self.genres = _held(catalogue.genres, tf.float32)
+        self.years = _held(catalogue.years, tf.float32)
         # A table, not a constant: a string constant of every title was copied at every call
         # (docs/benchmarks.md, "Measurements behind settings"), while recommend needs k of them.
         self.titles = _table(np.arange(len(catalogue), dtype=np.int64), catalogue.titles,
                              default=b"")
         # The catalogue as the model scores it in recommend, computed once, here.
-        self.catalogue_side = {k: tf.constant(v) for k, v in model.movie_side({
+        self.catalogue_side = {k: _held(v) for k, v in model.movie_side({
             features.MOVIE_IDX: catalogue.movie_idx, features.GENRES_XF: catalogue.genres,
             features.YEAR_XF: catalogue.years}).items()}
         # Rated movies per user index, as catalogue rows (history holds vocabulary indices).
         row_of_idx = np.full(int(catalogue.movie_idx.max()) + 1, -1, np.int64)
         row_of_idx[catalogue.movie_idx] = np.arange(len(catalogue))
         seen_rows = row_of_idx[history.flat_values.numpy()]
-        self.seen_values = tf.constant(seen_rows[seen_rows >= 0], tf.int64)
+        self.seen_values = _held(seen_rows[seen_rows >= 0], tf.int64)
         lengths = np.bincount(base.row_ids(history)[seen_rows >= 0],
                               minlength=history.nrows().numpy())
-        self.seen_splits = tf.constant(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
+        self.seen_splits = _held(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
         # Of the two-tower model, serving needs the query tower and the movies' vectors only (not
         # its training histories, top-k index and metrics).
         self.query_tower = None if two_tower is None else two_tower.query_tower
@@ -121,8 +130,8 @@ class ServingModule(tf.Module):
             self.num_candidates = first_stage.num_candidates
             self.rating_weight = tf.constant(first_stage.rating_weight, tf.float32)
             # The whole train split's histories (the first stage trained on part of them).
-            self.history_values = tf.constant(history.flat_values, tf.int64)
-            self.history_splits = tf.constant(history.row_splits, tf.int64)
+            self.history_values = _held(history.flat_values, tf.int64)
+            self.history_splits = _held(history.row_splits, tf.int64)
         if item_stage is not None:
             self._hold_item_stage(item_stage, catalogue, num_movies, row_of_idx)
         if two_tower is not None:
@@ -133,7 +142,7 @@ class ServingModule(tf.Module):
                 np.where(trained, catalogue.movie_idx, 0)]
             vectors[~trained] = 0.0
             vectors[~trained, -1] = -np.inf
-            self.retrieval_candidates = tf.constant(vectors, tf.float32)
+            self.retrieval_candidates = _held(vectors, tf.float32)
 
     def _inputs(self, users: tf.Tensor, rows: tf.Tensor, timestamps: tf.Tensor | None = None
                 ) -> dict[str, tf.Tensor]:
@@ -233,22 +242,22 @@ class ServingModule(tf.Module):
 
     def _hold_item_stage(self, stage: item_item.SparseLowRank, catalogue: Catalogue,
                          num_movies: int, row_of_idx: np.ndarray) -> None:
-        """The item-item stage as constants whose columns are catalogue rows: neighbour lists
+        """The item-item stage as held arrays whose columns are catalogue rows: neighbour lists
         and history factors per vocabulary index (what histories hold), movie factors and a
         mask (-inf: not trained on, never recommended) per catalogue row, plus a popularity
         tie-break far below any score: a new user's empty history scores every movie 0."""
         neighbours = row_of_idx[stage.lists.neighbours]
-        self.item_neighbours = tf.constant(np.maximum(neighbours, 0), tf.int32)
-        self.item_weights = tf.constant(np.where(neighbours >= 0, stage.lists.weights, 0.0),
+        self.item_neighbours = _held(np.maximum(neighbours, 0), tf.int32)
+        self.item_weights = _held(np.where(neighbours >= 0, stage.lists.weights, 0.0),
                                         tf.float32)
-        self.item_history_factors = tf.constant(stage.history_factors, tf.float32)
+        self.item_history_factors = _held(stage.history_factors, tf.float32)
         trained = catalogue.movie_idx < num_movies
         idx = np.where(trained, catalogue.movie_idx, 0)
-        self.item_movie_factors = tf.constant(
+        self.item_movie_factors = _held(
             np.where(trained[:, None], stage.movie_factors[idx], 0.0), tf.float32)
         counts = np.bincount(self.history_values.numpy(), minlength=num_movies)[idx]
         prior = item_item.TIE_BREAK * np.log1p(counts) / max(np.log1p(counts).max(), 1.0)
-        self.item_prior = tf.constant(np.where(trained, prior, -np.inf), tf.float32)
+        self.item_prior = _held(np.where(trained, prior, -np.inf), tf.float32)
 
     def _first_stage_scores(self, histories: tf.RaggedTensor) -> tf.Tensor:
         """Scores [B, catalogue rows] of users' training histories (ragged [B, None] of
