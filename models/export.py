@@ -60,9 +60,9 @@ def _table(keys: np.ndarray, values: np.ndarray, default: int | bytes
 
 def _held(value: Any, dtype: tf.DType | None = None) -> tf.Variable:
     """A served array as a non-trainable variable: saved in the checkpoint, not in the graph.
-    As graph constants, ml-25m's histories and item-item lists made a 476 MB saved_model.pb,
-    which a TF1 session (TF Serving's loader) imports and optimises with every signature's
-    graph: 7.8 GiB and 56 s to load and warm up (docs/benchmarks.md, "Scaling")."""
+    As graph constants, ml-25m's histories and item-item lists made saved_model.pb hundreds of
+    MB, which a TF1 session (TF Serving's loader) imports and optimises with every signature's
+    graph, at several times that in memory (docs/benchmarks.md, "Scaling")."""
     return tf.Variable(value, dtype=dtype, trainable=False)
 
 
