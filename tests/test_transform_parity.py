@@ -83,13 +83,16 @@ def both_paths(pushed_model):
     by_transform = {k: transformed[k].numpy() for k in features.MODEL_INPUTS}
 
     user_ids, movie_ids = _ids(records)
-    exported = _exported_model(base_path).model_inputs(
+    model = _exported_model(base_path)  # kept: its functions read the model's variables
+    exported = model.model_inputs(
         **{contract.USER_ID: tf.constant(user_ids), contract.MOVIE_ID: tf.constant(movie_ids)})
     by_model = {k: exported[k].numpy() for k in features.MODEL_INPUTS}
     return (user_ids, movie_ids), by_transform, by_model, vocabularies
 
 
 def _exported_model(base_path: Path):
+    """The pushed SavedModel; callers keep it while they call its functions (the catalogue is
+    in its variables, which go with it)."""
     (version,) = [p for p in base_path.iterdir() if p.name.isdigit()]
     return tf.saved_model.load(str(version))
 
@@ -114,7 +117,8 @@ def test_a_movie_never_rated_gets_transforms_oov_index(pushed_model, both_paths)
     serving_default predicts as for any unknown movie); its index is Transform's OOV one."""
     base_path, _, pipeline_root = pushed_model
     _, _, _, vocabularies = both_paths
-    exported = _exported_model(base_path).model_inputs(
+    model = _exported_model(base_path)  # kept: its functions read the model's variables
+    exported = model.model_inputs(
         **{contract.USER_ID: tf.constant([1, UNKNOWN_ID], tf.int64),
            contract.MOVIE_ID: tf.constant([UNKNOWN_ID, UNKNOWN_ID], tf.int64)})
     oov = len(vocabularies[features.MOVIE_VOCAB])

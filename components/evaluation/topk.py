@@ -165,7 +165,8 @@ def recommend_lists(model_dir: str, user_ids: np.ndarray, k: int, batch_size: in
                     ) -> np.ndarray:
     """The `recommend` signature's top k of a serving SavedModel for each user; int64 [U, k],
     PAD where the catalogue has fewer than k movies the user has not rated."""
-    recommend = tf.saved_model.load(model_dir).signatures[contract.RECOMMEND]
+    model = tf.saved_model.load(model_dir)  # kept while recommend runs: it owns the variables
+    recommend = model.signatures[contract.RECOMMEND]
     lists = np.full((len(user_ids), k), PAD, np.int64)
     for start in range(0, len(user_ids), batch_size):
         batch = user_ids[start:start + batch_size]
