@@ -1,19 +1,18 @@
 """Fitting the item-item stage of `recommend` (models/item_item.py) in the Trainer.
 
 models/trainer.py's fit_serving_module calls `train_item_item` when HParams.item_item is set: a
-random holdout of the training interactions; on the rest (its Gram matrix X'WX computed once
-per user weight), one closed-form solve per l2 of ItemItemHParams.l2s (with the first user
-weight), then one per other user weight at the best l2,
-then, when the movies' side features are given (genres, genre combination, release-year buckets,
-rarer title words: `side_features`), one per other side weight at the best l2 and the next
-larger one (side features favour more shrinkage); each on the ItemItemHParams.choice_dense most
-rated movies and scored with every popularity exponent by the holdout's NDCG@10 of all-movie
-top-10 lists (seen movies excluded, as `recommend` serves them; at most choice_users holdout
-users, a seeded sample); then the best solved on every
+random holdout of the training interactions; on the rest (its Gram matrix X'WX computed once per
+user weight), one closed-form solve per l2 of ItemItemHParams.l2s (with the first user weight),
+then one per other user weight at the best l2, then, when the movies' side features are given
+(genres, genre combination, release-year buckets, rarer title words: `side_features`), one per
+other side weight at the best l2 and the next larger one (side features favour more shrinkage);
+each on the ItemItemHParams.choice_dense most rated movies and scored with every popularity
+exponent by the holdout's NDCG@10 of all-movie top-10 lists (seen movies excluded, as `recommend`
+serves them; at most choice_users holdout users, a seeded sample); then the best solved on every
 interaction and the max_dense most rated movies, cut to each movie's N neighbours plus a rank-r
 residual (item_item.SparseLowRank). The choice and its validation NDCGs go to the run record. A
-warm start chooses again: the serving model's choice, reused, cost top-k NDCG
-(docs/benchmarks.md, "Warm start").
+warm start chooses again: the serving model's choice, reused, cost top-k NDCG (docs/benchmarks.md,
+"Warm start").
 """
 
 from __future__ import annotations
