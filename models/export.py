@@ -58,7 +58,7 @@ def _table(keys: np.ndarray, values: np.ndarray, default: int | bytes
         default_value=default)
 
 
-def _held(value: Any, dtype: tf.DType | None = None) -> tf.Variable:
+def _served(value: Any, dtype: tf.DType | None = None) -> tf.Variable:
     """A served array as a non-trainable variable: saved in the checkpoint, not in the graph.
     As graph constants, ml-25m's histories and item-item lists made saved_model.pb hundreds of
     MB, which a TF1 session (TF Serving's loader) imports and optimises with every signature's
@@ -102,26 +102,26 @@ class ServingModule(tf.Module):
                                  np.arange(num_users, dtype=np.int64), default=num_users)
         self.movie_row = _table(catalogue.movie_ids, np.arange(len(catalogue), dtype=np.int64),
                                 default=-1)
-        self.movie_ids = _held(catalogue.movie_ids, tf.int64)
-        self.movie_idx = _held(catalogue.movie_idx, tf.int64)
-        self.genres = _held(catalogue.genres, tf.float32)
-        self.years = _held(catalogue.years, tf.float32)
+        self.movie_ids = _served(catalogue.movie_ids, tf.int64)
+        self.movie_idx = _served(catalogue.movie_idx, tf.int64)
+        self.genres = _served(catalogue.genres, tf.float32)
+        self.years = _served(catalogue.years, tf.float32)
         # A table, not a constant: a string constant of every title was copied at every call
         # (docs/benchmarks.md, "Measurements behind settings"), while recommend needs k of them.
         self.titles = _table(np.arange(len(catalogue), dtype=np.int64), catalogue.titles,
                              default=b"")
         # The catalogue as the model scores it in recommend, computed once, here.
-        self.catalogue_side = {k: _held(v) for k, v in model.movie_side({
+        self.catalogue_side = {k: _served(v) for k, v in model.movie_side({
             features.MOVIE_IDX: catalogue.movie_idx, features.GENRES_XF: catalogue.genres,
             features.YEAR_XF: catalogue.years}).items()}
         # Rated movies per user index, as catalogue rows (history holds vocabulary indices).
         row_of_idx = np.full(int(catalogue.movie_idx.max()) + 1, -1, np.int64)
         row_of_idx[catalogue.movie_idx] = np.arange(len(catalogue))
         seen_rows = row_of_idx[history.flat_values.numpy()]
-        self.seen_values = _held(seen_rows[seen_rows >= 0], tf.int64)
+        self.seen_values = _served(seen_rows[seen_rows >= 0], tf.int64)
         lengths = np.bincount(base.row_ids(history)[seen_rows >= 0],
                               minlength=history.nrows().numpy())
-        self.seen_splits = _held(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
+        self.seen_splits = _served(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
         # Of the two-tower model, serving needs the query tower and the movies' vectors only (not
         # its training histories, top-k index and metrics).
         self.query_tower = None if two_tower is None else two_tower.query_tower
@@ -130,8 +130,8 @@ class ServingModule(tf.Module):
             self.num_candidates = first_stage.num_candidates
             self.rating_weight = tf.constant(first_stage.rating_weight, tf.float32)
             # The whole train split's histories (the first stage trained on part of them).
-            self.history_values = _held(history.flat_values, tf.int64)
-            self.history_splits = _held(history.row_splits, tf.int64)
+            self.history_values = _served(history.flat_values, tf.int64)
+            self.history_splits = _served(history.row_splits, tf.int64)
         if item_stage is not None:
             self._hold_item_stage(item_stage, catalogue, num_movies, row_of_idx)
         if two_tower is not None:
@@ -142,7 +142,7 @@ class ServingModule(tf.Module):
                 np.where(trained, catalogue.movie_idx, 0)]
             vectors[~trained] = 0.0
             vectors[~trained, -1] = -np.inf
-            self.retrieval_candidates = _held(vectors, tf.float32)
+            self.retrieval_candidates = _served(vectors, tf.float32)
 
     def _inputs(self, users: tf.Tensor, rows: tf.Tensor, timestamps: tf.Tensor | None = None
                 ) -> dict[str, tf.Tensor]:
@@ -242,22 +242,22 @@ class ServingModule(tf.Module):
 
     def _hold_item_stage(self, stage: item_item.SparseLowRank, catalogue: Catalogue,
                          num_movies: int, row_of_idx: np.ndarray) -> None:
-        """The item-item stage as held arrays whose columns are catalogue rows: neighbour lists
+        """The item-item stage as served arrays whose columns are catalogue rows: neighbour lists
         and history factors per vocabulary index (what histories hold), movie factors and a
         mask (-inf: not trained on, never recommended) per catalogue row, plus a popularity
         tie-break far below any score: a new user's empty history scores every movie 0."""
         neighbours = row_of_idx[stage.lists.neighbours]
-        self.item_neighbours = _held(np.maximum(neighbours, 0), tf.int32)
-        self.item_weights = _held(np.where(neighbours >= 0, stage.lists.weights, 0.0),
+        self.item_neighbours = _served(np.maximum(neighbours, 0), tf.int32)
+        self.item_weights = _served(np.where(neighbours >= 0, stage.lists.weights, 0.0),
                                   tf.float32)
-        self.item_history_factors = _held(stage.history_factors, tf.float32)
+        self.item_history_factors = _served(stage.history_factors, tf.float32)
         trained = catalogue.movie_idx < num_movies
         idx = np.where(trained, catalogue.movie_idx, 0)
-        self.item_movie_factors = _held(
+        self.item_movie_factors = _served(
             np.where(trained[:, None], stage.movie_factors[idx], 0.0), tf.float32)
         counts = np.bincount(self.history_values.numpy(), minlength=num_movies)[idx]
         prior = item_item.TIE_BREAK * np.log1p(counts) / max(np.log1p(counts).max(), 1.0)
-        self.item_prior = _held(np.where(trained, prior, -np.inf), tf.float32)
+        self.item_prior = _served(np.where(trained, prior, -np.inf), tf.float32)
 
     def _first_stage_scores(self, histories: tf.RaggedTensor) -> tf.Tensor:
         """Scores [B, catalogue rows] of users' training histories (ragged [B, None] of
