@@ -249,7 +249,7 @@ class ServingModule(tf.Module):
         neighbours = row_of_idx[stage.lists.neighbours]
         self.item_neighbours = _served(np.maximum(neighbours, 0), tf.int32)
         self.item_weights = _served(np.where(neighbours >= 0, stage.lists.weights, 0.0),
-                                  tf.float32)
+                                    tf.float32)
         self.item_history_factors = _served(stage.history_factors, tf.float32)
         trained = catalogue.movie_idx < num_movies
         idx = np.where(trained, catalogue.movie_idx, 0)
