@@ -80,7 +80,7 @@ def most_rated_unseen(train, seen, users, k=10):
     movies the user has not seen, as the TopKEvaluator's baseline (each history read once:
     indexing a RaggedTensor row per movie cost 18 s)."""
     order = np.argsort(-np.bincount(train[features.MOVIE_IDX], minlength=N_MOVIES), kind="stable")
-    return topk.popularity_lists(order, [set(seen[u].numpy().tolist()) for u in users], k)
+    return topk.popularity_lists(order, [np.unique(seen[u].numpy()) for u in users], k)
 
 
 def recommend(signatures_owner, user_ids, k):

@@ -28,12 +28,20 @@ NDCG_HIT_AT_1_OF_2 = 1 / (1 + 1 / math.log2(3))  # one hit at rank 1, two releva
 def test_users_with_train_and_eval_ratings_count_and_cold_start_users_are_counted_apart():
     users = topk.eval_users(TRAIN, EVAL)
     assert users.user_ids.tolist() == [1, 2]
-    assert users.seen == [{10, 20}, {10}]
+    assert users.seen.sets() == [{10, 20}, {10}]
     assert users.relevant == [{30, 40}, {20}]
     assert users.train_counts.tolist() == [2, 1]
     assert users.cold_start_users == 1
     assert users.buckets(SETTINGS.user_activity_edges).tolist() == ["2+", "1"]
     assert users.buckets((1, 20, 101)).tolist() == ["1-19", "1-19"]
+
+
+def test_rows_hold_each_users_distinct_movies_in_order_whatever_the_ratings_order():
+    ratings = topk.Ratings(np.array([5, 2, 5, 2, 5, 7]), np.array([30, 40, 10, 40, 30, 1]))
+    rows = topk.by_user(ratings, np.array([2, 3, 5]))
+    assert [rows[u].tolist() for u in range(len(rows))] == [[40], [], [10, 30]]
+    assert rows.lengths().tolist() == [1, 0, 2]
+    assert rows.sets() == [{40}, set(), {10, 30}]
 
 
 def test_popularity_ranks_by_train_ratings_with_ties_by_id():
@@ -44,7 +52,8 @@ def test_popularity_ranks_by_train_ratings_with_ties_by_id():
 
 def test_popularity_lists_leave_out_the_users_train_movies_and_pad():
     order = np.array([10, 20, 30])
-    lists = topk.popularity_lists(order, [{10, 20}, {10}, set()], k=2)
+    lists = topk.popularity_lists(order, [np.array([10, 20]), np.array([10]), np.array([], int)],
+                                  k=2)
     assert lists.tolist() == [[30, PAD], [20, 30], [10, 20]]
 
 

@@ -20,7 +20,6 @@ blessed model (skipped when no model was blessed before).
 """
 
 # No `from __future__ import annotations`: TFX's @component reads the annotations as types.
-import collections
 import dataclasses
 import json
 import logging
@@ -42,7 +41,7 @@ from tfx.utils import path_utils
 
 from components.evaluation import bootstrap, results
 from components.movielens_example_gen.slicing import bucket_label, bucket_labels
-from models import contract, features, ranking_metrics
+from models import contract, features, memory, ranking_metrics
 from models.ranking_metrics import PAD
 
 _LOG = logging.getLogger(__name__)
@@ -112,12 +111,50 @@ def read_ratings(examples: standard_artifacts.Examples, split: str,
     return Ratings(np.concatenate(users), np.concatenate(movies))
 
 
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """Each user's distinct movies in ascending order, as arrays rather than Python sets (at 25M
+    ratings the sets took gigabytes): row u is values[splits[u]:splits[u + 1]]."""
+
+    values: np.ndarray  # int64 [N]
+    splits: np.ndarray  # int64 [U + 1]
+
+    def __len__(self) -> int:
+        return len(self.splits) - 1
+
+    def __getitem__(self, u: int) -> np.ndarray:
+        return self.values[self.splits[u]:self.splits[u + 1]]
+
+    def lengths(self) -> np.ndarray:
+        """Movies per user; int64 [U]."""
+        return np.diff(self.splits)
+
+    def sets(self) -> list[set[int]]:
+        return [set(self[u].tolist()) for u in range(len(self))]
+
+
+def by_user(ratings: Ratings, users: np.ndarray) -> Rows:
+    """The distinct movies of each of `users` (ascending, unique ids) in `ratings`."""
+    if len(ratings.user_ids) != len(ratings.movie_ids):
+        raise ValueError(f"{len(ratings.user_ids)} user ids for {len(ratings.movie_ids)} movie "
+                         "ids")
+    keep = np.isin(ratings.user_ids, users)
+    user_ids, movie_ids = ratings.user_ids[keep], ratings.movie_ids[keep]
+    order = np.lexsort((movie_ids, user_ids))
+    user_ids, movie_ids = user_ids[order], movie_ids[order]
+    first = np.ones(len(order), bool)  # a pair's first occurrence: sets counted it once
+    first[1:] = (user_ids[1:] != user_ids[:-1]) | (movie_ids[1:] != movie_ids[:-1])
+    splits = np.searchsorted(user_ids[first], users, side="right")
+    return Rows(values=movie_ids[first].astype(np.int64),
+                splits=np.concatenate([[0], splits]).astype(np.int64))
+
+
 @dataclasses.dataclass
 class EvalUsers:
     """The users the top-k metrics average over, in ascending id order (U of them)."""
 
     user_ids: np.ndarray  # int64 [U]
-    seen: list[set[int]]  # U sets: the user's train-split movies
+    seen: Rows  # the user's train-split movies
     relevant: list[set[int]]  # U sets: the user's eval-split movies, all relevant
     train_counts: np.ndarray  # int64 [U]: the user's train-split ratings
     cold_start_users: int  # eval-split users without train ratings, left out
@@ -129,18 +166,12 @@ class EvalUsers:
 
 def eval_users(train: Ratings, eval_: Ratings) -> EvalUsers:
     """The users with train ratings and >= 1 eval rating, with their seen and relevant movies."""
-    seen: dict[int, set[int]] = collections.defaultdict(set)
-    for user, movie in zip(train.user_ids.tolist(), train.movie_ids.tolist(), strict=True):
-        seen[user].add(movie)
-    relevant: dict[int, set[int]] = collections.defaultdict(set)
-    for user, movie in zip(eval_.user_ids.tolist(), eval_.movie_ids.tolist(), strict=True):
-        relevant[user].add(movie)
-    users = sorted(u for u in relevant if u in seen)
-    return EvalUsers(
-        user_ids=np.array(users, np.int64), seen=[seen[u] for u in users],
-        relevant=[relevant[u] for u in users],
-        train_counts=np.array([len(seen[u]) for u in users], np.int64),
-        cold_start_users=len(relevant) - len(users))
+    eval_ids = np.unique(eval_.user_ids)
+    users = np.intersect1d(eval_ids, train.user_ids)
+    seen = by_user(train, users)
+    return EvalUsers(user_ids=users.astype(np.int64), seen=seen,
+                     relevant=by_user(eval_, users).sets(), train_counts=seen.lengths(),
+                     cold_start_users=len(eval_ids) - len(users))
 
 
 def popularity_order(train_movie_ids: np.ndarray) -> np.ndarray:
@@ -150,13 +181,15 @@ def popularity_order(train_movie_ids: np.ndarray) -> np.ndarray:
     return movies[np.lexsort((movies, -counts))]
 
 
-def popularity_lists(order: np.ndarray, seen: Sequence[set[int]], k: int) -> np.ndarray:
-    """For each user, the first k movies of `order` they have not seen; int64 [U, k], PAD where
-    fewer than k are left."""
+def popularity_lists(order: np.ndarray, seen: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """For each user, the first k movies of `order` they have not seen (seen: each user's movies,
+    ascending); int64 [U, k], PAD where fewer than k are left."""
     lists = np.full((len(seen), k), PAD, np.int64)
-    for u, movies in enumerate(seen):
+    for u in range(len(seen)):
+        movies = seen[u]
         # At most len(movies) of the first len(movies) + k can be seen ones.
-        unseen = [m for m in order[:len(movies) + k].tolist() if m not in movies][:k]
+        head = order[:len(movies) + k]
+        unseen = head[~np.isin(head, movies, assume_unique=True)][:k]
         lists[u, :len(unseen)] = unseen
     return lists
 
@@ -323,6 +356,7 @@ def TopKEvaluator(  # noqa: N802 - TFX component names are classes
 ) -> None:
     """Top-k metrics of `model`, the popularity baseline and `blessed_model` (none on the first
     run) and the verdict of the top-k rules; `eval_settings` is settings_json(EvalSettings)."""
+    memory.give_back("TopKEvaluator")  # what the Trainer and TFMA freed before it, in-process
     settings = TopKSettings.from_json(eval_settings)
     model_dirs = {results.CANDIDATE: path_utils.serving_model_path(model.uri)}
     if blessed_model is not None:
