@@ -3,12 +3,11 @@ bench/trainer_memory.py): the current RSS and the kernel's high-water mark, so n
 
 from __future__ import annotations
 
-import os
 import resource
+
+from models import memory
 
 
 def rss_mib() -> tuple[int, int]:
     """(current, peak) RSS of this process in MiB."""
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return current // 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return memory.rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024

@@ -34,7 +34,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from models import contract
+from models import contract, memory
 
 _LOG = logging.getLogger(__name__)
 BLESSED_KEY = "blessed"  # read by TFX's Pusher (model_utils.is_infra_validated)
@@ -168,6 +168,8 @@ def ServingCheck(  # noqa: N802 - TFX component names are classes
         blessed = 0
     else:
         serving_dir = path_utils.serving_model_path(model.uri)
+        # The server runs beside this process: what the runner's earlier steps freed goes back.
+        memory.give_back("ServingCheck")
         try:
             seconds = check_model(serving_dir, blessing.uri, timeout_seconds)
             blessed = 1

@@ -31,6 +31,7 @@ from models import (
     export,
     features,
     identity,
+    memory,
     new_users,
     progress,
     warm_start,
@@ -406,7 +407,18 @@ def read_split(file_patterns: list[str], transform_output: tft.TFTransformOutput
 
 # TFX Trainer will call this function.
 def run_fn(fn_args: FnArgs) -> None:
-    """TFX Trainer entry point (referenced by dotted name from pipeline/pipeline.py)."""
+    """TFX Trainer entry point (referenced by dotted name from pipeline/pipeline.py): trains and
+    exports, then returns what training freed to the system, so that the components after it
+    in the same process (the local runner's) do not start from its peak."""
+    memory.give_back("Before training")
+    try:
+        train_and_export(fn_args)
+    finally:
+        memory.give_back("After training")
+
+
+def train_and_export(fn_args: FnArgs) -> None:
+    """Reads, trains, exports: run_fn's work."""
     hp = HParams.from_config((fn_args.custom_config or {}).get(HPARAMS_KEY))
     _LOG.info("Hyper-parameters: %s", hp)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
