@@ -97,10 +97,7 @@ def compare_users(folder: Path, samples: list[int]) -> str:
     user, and each sample's choice with its loss by every user's NDCG@10, with seconds."""
     from bench import ranking
 
-    columns, user_vocabulary, num_movies, movies = ranking.encoded_catalogue(
-        pd.read_csv(folder / "ratings.csv"), pd.read_csv(folder / "movies.csv"))
-    pairs = {c: columns[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    num_users = len(user_vocabulary)
+    pairs, num_users, num_movies, movies = ranking.folder_interactions(folder)
     hp = ItemItemHParams(choice_users=num_users)
     side = item_item_training.side_features(movies, num_movies, hp.year_buckets,
                                             hp.title_max_share)

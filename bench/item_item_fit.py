@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from bench import ranking
 from models import features, item_item, item_item_training
@@ -29,11 +28,7 @@ from models.hparams import ItemItemHParams
 
 def fit_line(folder: Path, hp: ItemItemHParams) -> str:
     """One line: the folder's size and what train_item_item took and chose there."""
-    ratings = pd.read_csv(folder / "ratings.csv")
-    columns, users, num_movies, movies = ranking.encoded_catalogue(
-        ratings, pd.read_csv(folder / "movies.csv"))
-    pairs = {c: columns[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
-    num_users = len(users)
+    pairs, num_users, num_movies, movies = ranking.folder_interactions(folder)
     load = os.getloadavg()[0]
     start = time.time()
     stage, choice = item_item_training.train_item_item(hp, num_users, num_movies, pairs, movies)
@@ -43,7 +38,8 @@ def fit_line(folder: Path, hp: ItemItemHParams) -> str:
     solved = len(item_item.head_movies(np.asarray(x.sum(axis=0)).reshape(-1),
                                           max_dense=hp.max_dense))
     chosen = item_item_training.record_key(choice.record())
-    return (f"{folder}: {len(ratings):,} ratings, {num_users:,} users, {num_movies:,} movies, "
+    ratings = len(pairs[features.USER_IDX])
+    return (f"{folder}: {ratings:,} ratings, {num_users:,} users, {num_movies:,} movies, "
             f"choice by <= {hp.choice_users:,} holdout users: "
             f"{seconds:.1f} s, the choice {choice.choice_seconds:.1f} s of it (l2/exponent/user "
             f"weight/side weight {chosen}); {solved:,} movies solved, "
