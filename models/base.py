@@ -4,7 +4,7 @@ the ranking task."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -13,6 +13,14 @@ import tensorflow_recommenders as tfrs
 from models import arrays, features, new_users
 from models.hparams import HParams
 
+
+def served_variable(value: Any, dtype: tf.DType | None = None) -> tf.Variable:
+    """An array a served model holds (histories, item-item lists, drift sums) as a non-trainable
+    variable: saved in the checkpoint, not in the graph. As graph constants, ml-25m's arrays
+    made saved_model.pb hundreds of MB, which a TF1 session (TF Serving's loader) imports and
+    optimises with every signature's graph, at several times that in memory
+    (docs/benchmarks.md, "Scaling")."""
+    return tf.Variable(value, dtype=dtype, trainable=False)
 
 class StarsRMSE(tf.keras.metrics.RootMeanSquaredError):
     """RMSE in stars of predictions and labels given on the scaled [0, 1] range."""
@@ -215,15 +223,16 @@ class UserDrift(tf.keras.layers.Layer):
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         cumulative = np.concatenate([[0.0], np.cumsum(residuals[order])])
         self.window, self.shrinkage = int(window), float(shrinkage)
-        self.keys = tf.constant(users[order] * self.USER_STRIDE + timestamps[order], tf.int64)
-        self.starts = tf.constant(starts, tf.int64)
-        self.cumulative = tf.constant(cumulative, tf.float64)
+        # One key and one sum a rating: variables, so an export does not hold them as constants.
+        self.keys = served_variable(users[order] * self.USER_STRIDE + timestamps[order], tf.int64)
+        self.starts = served_variable(starts, tf.int64)
+        self.cumulative = served_variable(cumulative, tf.float64)
         # "Now": each user's last `window` ratings.
         lo = np.maximum(counts - self.window, 0)
         total = cumulative[starts[:-1] + counts] - cumulative[starts[:-1] + lo]
         now = np.divide(total, counts - lo + self.shrinkage, out=np.zeros_like(total),
                         where=counts > lo)
-        self.now = tf.constant(now, tf.float32)
+        self.now = served_variable(now, tf.float32)
 
     def call(self, users: tf.Tensor, timestamps: tf.Tensor | None = None) -> tf.Tensor:
         now = tf.gather(self.now, users)

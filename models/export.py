@@ -36,7 +36,6 @@ checks that it gives exactly Transform's features for every vocabulary entry.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -56,14 +55,6 @@ def _table(keys: np.ndarray, values: np.ndarray, default: int | bytes
             tf.constant(keys, tf.int64),
             tf.constant(values, tf.string if isinstance(default, bytes) else tf.int64)),
         default_value=default)
-
-
-def _served(value: Any, dtype: tf.DType | None = None) -> tf.Variable:
-    """A served array as a non-trainable variable: saved in the checkpoint, not in the graph.
-    As graph constants, ml-25m's histories and item-item lists made saved_model.pb hundreds of
-    MB, which a TF1 session (TF Serving's loader) imports and optimises with every signature's
-    graph, at several times that in memory (docs/benchmarks.md, "Scaling")."""
-    return tf.Variable(value, dtype=dtype, trainable=False)
 
 
 def _check(ok: tf.Tensor, message: str, bad: Callable[[], tf.Tensor]) -> tf.Operation:
@@ -102,26 +93,26 @@ class ServingModule(tf.Module):
                                  np.arange(num_users, dtype=np.int64), default=num_users)
         self.movie_row = _table(catalogue.movie_ids, np.arange(len(catalogue), dtype=np.int64),
                                 default=-1)
-        self.movie_ids = _served(catalogue.movie_ids, tf.int64)
-        self.movie_idx = _served(catalogue.movie_idx, tf.int64)
-        self.genres = _served(catalogue.genres, tf.float32)
-        self.years = _served(catalogue.years, tf.float32)
+        self.movie_ids = base.served_variable(catalogue.movie_ids, tf.int64)
+        self.movie_idx = base.served_variable(catalogue.movie_idx, tf.int64)
+        self.genres = base.served_variable(catalogue.genres, tf.float32)
+        self.years = base.served_variable(catalogue.years, tf.float32)
         # A table, not a constant: a string constant of every title was copied at every call
         # (docs/benchmarks.md, "Measurements behind settings"), while recommend needs k of them.
         self.titles = _table(np.arange(len(catalogue), dtype=np.int64), catalogue.titles,
                              default=b"")
         # The catalogue as the model scores it in recommend, computed once, here.
-        self.catalogue_side = {k: _served(v) for k, v in model.movie_side({
+        self.catalogue_side = {k: base.served_variable(v) for k, v in model.movie_side({
             features.MOVIE_IDX: catalogue.movie_idx, features.GENRES_XF: catalogue.genres,
             features.YEAR_XF: catalogue.years}).items()}
         # Rated movies per user index, as catalogue rows (history holds vocabulary indices).
         row_of_idx = np.full(int(catalogue.movie_idx.max()) + 1, -1, np.int64)
         row_of_idx[catalogue.movie_idx] = np.arange(len(catalogue))
         seen_rows = row_of_idx[history.flat_values.numpy()]
-        self.seen_values = _served(seen_rows[seen_rows >= 0], tf.int64)
+        self.seen_values = base.served_variable(seen_rows[seen_rows >= 0], tf.int64)
         lengths = np.bincount(base.row_ids(history)[seen_rows >= 0],
                               minlength=history.nrows().numpy())
-        self.seen_splits = _served(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
+        self.seen_splits = base.served_variable(np.concatenate([[0], np.cumsum(lengths)]), tf.int64)
         # Of the two-tower model, serving needs the query tower and the movies' vectors only (not
         # its training histories, top-k index and metrics).
         self.query_tower = None if two_tower is None else two_tower.query_tower
@@ -130,8 +121,8 @@ class ServingModule(tf.Module):
             self.num_candidates = first_stage.num_candidates
             self.rating_weight = tf.constant(first_stage.rating_weight, tf.float32)
             # The whole train split's histories (the first stage trained on part of them).
-            self.history_values = _served(history.flat_values, tf.int64)
-            self.history_splits = _served(history.row_splits, tf.int64)
+            self.history_values = base.served_variable(history.flat_values, tf.int64)
+            self.history_splits = base.served_variable(history.row_splits, tf.int64)
         if item_stage is not None:
             self._hold_item_stage(item_stage, catalogue, num_movies, row_of_idx)
         if two_tower is not None:
@@ -142,7 +133,7 @@ class ServingModule(tf.Module):
                 np.where(trained, catalogue.movie_idx, 0)]
             vectors[~trained] = 0.0
             vectors[~trained, -1] = -np.inf
-            self.retrieval_candidates = _served(vectors, tf.float32)
+            self.retrieval_candidates = base.served_variable(vectors, tf.float32)
 
     def _inputs(self, users: tf.Tensor, rows: tf.Tensor, timestamps: tf.Tensor | None = None
                 ) -> dict[str, tf.Tensor]:
@@ -247,17 +238,17 @@ class ServingModule(tf.Module):
         mask (-inf: not trained on, never recommended) per catalogue row, plus a popularity
         tie-break far below any score: a new user's empty history scores every movie 0."""
         neighbours = row_of_idx[stage.lists.neighbours]
-        self.item_neighbours = _served(np.maximum(neighbours, 0), tf.int32)
-        self.item_weights = _served(np.where(neighbours >= 0, stage.lists.weights, 0.0),
-                                    tf.float32)
-        self.item_history_factors = _served(stage.history_factors, tf.float32)
+        self.item_neighbours = base.served_variable(np.maximum(neighbours, 0), tf.int32)
+        self.item_weights = base.served_variable(
+            np.where(neighbours >= 0, stage.lists.weights, 0.0), tf.float32)
+        self.item_history_factors = base.served_variable(stage.history_factors, tf.float32)
         trained = catalogue.movie_idx < num_movies
         idx = np.where(trained, catalogue.movie_idx, 0)
-        self.item_movie_factors = _served(
+        self.item_movie_factors = base.served_variable(
             np.where(trained[:, None], stage.movie_factors[idx], 0.0), tf.float32)
         counts = np.bincount(self.history_values.numpy(), minlength=num_movies)[idx]
         prior = item_item.TIE_BREAK * np.log1p(counts) / max(np.log1p(counts).max(), 1.0)
-        self.item_prior = _served(np.where(trained, prior, -np.inf), tf.float32)
+        self.item_prior = base.served_variable(np.where(trained, prior, -np.inf), tf.float32)
 
     def _first_stage_scores(self, histories: tf.RaggedTensor) -> tf.Tensor:
         """Scores [B, catalogue rows] of users' training histories (ragged [B, None] of
