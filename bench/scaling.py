@@ -218,9 +218,10 @@ def markdown(results: dict) -> str:
         "(seed 0), default configuration (DirectRunner in_memory, configs.HPARAMS). Component "
         "seconds from ML Metadata; memory: the runner's process tree sampled every "
         f"{SAMPLE_SECONDS} s (RSS summed; PSS in the JSON); a component's peak is the "
-        "highest sample while it ran, so after the Trainer it includes what the process kept "
-        "of the Trainer's memory (TensorFlow's allocator does not give it back). Growth: time "
-        "ratio between "
+        "highest sample while it ran, so it includes what the runner kept of the steps "
+        "before it (since dfea78e the Trainer, the TopKEvaluator and the ServingCheck return "
+        "freed memory first: models/memory.py; rows of earlier commits kept the Trainer's). "
+        "Growth: time ratio between "
         "consecutive sizes and, in parentheses, its exponent against the ratings ratio "
         "(1.00 linear; above, faster than the data).",
         "",
