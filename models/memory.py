@@ -5,7 +5,8 @@ one process. What a step frees stays in glibc's arenas: the threshold above whic
 block apart, and unmaps it on free, rises up to 32 MiB as large arrays are freed, so the batches
 and tensors under it are kept for reuse. Without a trim every later component starts from the
 peak of the largest before it (the Trainer's, at ml-25m's size). Called by the Trainer's run_fn
-(models/trainer.py), the TopKEvaluator and the ServingCheck before they start their work.
+(models/trainer.py) before and after training, and by the TopKEvaluator and the ServingCheck
+before their work.
 """
 
 from __future__ import annotations
