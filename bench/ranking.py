@@ -371,7 +371,6 @@ def encoded_catalogue(train: pd.DataFrame, movies: pd.DataFrame):
     return encoded.train, user_vocabulary, encoded.num_movies, catalogue
 
 
-
 def folder_interactions(folder: Path):
     """Every rating of a folder's ratings.csv as an interaction, indexed as the Trainer's training
     split is (encoded_catalogue): ({USER_IDX, MOVIE_IDX: int [N]}, users, movie vocabulary size,
@@ -382,6 +381,7 @@ def folder_interactions(folder: Path):
         pd.read_csv(folder / "ratings.csv"), pd.read_csv(folder / "movies.csv"))
     pairs = {c: columns[c] for c in (features.USER_IDX, features.MOVIE_IDX)}
     return pairs, len(user_vocabulary), num_movies, movies
+
 
 def _ours(hp, train: pd.DataFrame, movies: pd.DataFrame):
     """The ServingModule the Trainer exports for `hp` trained on `train`
