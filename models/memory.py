@@ -12,12 +12,23 @@ before their work.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import logging
 import os
 
 _LOG = logging.getLogger(__name__)
+
+
+def _find_malloc_trim():
+    """glibc's malloc_trim among the process's own symbols, or None (musl, macOS, Windows).
+    Looked up once: ctypes.util.find_library runs `ldconfig -p` in a subprocess each time."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
 
 
 def rss_mib() -> int:
@@ -34,11 +45,8 @@ def give_back(step: str) -> int:
     malloc_trim; nothing more where there is none); logs and returns the MiB returned."""
     before = rss_mib()
     gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS)
-        pass
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
     after = rss_mib()
     if before - after > 0:
         _LOG.info("%s: returned %d MiB of freed memory to the system (%d -> %d MiB resident)",
