@@ -91,13 +91,6 @@ EQUIVALENT: list[Equivalent] = [
                  f"fileio.rename(staging, serving_path, {arg})",
                  "fileio.rename's overwrite defaults to False and is only tested for truth")
       for arg in ("overwrite=None", "")),
-    *(Equivalent("components/evaluation/topk.py", f"{line}, np.int64){end}",
-                 f"{line}, {dtype}){end}",
-                 "numpy infers int64 from Python ints on the 64-bit Linux hosts this runs on "
-                 "(its default integer)")
-      for line, end in [("user_ids=np.array(users", ", seen=[seen[u] for u in users],"),
-                        ("train_counts=np.array([len(seen[u]) for u in users]", ",")]
-      for dtype in ("None", "")),
     Equivalent("components/evaluation/results.py", 'baseline = evaluation.baseline or ""',
                'baseline = evaluation.baseline or "XXXX"',
                "without a baseline model any name finds no rule: RULES has neither, and the "

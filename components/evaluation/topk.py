@@ -156,8 +156,12 @@ class EvalUsers:
     user_ids: np.ndarray  # int64 [U]
     seen: Rows  # the user's train-split movies
     relevant: list[set[int]]  # U sets: the user's eval-split movies, all relevant
-    train_counts: np.ndarray  # int64 [U]: the user's train-split ratings
     cold_start_users: int  # eval-split users without train ratings, left out
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        """The user's distinct train-split movies; int64 [U]."""
+        return self.seen.lengths()
 
     def buckets(self, edges: Sequence[int]) -> np.ndarray:
         """The user-activity bucket label of each user; str [U]."""
@@ -168,9 +172,8 @@ def eval_users(train: Ratings, eval_: Ratings) -> EvalUsers:
     """The users with train ratings and >= 1 eval rating, with their seen and relevant movies."""
     eval_ids = np.unique(eval_.user_ids)
     users = np.intersect1d(eval_ids, train.user_ids)
-    seen = by_user(train, users)
-    return EvalUsers(user_ids=users.astype(np.int64), seen=seen,
-                     relevant=by_user(eval_, users).sets(), train_counts=seen.lengths(),
+    return EvalUsers(user_ids=users.astype(np.int64), seen=by_user(train, users),
+                     relevant=by_user(eval_, users).sets(),
                      cold_start_users=len(eval_ids) - len(users))
 
 
